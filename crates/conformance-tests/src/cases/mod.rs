@@ -1,0 +1,21 @@
+//! The cases, one `pub async fn(Backend)` each, grouped by what they exercise. Each must be able
+//! to fail: it checks exact results, not merely that calls return.
+
+mod batch;
+mod conditional;
+mod crud;
+mod durable;
+mod expiry;
+mod lifecycle;
+mod validation;
+
+pub use batch::*;
+pub use conditional::*;
+pub use crud::*;
+pub use durable::*;
+pub use expiry::*;
+pub use lifecycle::*;
+pub use validation::*;
+
+pub use crate::kill9::kill9_acknowledged_writes_survive;
+pub use crate::model::model_based_random_operations;

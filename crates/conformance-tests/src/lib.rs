@@ -1,0 +1,163 @@
+//! # orbit-persistence-conformance
+//!
+//! One suite of lease tests that every backend crate, ours or a user's own, runs against itself
+//! (DESIGN.md section 9). A backend passes only if it passes the whole suite unchanged.
+//!
+//! In the backend crate's `tests/conformance.rs`:
+//!
+//! ```ignore
+//! use std::{path::Path, sync::Arc};
+//! use orbit_persistence_conformance::{conformance_suite, Backend, Capabilities};
+//! use orbit_persistence_core::{AddressableDirectoryProvider, Clock, OrbitResult};
+//!
+//! fn open(clock: Arc<dyn Clock>, dir: &Path) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
+//!     // Open your store in `dir` with SyncMode::Always, using `clock` for expiry.
+//!     # unimplemented!()
+//! }
+//!
+//! const BACKEND: Backend = Backend {
+//!     name: "mine",
+//!     open,
+//!     capabilities: Capabilities { durable: true },
+//! };
+//!
+//! conformance_suite!(BACKEND, durable = true);
+//! ```
+//!
+//! `durable = true` adds the cases that reopen the store, open it twice, and kill a writing child
+//! process with SIGKILL; the `durable` flag must match `capabilities.durable`. The macro expands
+//! into one `#[test]` per case, each on its own multi-threaded tokio runtime, so the backend
+//! crate needs no tokio dev-dependency for it. The kill -9 case re-runs the test binary as the
+//! writing child (see [`kill9`]).
+
+pub mod cases;
+pub mod fixtures;
+pub mod kill9;
+pub mod model;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use orbit_persistence_core::{AddressableDirectoryProvider, Clock, OrbitResult};
+
+pub use fixtures::Ctx;
+
+/// Opens (or reopens) a store in a directory. It must use `clock` for every expiry decision and
+/// `SyncMode::Always`, so that every acknowledged write is durable. Called on a blocking thread
+/// inside a tokio runtime.
+pub type OpenFn = fn(Arc<dyn Clock>, &Path) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>>;
+
+/// What a backend supports; cases that need more than it has are not generated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Survives reopen, `kill -9` and power loss; locks its data directory.
+    pub durable: bool,
+}
+
+/// A backend under test.
+#[derive(Debug, Clone, Copy)]
+pub struct Backend {
+    /// Name used in messages.
+    pub name: &'static str,
+    /// Opens the store.
+    pub open: OpenFn,
+    /// What the backend supports.
+    pub capabilities: Capabilities,
+}
+
+/// Runs one case on a fresh two-worker tokio runtime.
+pub fn run<F: Future<Output = ()>>(case: F) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("failed to build the tokio runtime for a conformance case");
+    runtime.block_on(case);
+}
+
+/// Expands the conformance suite into `#[test]` functions; see the crate docs.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($backend:expr, durable = false) => {
+        $crate::conformance_suite!(@cases $backend);
+    };
+    ($backend:expr, durable = true) => {
+        $crate::conformance_suite!(@cases $backend);
+        $crate::conformance_suite!(@durable $backend);
+    };
+    (@cases $backend:expr) => {
+        $crate::__conformance_cases!($backend;
+            store_then_get_round_trips,
+            get_absent_is_none,
+            store_ignores_given_revision,
+            upsert_moves_lease_and_node_index_follows,
+            remove_returns_true_then_false,
+            remove_clears_node_index,
+            list_node_leases_is_exact,
+            list_node_distinguishes_namespaces,
+            list_unknown_node_is_empty,
+            key_kinds_never_collide,
+            unusual_characters_round_trip,
+            expired_lease_is_still_returned_by_get,
+            cleanup_removes_exactly_the_expired,
+            cleanup_is_idempotent,
+            cleanup_follows_renewals,
+            cleanup_clears_node_index,
+            cleanup_of_many_is_exact,
+            acquire_absent_acquires,
+            acquire_held_returns_holder,
+            acquire_expired_takes_over,
+            racing_acquirers_exactly_one_wins,
+            renew_by_owner_extends,
+            renew_with_stale_revision_loses,
+            renew_by_other_node_loses,
+            renew_absent_is_lost,
+            release_by_owner_removes,
+            release_with_stale_revision_keeps_lease,
+            revisions_strictly_increase,
+            store_leases_stores_all,
+            store_leases_with_invalid_entry_changes_nothing,
+            store_leases_rejects_duplicate_references,
+            store_leases_empty_is_noop,
+            invalid_store_inputs_are_rejected,
+            invalid_acquire_inputs_are_rejected,
+            invalid_renew_inputs_are_rejected,
+            invalid_read_inputs_are_rejected,
+            concurrent_writers_all_land,
+            contended_owners_never_overlap,
+            operations_after_shutdown_are_closed,
+            health_and_metrics_reflect_the_store,
+            model_based_random_operations,
+        );
+    };
+    (@durable $backend:expr) => {
+        $crate::__conformance_cases!($backend;
+            reopen_keeps_everything,
+            revisions_increase_across_reopen,
+            reopen_keeps_removals_and_cleanup,
+            second_open_is_locked,
+            kill9_acknowledged_writes_survive,
+        );
+        /// Not a test on its own: the child process of the kill -9 case. Returns at once unless
+        /// the parent started this binary with the child environment variable set.
+        #[test]
+        fn conformance_kill9_child_entry() {
+            $crate::kill9::child_entry($backend);
+        }
+    };
+}
+
+/// Implementation detail of [`conformance_suite!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($backend:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::run($crate::cases::$case($backend));
+            }
+        )*
+    };
+}

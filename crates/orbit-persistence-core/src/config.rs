@@ -1,0 +1,590 @@
+//! Configuration: which backend to open and how, loaded from TOML or the environment.
+//!
+//! Every struct denies unknown fields, so a typo is an error instead of a silently ignored
+//! setting, and every field has a safe default, so a file that sets only `backend` works.
+//! [`PersistenceConfig::validate`] names the offending field in each message.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{OrbitError, OrbitResult};
+
+/// Which storage engine a [`PersistenceConfig`] selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BackendType {
+    /// In-memory, no durability: tests and caches.
+    #[serde(rename = "memory")]
+    Memory,
+    /// Copy-on-write B+tree on disk: read-heavy, snapshots.
+    #[serde(rename = "cow_btree")]
+    CowBTree,
+    /// LSM tree on disk: write-heavy.
+    #[serde(rename = "lsm_tree")]
+    LsmTree,
+    /// RocksDB.
+    #[serde(rename = "rocksdb")]
+    RocksDB,
+    /// etcd, for clusters.
+    #[serde(rename = "etcd")]
+    Etcd,
+}
+
+impl BackendType {
+    /// The name used in config files and `ORBIT_PERSISTENCE_BACKEND`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendType::Memory => "memory",
+            BackendType::CowBTree => "cow_btree",
+            BackendType::LsmTree => "lsm_tree",
+            BackendType::RocksDB => "rocksdb",
+            BackendType::Etcd => "etcd",
+        }
+    }
+
+    /// The cargo feature of the `orbit-persistence` facade that compiles this backend in.
+    pub fn cargo_feature(self) -> &'static str {
+        match self {
+            BackendType::Memory => "memory",
+            BackendType::CowBTree => "cowbtree",
+            BackendType::LsmTree => "lsm",
+            BackendType::RocksDB => "rocksdb",
+            BackendType::Etcd => "etcd",
+        }
+    }
+
+    /// Parses the config-file name of a backend.
+    pub fn parse(name: &str) -> OrbitResult<Self> {
+        const ALL: [BackendType; 5] = [
+            BackendType::Memory,
+            BackendType::CowBTree,
+            BackendType::LsmTree,
+            BackendType::RocksDB,
+            BackendType::Etcd,
+        ];
+        ALL.into_iter().find(|b| b.as_str() == name).ok_or_else(|| {
+            OrbitError::Config(format!(
+                "backend must be one of memory, cow_btree, lsm_tree, rocksdb, etcd; got {name:?}"
+            ))
+        })
+    }
+}
+
+/// When a write is made durable.
+///
+/// In TOML: `sync = "always"`, `sync = "never"` or `sync = { interval_ms = 100 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// fdatasync before a write is acknowledged (batched across concurrent writers). Survives
+    /// `kill -9` and power loss.
+    #[default]
+    Always,
+    /// fdatasync at most every N milliseconds: survives `kill -9`, may lose the last N ms on
+    /// power loss.
+    IntervalMs(u64),
+    /// Never fdatasync except at shutdown and checkpoints: survives `kill -9` only.
+    Never,
+}
+
+fn default_data_dir(backend: &str) -> PathBuf {
+    PathBuf::from("orbit-data").join(backend)
+}
+
+/// Settings of the in-memory backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Upper bound on stored leases; a full store answers `InvalidInput` and never evicts.
+    /// `None` means unbounded.
+    pub max_entries: Option<u64>,
+}
+
+/// Settings of the copy-on-write B+tree backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CowBTreeConfig {
+    /// Directory holding the page file, WAL and LOCK.
+    pub data_dir: PathBuf,
+    /// Durability of acknowledged writes.
+    pub sync: SyncMode,
+    /// Page size in bytes: a power of two in 1 KiB..=64 KiB.
+    pub page_size: u32,
+    /// Checkpoint (write dirty pages, switch meta page, truncate WAL) at least this often.
+    pub checkpoint_interval_ms: u64,
+    /// Checkpoint when the WAL grows past this many bytes; bounds recovery time.
+    pub wal_size_limit: u64,
+    /// Bytes of decoded pages kept in memory.
+    pub cache_size: u64,
+}
+
+impl Default for CowBTreeConfig {
+    fn default() -> Self {
+        CowBTreeConfig {
+            data_dir: default_data_dir("cow_btree"),
+            sync: SyncMode::Always,
+            page_size: 4096,
+            checkpoint_interval_ms: 30_000,
+            wal_size_limit: 64 << 20,
+            cache_size: 256 << 20,
+        }
+    }
+}
+
+/// Settings of the LSM-tree backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LsmTreeConfig {
+    /// Directory holding WALs, SSTables, the manifest and LOCK.
+    pub data_dir: PathBuf,
+    /// Durability of acknowledged writes.
+    pub sync: SyncMode,
+    /// Bytes a memtable holds before it is frozen and flushed.
+    pub memtable_size: u64,
+    /// Frozen memtables allowed to wait for flush before writers stall.
+    pub max_immutable_memtables: u32,
+    /// False-positive rate of each table's bloom filter, in (0, 1).
+    pub bloom_filter_fp_rate: f64,
+    /// Target size of level 1 in bytes; each next level is `level_fanout` times larger.
+    pub level1_size: u64,
+    /// Size ratio between adjacent levels (>= 2).
+    pub level_fanout: u32,
+    /// Uncompressed data block size in bytes.
+    pub block_size: u32,
+    /// Bytes of the block cache; 0 disables it.
+    pub block_cache_size: u64,
+    /// Compaction write limit in bytes per second; 0 means unlimited.
+    pub compaction_rate_limit: u64,
+}
+
+impl Default for LsmTreeConfig {
+    fn default() -> Self {
+        LsmTreeConfig {
+            data_dir: default_data_dir("lsm_tree"),
+            sync: SyncMode::Always,
+            memtable_size: 64 << 20,
+            max_immutable_memtables: 2,
+            bloom_filter_fp_rate: 0.01,
+            level1_size: 256 << 20,
+            level_fanout: 10,
+            block_size: 4096,
+            block_cache_size: 64 << 20,
+            compaction_rate_limit: 0,
+        }
+    }
+}
+
+/// Settings of the RocksDB backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RocksDbConfig {
+    /// RocksDB's database directory.
+    pub data_dir: PathBuf,
+    /// Durability of acknowledged writes.
+    pub sync: SyncMode,
+    /// Bytes of the shared LRU block cache.
+    pub block_cache_size: u64,
+    /// Bytes of each column family's memtable.
+    pub write_buffer_size: u64,
+    /// Background flush + compaction threads.
+    pub max_background_jobs: u32,
+    /// Bloom filter bits per key (0 disables filters).
+    pub bloom_bits_per_key: u32,
+    /// Block compression: `none`, `lz4` or `zstd`.
+    pub compression: String,
+}
+
+impl Default for RocksDbConfig {
+    fn default() -> Self {
+        RocksDbConfig {
+            data_dir: default_data_dir("rocksdb"),
+            sync: SyncMode::Always,
+            block_cache_size: 128 << 20,
+            write_buffer_size: 64 << 20,
+            max_background_jobs: 2,
+            bloom_bits_per_key: 10,
+            compression: "lz4".to_string(),
+        }
+    }
+}
+
+/// The whole configuration of a store: the backend to open and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistenceConfig {
+    /// The backend to open.
+    pub backend: BackendType,
+    /// Settings of the memory backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryConfig>,
+    /// Settings of the COW B+tree backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cow_btree: Option<CowBTreeConfig>,
+    /// Settings of the LSM backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsm_tree: Option<LsmTreeConfig>,
+    /// Settings of the RocksDB backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rocksdb: Option<RocksDbConfig>,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            backend: BackendType::Memory,
+            memory: None,
+            cow_btree: None,
+            lsm_tree: None,
+            rocksdb: None,
+        }
+    }
+}
+
+/// Environment variable naming the backend for [`PersistenceConfig::from_env`].
+pub const ENV_BACKEND: &str = "ORBIT_PERSISTENCE_BACKEND";
+/// Environment variable naming the data directory for [`PersistenceConfig::from_env`].
+pub const ENV_DATA_DIR: &str = "ORBIT_PERSISTENCE_DATA_DIR";
+
+impl PersistenceConfig {
+    /// Parses and validates a TOML document.
+    pub fn from_toml_str(text: &str) -> OrbitResult<Self> {
+        let config: PersistenceConfig =
+            toml::from_str(text).map_err(|e| OrbitError::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a TOML file.
+    pub fn from_path(path: impl AsRef<Path>) -> OrbitResult<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| OrbitError::io("read", path, e))?;
+        Self::from_toml_str(&text)
+            .map_err(|e| OrbitError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Builds a config from `ORBIT_PERSISTENCE_BACKEND` (default `memory`) and
+    /// `ORBIT_PERSISTENCE_DATA_DIR` (default: the backend's default directory).
+    pub fn from_env() -> OrbitResult<Self> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`Self::from_env`] over any variable source, so it can be tested without touching the
+    /// process environment.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> OrbitResult<Self> {
+        let backend = match var(ENV_BACKEND) {
+            Some(name) => BackendType::parse(name.trim())
+                .map_err(|e| OrbitError::Config(format!("{ENV_BACKEND}: {e}")))?,
+            None => BackendType::Memory,
+        };
+        let mut config = PersistenceConfig {
+            backend,
+            ..PersistenceConfig::default()
+        };
+        let data_dir = var(ENV_DATA_DIR).map(PathBuf::from);
+        match backend {
+            BackendType::Memory | BackendType::Etcd => {}
+            BackendType::CowBTree => {
+                let mut c = CowBTreeConfig::default();
+                if let Some(d) = data_dir {
+                    c.data_dir = d;
+                }
+                config.cow_btree = Some(c);
+            }
+            BackendType::LsmTree => {
+                let mut c = LsmTreeConfig::default();
+                if let Some(d) = data_dir {
+                    c.data_dir = d;
+                }
+                config.lsm_tree = Some(c);
+            }
+            BackendType::RocksDB => {
+                let mut c = RocksDbConfig::default();
+                if let Some(d) = data_dir {
+                    c.data_dir = d;
+                }
+                config.rocksdb = Some(c);
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The memory settings, or their defaults when the section is absent.
+    pub fn memory_or_default(&self) -> MemoryConfig {
+        self.memory.clone().unwrap_or_default()
+    }
+
+    /// The COW B+tree settings, or their defaults when the section is absent.
+    pub fn cow_btree_or_default(&self) -> CowBTreeConfig {
+        self.cow_btree.clone().unwrap_or_default()
+    }
+
+    /// The LSM settings, or their defaults when the section is absent.
+    pub fn lsm_tree_or_default(&self) -> LsmTreeConfig {
+        self.lsm_tree.clone().unwrap_or_default()
+    }
+
+    /// The RocksDB settings, or their defaults when the section is absent.
+    pub fn rocksdb_or_default(&self) -> RocksDbConfig {
+        self.rocksdb.clone().unwrap_or_default()
+    }
+
+    /// Checks every present section; the error names the first bad field.
+    pub fn validate(&self) -> OrbitResult<()> {
+        if let Some(c) = &self.memory {
+            c.validate()?;
+        }
+        if let Some(c) = &self.cow_btree {
+            c.validate()?;
+        }
+        if let Some(c) = &self.lsm_tree {
+            c.validate()?;
+        }
+        if let Some(c) = &self.rocksdb {
+            c.validate()?;
+        }
+        Ok(())
+    }
+}
+
+fn config_err(field: &str, msg: impl std::fmt::Display) -> OrbitError {
+    OrbitError::Config(format!("{field} {msg}"))
+}
+
+fn check_data_dir(section: &str, dir: &Path) -> OrbitResult<()> {
+    if dir.as_os_str().is_empty() {
+        return Err(config_err(
+            &format!("{section}.data_dir"),
+            "must not be empty",
+        ));
+    }
+    Ok(())
+}
+
+fn check_sync(section: &str, sync: SyncMode) -> OrbitResult<()> {
+    if let SyncMode::IntervalMs(ms) = sync
+        && !(1..=60_000).contains(&ms)
+    {
+        return Err(config_err(
+            &format!("{section}.sync.interval_ms"),
+            format_args!("must be in 1..=60000, got {ms}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_range(field: &str, value: u64, min: u64, max: u64) -> OrbitResult<()> {
+    if value < min || value > max {
+        return Err(config_err(
+            field,
+            format_args!("must be in {min}..={max}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+impl MemoryConfig {
+    /// Checks the fields; the error names the field.
+    pub fn validate(&self) -> OrbitResult<()> {
+        if self.max_entries == Some(0) {
+            return Err(config_err(
+                "memory.max_entries",
+                "must be at least 1 (omit it for no limit), got 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl CowBTreeConfig {
+    /// Checks the fields; the error names the field.
+    pub fn validate(&self) -> OrbitResult<()> {
+        check_data_dir("cow_btree", &self.data_dir)?;
+        check_sync("cow_btree", self.sync)?;
+        if !self.page_size.is_power_of_two() || !(1024..=65536).contains(&self.page_size) {
+            return Err(config_err(
+                "cow_btree.page_size",
+                format_args!(
+                    "must be a power of two in 1024..=65536, got {}",
+                    self.page_size
+                ),
+            ));
+        }
+        check_range(
+            "cow_btree.checkpoint_interval_ms",
+            self.checkpoint_interval_ms,
+            1,
+            3_600_000,
+        )?;
+        check_range(
+            "cow_btree.wal_size_limit",
+            self.wal_size_limit,
+            1 << 16,
+            1 << 40,
+        )?;
+        check_range("cow_btree.cache_size", self.cache_size, 0, 1 << 44)
+    }
+}
+
+impl LsmTreeConfig {
+    /// Checks the fields; the error names the field.
+    pub fn validate(&self) -> OrbitResult<()> {
+        check_data_dir("lsm_tree", &self.data_dir)?;
+        check_sync("lsm_tree", self.sync)?;
+        check_range(
+            "lsm_tree.memtable_size",
+            self.memtable_size,
+            1 << 12,
+            1 << 34,
+        )?;
+        check_range(
+            "lsm_tree.max_immutable_memtables",
+            self.max_immutable_memtables.into(),
+            1,
+            64,
+        )?;
+        let fp = self.bloom_filter_fp_rate;
+        if !(fp > 0.0 && fp < 1.0) {
+            return Err(config_err(
+                "lsm_tree.bloom_filter_fp_rate",
+                format_args!("must be in (0, 1), got {fp}"),
+            ));
+        }
+        check_range("lsm_tree.level1_size", self.level1_size, 1 << 12, 1 << 44)?;
+        check_range("lsm_tree.level_fanout", self.level_fanout.into(), 2, 1000)?;
+        if !(512..=1 << 20).contains(&self.block_size) {
+            return Err(config_err(
+                "lsm_tree.block_size",
+                format_args!("must be in 512..=1048576, got {}", self.block_size),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RocksDbConfig {
+    /// Checks the fields; the error names the field.
+    pub fn validate(&self) -> OrbitResult<()> {
+        check_data_dir("rocksdb", &self.data_dir)?;
+        check_sync("rocksdb", self.sync)?;
+        check_range(
+            "rocksdb.write_buffer_size",
+            self.write_buffer_size,
+            1 << 16,
+            1 << 34,
+        )?;
+        check_range(
+            "rocksdb.max_background_jobs",
+            self.max_background_jobs.into(),
+            1,
+            256,
+        )?;
+        check_range(
+            "rocksdb.bloom_bits_per_key",
+            self.bloom_bits_per_key.into(),
+            0,
+            64,
+        )?;
+        if !["none", "lz4", "zstd"].contains(&self.compression.as_str()) {
+            return Err(config_err(
+                "rocksdb.compression",
+                format_args!("must be one of none, lz4, zstd; got {:?}", self.compression),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_only_file_uses_safe_defaults() {
+        let c = PersistenceConfig::from_toml_str("backend = \"lsm_tree\"").unwrap();
+        assert_eq!(c.backend, BackendType::LsmTree);
+        assert_eq!(c.lsm_tree_or_default().sync, SyncMode::Always);
+    }
+
+    #[test]
+    fn sync_modes_parse_from_toml() {
+        let c = PersistenceConfig::from_toml_str(
+            "backend = \"cow_btree\"\n[cow_btree]\nsync = { interval_ms = 50 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.cow_btree.unwrap().sync, SyncMode::IntervalMs(50));
+        let c = PersistenceConfig::from_toml_str(
+            "backend = \"lsm_tree\"\n[lsm_tree]\nsync = \"never\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.lsm_tree.unwrap().sync, SyncMode::Never);
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_with_its_name() {
+        let err = PersistenceConfig::from_toml_str(
+            "backend = \"lsm_tree\"\n[lsm_tree]\nmemtabel_size = 5\n",
+        )
+        .unwrap_err();
+        assert!(matches!(err, OrbitError::Config(_)));
+        assert!(err.to_string().contains("memtabel_size"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let err = PersistenceConfig::from_toml_str(
+            "backend = \"lsm_tree\"\n[lsm_tree]\nbloom_filter_fp_rate = 1.5\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("lsm_tree.bloom_filter_fp_rate must be in (0, 1), got 1.5"),
+            "{err}"
+        );
+        let err = PersistenceConfig::from_toml_str(
+            "backend = \"cow_btree\"\n[cow_btree]\npage_size = 3000\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("cow_btree.page_size"), "{err}");
+        let err =
+            PersistenceConfig::from_toml_str("backend = \"memory\"\n[memory]\nmax_entries = 0\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("memory.max_entries"), "{err}");
+    }
+
+    #[test]
+    fn unknown_backend_is_a_config_error() {
+        let err = PersistenceConfig::from_toml_str("backend = \"sqlite\"").unwrap_err();
+        assert!(matches!(err, OrbitError::Config(_)), "{err}");
+    }
+
+    #[test]
+    fn env_selects_backend_and_dir() {
+        let c = PersistenceConfig::from_vars(|k| match k {
+            ENV_BACKEND => Some("lsm_tree".into()),
+            ENV_DATA_DIR => Some("/tmp/x".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.backend, BackendType::LsmTree);
+        assert_eq!(c.lsm_tree.unwrap().data_dir, PathBuf::from("/tmp/x"));
+        let err = PersistenceConfig::from_vars(|k| (k == ENV_BACKEND).then(|| "mysql".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains(ENV_BACKEND), "{err}");
+        assert_eq!(
+            PersistenceConfig::from_vars(|_| None).unwrap().backend,
+            BackendType::Memory
+        );
+    }
+
+    #[test]
+    fn config_round_trips_through_toml() {
+        let c = PersistenceConfig {
+            backend: BackendType::CowBTree,
+            cow_btree: Some(CowBTreeConfig::default()),
+            ..PersistenceConfig::default()
+        };
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(PersistenceConfig::from_toml_str(&text).unwrap(), c);
+    }
+}

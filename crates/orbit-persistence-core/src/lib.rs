@@ -1,0 +1,32 @@
+//! # orbit-persistence-core
+//!
+//! The contract every orbit-persistence backend implements and every user programs against:
+//!
+//! - the lease data model ([`NodeId`], [`Key`], [`AddressableReference`], [`AddressableLease`],
+//!   [`Timestamp`]) and its canonical, order-preserving binary [`encoding`];
+//! - the provider traits [`PersistenceProvider`] and [`AddressableDirectoryProvider`];
+//! - [`OrbitError`], [`Clock`], configuration ([`PersistenceConfig`]) and metrics;
+//! - the lease rules every backend applies the same way ([`rules`]);
+//! - the pieces every disk backend shares, written once: the file-system seam ([`fs`]), the
+//!   CRC32-framed log ([`log`]), the data-directory lock ([`lock`]) and the group-commit writer
+//!   ([`group_commit`]).
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod config;
+pub mod encoding;
+pub mod error;
+pub mod metrics;
+pub mod provider;
+pub mod rules;
+pub mod types;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{
+    BackendType, CowBTreeConfig, LsmTreeConfig, MemoryConfig, PersistenceConfig, RocksDbConfig,
+    SyncMode,
+};
+pub use error::{OrbitError, OrbitResult};
+pub use metrics::{PersistenceMetrics, ProviderHealth};
+pub use provider::{Acquire, AddressableDirectoryProvider, PersistenceProvider, Renew};
+pub use types::{AddressableLease, AddressableReference, Key, NodeId, Timestamp};

@@ -1,0 +1,193 @@
+//! Health and metrics reported by every provider, and the lock-free recorder backends use to
+//! collect them without adding contention to the hot path.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Whether a provider can serve requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProviderHealth {
+    /// Serving reads and writes normally.
+    Healthy,
+    /// Serving, but something needs attention (write stalls, compaction debt, near a limit).
+    Degraded {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Not serving writes (poisoned, closed, unreachable).
+    Unhealthy {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Latency percentiles of one kind of operation, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LatencySummary {
+    /// Operations measured.
+    pub count: u64,
+    /// Median, rounded up to the histogram bucket bound.
+    pub p50_us: u64,
+    /// 99th percentile, rounded up to the histogram bucket bound.
+    pub p99_us: u64,
+    /// Largest observed.
+    pub max_us: u64,
+}
+
+/// A snapshot of a provider's counters and sizes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PersistenceMetrics {
+    /// Leases stored now (expired but not cleaned up included).
+    pub lease_count: u64,
+    /// Read operations served (get, list).
+    pub reads: u64,
+    /// Write operations acknowledged (each lease of a batch counts).
+    pub writes: u64,
+    /// Conditional operations that lost (acquire found it held, stale renew or release).
+    pub conflicts: u64,
+    /// Leases removed by cleanup.
+    pub expired_removed: u64,
+    /// Log appends (group-commit batches).
+    pub write_batches: u64,
+    /// fdatasync calls of the write path.
+    pub syncs: u64,
+    /// Times writers were stalled waiting for background work.
+    pub write_stalls: u64,
+    /// Bytes on disk of the data directory (0 for memory).
+    pub disk_bytes: u64,
+    /// Approximate bytes of memory held by the store's data structures.
+    pub memory_bytes: u64,
+    /// Highest revision assigned.
+    pub last_revision: u64,
+    /// Latency of reads.
+    pub read_latency: LatencySummary,
+    /// Latency of writes, until acknowledged.
+    pub write_latency: LatencySummary,
+}
+
+const BUCKETS: usize = 40;
+
+/// A histogram of durations in power-of-two microsecond buckets: record is one relaxed atomic
+/// add, percentiles are exact to within a factor of two.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; BUCKETS],
+    max_us: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            max_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Records one operation of duration `d`.
+    pub fn record(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let bucket = (u64::BITS - us.leading_zeros()) as usize;
+        self.buckets[bucket.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// Count, p50, p99 and max of what was recorded.
+    pub fn summary(&self) -> LatencySummary {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let count: u64 = counts.iter().sum();
+        let max_us = self.max_us.load(Ordering::Relaxed);
+        let percentile = |p: f64| -> u64 {
+            if count == 0 {
+                return 0;
+            }
+            let rank = ((count as f64) * p).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    // Bucket i holds durations in [2^(i-1), 2^i); report its upper bound.
+                    let bound = if i == 0 { 0 } else { (1u64 << i) - 1 };
+                    return bound.min(max_us);
+                }
+            }
+            max_us
+        };
+        LatencySummary {
+            count,
+            p50_us: percentile(0.50),
+            p99_us: percentile(0.99),
+            max_us,
+        }
+    }
+}
+
+/// The counters every provider keeps; `snapshot` fills the shared part of
+/// [`PersistenceMetrics`], the backend adds sizes.
+#[derive(Debug, Default)]
+pub struct MetricsRecorder {
+    /// See [`PersistenceMetrics::reads`].
+    pub reads: AtomicU64,
+    /// See [`PersistenceMetrics::writes`].
+    pub writes: AtomicU64,
+    /// See [`PersistenceMetrics::conflicts`].
+    pub conflicts: AtomicU64,
+    /// See [`PersistenceMetrics::expired_removed`].
+    pub expired_removed: AtomicU64,
+    /// See [`PersistenceMetrics::write_stalls`].
+    pub write_stalls: AtomicU64,
+    /// See [`PersistenceMetrics::read_latency`].
+    pub read_latency: LatencyHistogram,
+    /// See [`PersistenceMetrics::write_latency`].
+    pub write_latency: LatencyHistogram,
+}
+
+impl MetricsRecorder {
+    /// Counts `n` more into `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counters as a [`PersistenceMetrics`] with sizes left at zero.
+    pub fn snapshot(&self) -> PersistenceMetrics {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PersistenceMetrics {
+            reads: load(&self.reads),
+            writes: load(&self.writes),
+            conflicts: load(&self.conflicts),
+            expired_removed: load(&self.expired_removed),
+            write_stalls: load(&self.write_stalls),
+            read_latency: self.read_latency.summary(),
+            write_latency: self.write_latency.summary(),
+            ..PersistenceMetrics::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_percentiles_bound_the_samples() {
+        let h = LatencyHistogram::default();
+        assert_eq!(h.summary(), LatencySummary::default());
+        for _ in 0..98 {
+            h.record(Duration::from_micros(10));
+        }
+        h.record(Duration::from_micros(1_000));
+        h.record(Duration::from_micros(100_000));
+        let s = h.summary();
+        assert_eq!(s.count, 100);
+        assert!((10..16).contains(&s.p50_us), "{s:?}");
+        assert!((1_000..2_048).contains(&s.p99_us), "{s:?}");
+        assert_eq!(s.max_us, 100_000);
+    }
+}

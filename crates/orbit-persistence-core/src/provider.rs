@@ -1,0 +1,76 @@
+//! The provider traits (DESIGN.md section 2) and the outcomes of the conditional operations.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::OrbitResult;
+use crate::metrics::{PersistenceMetrics, ProviderHealth};
+use crate::types::{AddressableLease, AddressableReference, NodeId, Timestamp};
+
+/// Result of [`AddressableDirectoryProvider::acquire_lease`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Acquire {
+    /// The caller now holds the lease; it carries the revision the store assigned.
+    Acquired(AddressableLease),
+    /// Someone holds an unexpired lease; here it is.
+    Held(AddressableLease),
+}
+
+/// Result of [`AddressableDirectoryProvider::renew_lease`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Renew {
+    /// Renewed; the lease carries its new revision.
+    Renewed(AddressableLease),
+    /// The caller no longer owns the lease (another owner or revision, or no lease at all):
+    /// here is what is stored now.
+    Lost(Option<AddressableLease>),
+}
+
+/// Lifecycle, health and metrics common to every provider.
+#[async_trait]
+pub trait PersistenceProvider: Send + Sync {
+    /// Prepares the provider for use; idempotent. Opening already recovered the data.
+    async fn initialize(&self) -> OrbitResult<()>;
+    /// Flushes, syncs and releases the data directory; later calls answer `Closed`.
+    async fn shutdown(&self) -> OrbitResult<()>;
+    /// Whether the provider can serve reads and writes.
+    async fn health_check(&self) -> ProviderHealth;
+    /// Counters, latencies and sizes.
+    async fn metrics(&self) -> PersistenceMetrics;
+}
+
+/// The lease directory: who hosts which addressable, until when.
+#[async_trait]
+pub trait AddressableDirectoryProvider: PersistenceProvider {
+    /// Upserts a lease (moving it between nodes if `node_id` changed); assigns a new revision.
+    async fn store_lease(&self, lease: &AddressableLease) -> OrbitResult<()>;
+    /// The stored lease, even if expired and not yet cleaned up.
+    async fn get_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>>;
+    /// Removes a lease; `true` if there was one.
+    async fn remove_lease(&self, r: &AddressableReference) -> OrbitResult<bool>;
+    /// Every stored lease of `node` (expired ones included), through the node index.
+    async fn list_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>>;
+    /// Removes every lease expired by the provider's clock; returns how many.
+    async fn cleanup_expired_leases(&self) -> OrbitResult<u64>;
+    /// Registers the lease if none is stored or the stored one is expired, atomically.
+    async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire>;
+    /// Extends the lease if `owner` and `revision` still match the stored lease.
+    async fn renew_lease(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+        expires_at: Timestamp,
+        renew_at: Timestamp,
+    ) -> OrbitResult<Renew>;
+    /// Removes the lease if `owner` and `revision` still match; `true` if it did.
+    async fn release_lease(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+    ) -> OrbitResult<bool>;
+    /// Upserts all leases as one atomic batch: all or none are visible, before and after a
+    /// crash.
+    async fn store_leases(&self, leases: &[AddressableLease]) -> OrbitResult<()>;
+}

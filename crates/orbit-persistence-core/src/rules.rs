@@ -1,0 +1,232 @@
+//! The lease rules every backend applies identically: input limits (checked before any I/O) and
+//! the decisions of the conditional operations. A backend owns *how* it stores leases; *whether*
+//! a write is allowed is decided here, once.
+
+use std::collections::HashSet;
+
+use crate::error::{OrbitError, OrbitResult};
+use crate::provider::Renew;
+use crate::types::{AddressableLease, AddressableReference, Key, NodeId, Timestamp};
+
+/// Longest `addressable_type`, in bytes.
+pub const MAX_TYPE_LEN: usize = 256;
+/// Longest string key, in bytes.
+pub const MAX_STRING_KEY_LEN: usize = 1024;
+/// Longest node key or namespace, in bytes.
+pub const MAX_NODE_FIELD_LEN: usize = 256;
+/// Most leases in one `store_leases` batch: bounds the memory and log record of one batch.
+pub const MAX_BATCH_LEN: usize = 100_000;
+
+fn check_len(field: &str, value: &str, min: usize, max: usize) -> OrbitResult<()> {
+    let len = value.len();
+    if len < min || len > max {
+        return Err(OrbitError::invalid(format!(
+            "{field} must be {min}..={max} bytes, got {len}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the limits of a reference.
+pub fn validate_reference(r: &AddressableReference) -> OrbitResult<()> {
+    check_len("addressable_type", &r.addressable_type, 1, MAX_TYPE_LEN)?;
+    if let Key::StringKey { key } = &r.key {
+        check_len("key", key, 0, MAX_STRING_KEY_LEN)?;
+    }
+    Ok(())
+}
+
+/// Checks the limits of a node id.
+pub fn validate_node(node: &NodeId) -> OrbitResult<()> {
+    check_len("node_id.key", &node.key, 1, MAX_NODE_FIELD_LEN)?;
+    check_len("node_id.namespace", &node.namespace, 1, MAX_NODE_FIELD_LEN)
+}
+
+/// Checks the timing of a write: `renew_at <= expires_at`, and the lease must not already be
+/// expired at `now` (writing a lease nobody holds is a caller bug, not a state to store).
+pub fn validate_times(
+    expires_at: Timestamp,
+    renew_at: Timestamp,
+    now: Timestamp,
+) -> OrbitResult<()> {
+    if renew_at > expires_at {
+        return Err(OrbitError::invalid(format!(
+            "renew_at ({renew_at}) must not be after expires_at ({expires_at})"
+        )));
+    }
+    if expires_at <= now {
+        return Err(OrbitError::invalid(format!(
+            "expires_at ({expires_at}) must be after now ({now}): the lease would already be expired"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks everything about a lease about to be written at `now`.
+pub fn validate_lease(lease: &AddressableLease, now: Timestamp) -> OrbitResult<()> {
+    validate_reference(&lease.reference)?;
+    validate_node(&lease.node_id)?;
+    validate_times(lease.expires_at, lease.renew_at, now)
+}
+
+/// Checks a batch for `store_leases`: every lease valid, no reference twice (the result would
+/// depend on order), at most [`MAX_BATCH_LEN`] leases.
+pub fn validate_batch(leases: &[AddressableLease], now: Timestamp) -> OrbitResult<()> {
+    if leases.len() > MAX_BATCH_LEN {
+        return Err(OrbitError::invalid(format!(
+            "store_leases takes at most {MAX_BATCH_LEN} leases per batch, got {}",
+            leases.len()
+        )));
+    }
+    let mut seen = HashSet::with_capacity(leases.len());
+    for (i, lease) in leases.iter().enumerate() {
+        validate_lease(lease, now)
+            .map_err(|e| OrbitError::invalid(format!("lease {i} of the batch: {e}")))?;
+        if !seen.insert(&lease.reference) {
+            return Err(OrbitError::invalid(format!(
+                "lease {i} of the batch repeats reference {:?}",
+                lease.reference
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether an acquire may write: `Err(current)` when an unexpired lease is held.
+pub fn acquire_allowed(
+    current: Option<&AddressableLease>,
+    now: Timestamp,
+) -> Result<(), AddressableLease> {
+    match current {
+        Some(held) if !held.is_expired(now) => Err(held.clone()),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `(owner, revision)` still owns `current`: the compare of renew and release.
+///
+/// An expired lease that nobody has taken over may still be renewed or released by its owner:
+/// the revision proves that no one acquired it in between, so no second owner can exist.
+pub fn owns(current: Option<&AddressableLease>, owner: &NodeId, revision: u64) -> bool {
+    matches!(current, Some(l) if l.node_id == *owner && l.revision == revision)
+}
+
+/// The decision of a renew: the lease to write (revision still to be set), or the `Lost`
+/// answer.
+pub fn renew_decision(
+    current: Option<&AddressableLease>,
+    owner: &NodeId,
+    revision: u64,
+    expires_at: Timestamp,
+    renew_at: Timestamp,
+) -> Result<AddressableLease, Renew> {
+    match current {
+        Some(l) if owns(current, owner, revision) => Ok(AddressableLease {
+            expires_at,
+            renew_at,
+            ..l.clone()
+        }),
+        _ => Err(Renew::Lost(current.cloned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(expires: u64) -> AddressableLease {
+        AddressableLease {
+            revision: 7,
+            ..AddressableLease::new(
+                AddressableReference::new("T", Key::string("k")),
+                NodeId::new("n1", "ns"),
+                Timestamp(expires),
+                Timestamp(expires / 2),
+            )
+        }
+    }
+
+    #[test]
+    fn limits_name_the_field() {
+        let mut l = lease(100);
+        l.reference.addressable_type = String::new();
+        assert!(
+            validate_lease(&l, Timestamp(0))
+                .unwrap_err()
+                .to_string()
+                .contains("addressable_type")
+        );
+        let mut l = lease(100);
+        l.reference.key = Key::string("x".repeat(MAX_STRING_KEY_LEN + 1));
+        assert!(
+            validate_lease(&l, Timestamp(0))
+                .unwrap_err()
+                .to_string()
+                .contains("key must be 0..=1024")
+        );
+        let mut l = lease(100);
+        l.reference.key = Key::string("");
+        assert!(validate_lease(&l, Timestamp(0)).is_ok());
+        let mut l = lease(100);
+        l.node_id.namespace = "n".repeat(257);
+        assert!(
+            validate_lease(&l, Timestamp(0))
+                .unwrap_err()
+                .to_string()
+                .contains("node_id.namespace")
+        );
+        let mut l = lease(100);
+        l.renew_at = Timestamp(101);
+        assert!(
+            validate_lease(&l, Timestamp(0))
+                .unwrap_err()
+                .to_string()
+                .contains("renew_at")
+        );
+        assert!(
+            validate_lease(&lease(100), Timestamp(100))
+                .unwrap_err()
+                .to_string()
+                .contains("already be expired")
+        );
+    }
+
+    #[test]
+    fn batch_rejects_duplicates_and_names_the_index() {
+        let err = validate_batch(&[lease(100), lease(100)], Timestamp(0)).unwrap_err();
+        assert!(
+            err.to_string().contains("lease 1 of the batch repeats"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn acquire_and_renew_decisions() {
+        let held = lease(100);
+        assert_eq!(
+            acquire_allowed(Some(&held), Timestamp(99)),
+            Err(held.clone())
+        );
+        assert_eq!(acquire_allowed(Some(&held), Timestamp(100)), Ok(()));
+        assert_eq!(acquire_allowed(None, Timestamp(0)), Ok(()));
+        let owner = held.node_id.clone();
+        assert!(owns(Some(&held), &owner, 7));
+        assert!(!owns(Some(&held), &owner, 6));
+        assert!(!owns(Some(&held), &NodeId::new("n2", "ns"), 7));
+        assert!(!owns(None, &owner, 7));
+        let renewed =
+            renew_decision(Some(&held), &owner, 7, Timestamp(300), Timestamp(200)).unwrap();
+        assert_eq!(
+            (renewed.expires_at, renewed.renew_at),
+            (Timestamp(300), Timestamp(200))
+        );
+        assert_eq!(
+            renew_decision(Some(&held), &owner, 8, Timestamp(300), Timestamp(200)),
+            Err(Renew::Lost(Some(held.clone())))
+        );
+        assert_eq!(
+            renew_decision(None, &owner, 7, Timestamp(300), Timestamp(200)),
+            Err(Renew::Lost(None))
+        );
+    }
+}

@@ -1,0 +1,343 @@
+//! # orbit-persistence-memory
+//!
+//! The in-memory lease directory: no I/O, no durability, the correctness reference for the disk
+//! backends and the fastest choice for tests and single-process caches.
+//!
+//! Leases are spread over [`SHARDS`] shards by the hash of their reference. Each shard holds its
+//! leases with its own node and expiry indexes behind one `RwLock`, so a write updates a lease and
+//! both indexes atomically, and tasks touching different shards never contend. Guards are only
+//! held inside synchronous sections, never across an `.await`.
+//!
+//! - A multi-shard write (`store_leases`) write-locks its shards in ascending order, and
+//!   `list_node_leases` read-locks all shards in the same order, so a listing never sees half a
+//!   batch and no lock cycle can form.
+//! - Revisions come from one atomic counter, taken under the shard lock of the lease they stamp:
+//!   per reference they increase in write order, store-wide every write gets a fresh, larger one.
+//! - `cleanup_expired_leases` removes at most [`CLEANUP_BATCH`] leases per lock hold, so it never
+//!   stalls writers for long.
+//! - `max_entries` is enforced by reserving capacity before inserting; a full store answers
+//!   `InvalidInput`, it never evicts.
+
+mod shard;
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use orbit_persistence_core::metrics::MetricsRecorder;
+use orbit_persistence_core::{
+    Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock,
+    MemoryConfig, NodeId, OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider,
+    ProviderHealth, Renew, Timestamp, rules,
+};
+
+use shard::Shard;
+
+/// Number of shards: a power of two comfortably above the core counts we run on.
+pub const SHARDS: usize = 32;
+/// Most leases removed per shard lock hold during cleanup.
+pub const CLEANUP_BATCH: usize = 1024;
+
+/// The in-memory [`AddressableDirectoryProvider`].
+#[derive(Debug)]
+pub struct MemoryDirectory {
+    shards: Box<[RwLock<Shard>]>,
+    clock: Arc<dyn Clock>,
+    last_revision: AtomicU64,
+    count: AtomicU64,
+    max_entries: Option<u64>,
+    closed: AtomicBool,
+    metrics: MetricsRecorder,
+}
+
+fn shard_of(r: &AddressableReference) -> usize {
+    let mut h = DefaultHasher::new();
+    r.hash(&mut h);
+    (h.finish() as usize) % SHARDS
+}
+
+impl MemoryDirectory {
+    /// An empty directory using `clock` for expiry.
+    pub fn new(config: &MemoryConfig, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
+        config.validate()?;
+        Ok(MemoryDirectory {
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            clock,
+            last_revision: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            max_entries: config.max_entries,
+            closed: AtomicBool::new(false),
+            metrics: MetricsRecorder::default(),
+        })
+    }
+
+    fn check_open(&self) -> OrbitResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(OrbitError::Closed);
+        }
+        Ok(())
+    }
+
+    // A poisoned lock means a panic mid-update in this process; the maps are still
+    // structurally valid (each update is a few infallible map operations), so keep serving.
+    fn read(&self, i: usize) -> RwLockReadGuard<'_, Shard> {
+        self.shards[i].read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self, i: usize) -> RwLockWriteGuard<'_, Shard> {
+        self.shards[i].write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn next_revision(&self) -> u64 {
+        self.last_revision.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Reserves room for `n` new leases or answers `InvalidInput` when the store is full.
+    fn reserve(&self, n: u64) -> OrbitResult<()> {
+        let max = self.max_entries.unwrap_or(u64::MAX);
+        self.count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                c.checked_add(n).filter(|&total| total <= max)
+            })
+            .map(|_| ())
+            .map_err(|c| {
+                OrbitError::invalid(format!(
+                    "memory store is full: memory.max_entries = {max}, holding {c}, adding {n}"
+                ))
+            })
+    }
+
+    fn release_slots(&self, n: u64) {
+        self.count.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    /// Writes `lease` with a fresh revision into a locked shard; returns what was stored.
+    fn put(&self, shard: &mut Shard, mut lease: AddressableLease) -> OrbitResult<AddressableLease> {
+        let is_new = shard.get(&lease.reference).is_none();
+        if is_new {
+            self.reserve(1)?;
+        }
+        lease.revision = self.next_revision();
+        shard.upsert(lease.clone());
+        MetricsRecorder::add(&self.metrics.writes, 1);
+        Ok(lease)
+    }
+
+    fn delete(&self, shard: &mut Shard, r: &AddressableReference) -> bool {
+        let removed = shard.remove(r).is_some();
+        if removed {
+            self.release_slots(1);
+            // A removal is a write: it consumes a revision so revisions keep counting writes.
+            self.next_revision();
+            MetricsRecorder::add(&self.metrics.writes, 1);
+        }
+        removed
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn timed_write<T>(&self, f: impl FnOnce() -> OrbitResult<T>) -> OrbitResult<T> {
+        self.check_open()?;
+        let start = Instant::now();
+        let out = f();
+        self.metrics.write_latency.record(start.elapsed());
+        out
+    }
+
+    fn timed_read<T>(&self, f: impl FnOnce() -> OrbitResult<T>) -> OrbitResult<T> {
+        self.check_open()?;
+        let start = Instant::now();
+        let out = f();
+        MetricsRecorder::add(&self.metrics.reads, 1);
+        self.metrics.read_latency.record(start.elapsed());
+        out
+    }
+
+    fn conflict(&self) {
+        MetricsRecorder::add(&self.metrics.conflicts, 1);
+    }
+}
+
+#[async_trait]
+impl PersistenceProvider for MemoryDirectory {
+    async fn initialize(&self) -> OrbitResult<()> {
+        self.check_open()
+    }
+
+    async fn shutdown(&self) -> OrbitResult<()> {
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn health_check(&self) -> ProviderHealth {
+        if self.closed.load(Ordering::Acquire) {
+            return ProviderHealth::Unhealthy {
+                reason: "the store is closed".into(),
+            };
+        }
+        match self.max_entries {
+            Some(max) if self.count.load(Ordering::Relaxed) >= max => ProviderHealth::Degraded {
+                reason: format!("memory store is full (memory.max_entries = {max})"),
+            },
+            _ => ProviderHealth::Healthy,
+        }
+    }
+
+    async fn metrics(&self) -> PersistenceMetrics {
+        let memory_bytes = (0..SHARDS).map(|i| self.read(i).approx_bytes()).sum();
+        PersistenceMetrics {
+            lease_count: self.count.load(Ordering::Relaxed),
+            last_revision: self.last_revision.load(Ordering::SeqCst),
+            memory_bytes,
+            ..self.metrics.snapshot()
+        }
+    }
+}
+
+#[async_trait]
+impl AddressableDirectoryProvider for MemoryDirectory {
+    async fn store_lease(&self, lease: &AddressableLease) -> OrbitResult<()> {
+        rules::validate_lease(lease, self.now())?;
+        self.timed_write(|| {
+            let mut shard = self.write(shard_of(&lease.reference));
+            self.put(&mut shard, lease.clone()).map(|_| ())
+        })
+    }
+
+    async fn get_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        rules::validate_reference(r)?;
+        self.timed_read(|| Ok(self.read(shard_of(r)).get(r).cloned()))
+    }
+
+    async fn remove_lease(&self, r: &AddressableReference) -> OrbitResult<bool> {
+        rules::validate_reference(r)?;
+        self.timed_write(|| Ok(self.delete(&mut self.write(shard_of(r)), r)))
+    }
+
+    async fn list_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        rules::validate_node(node)?;
+        self.timed_read(|| {
+            let guards: Vec<_> = (0..SHARDS).map(|i| self.read(i)).collect();
+            let mut out = Vec::new();
+            for shard in &guards {
+                shard.collect_node(node, &mut out);
+            }
+            out.sort_by(|a, b| a.reference.cmp(&b.reference));
+            Ok(out)
+        })
+    }
+
+    async fn cleanup_expired_leases(&self) -> OrbitResult<u64> {
+        self.timed_write(|| {
+            let now = self.now();
+            let mut total = 0u64;
+            for i in 0..SHARDS {
+                loop {
+                    let removed = self.write(i).remove_expired(now, CLEANUP_BATCH);
+                    if removed > 0 {
+                        self.release_slots(removed as u64);
+                        self.last_revision
+                            .fetch_add(removed as u64, Ordering::SeqCst);
+                        total += removed as u64;
+                    }
+                    if removed < CLEANUP_BATCH {
+                        break;
+                    }
+                }
+            }
+            MetricsRecorder::add(&self.metrics.expired_removed, total);
+            MetricsRecorder::add(&self.metrics.writes, total);
+            Ok(total)
+        })
+    }
+
+    async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
+        let now = self.now();
+        rules::validate_lease(lease, now)?;
+        self.timed_write(|| {
+            let mut shard = self.write(shard_of(&lease.reference));
+            if let Err(held) = rules::acquire_allowed(shard.get(&lease.reference), now) {
+                self.conflict();
+                return Ok(Acquire::Held(held));
+            }
+            self.put(&mut shard, lease.clone()).map(Acquire::Acquired)
+        })
+    }
+
+    async fn renew_lease(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+        expires_at: Timestamp,
+        renew_at: Timestamp,
+    ) -> OrbitResult<Renew> {
+        rules::validate_reference(r)?;
+        rules::validate_node(owner)?;
+        rules::validate_times(expires_at, renew_at, self.now())?;
+        self.timed_write(|| {
+            let mut shard = self.write(shard_of(r));
+            match rules::renew_decision(shard.get(r), owner, revision, expires_at, renew_at) {
+                Ok(renewed) => self.put(&mut shard, renewed).map(Renew::Renewed),
+                Err(lost) => {
+                    self.conflict();
+                    Ok(lost)
+                }
+            }
+        })
+    }
+
+    async fn release_lease(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+    ) -> OrbitResult<bool> {
+        rules::validate_reference(r)?;
+        rules::validate_node(owner)?;
+        self.timed_write(|| {
+            let mut shard = self.write(shard_of(r));
+            if !rules::owns(shard.get(r), owner, revision) {
+                self.conflict();
+                return Ok(false);
+            }
+            Ok(self.delete(&mut shard, r))
+        })
+    }
+
+    async fn store_leases(&self, leases: &[AddressableLease]) -> OrbitResult<()> {
+        rules::validate_batch(leases, self.now())?;
+        self.timed_write(|| {
+            let mut involved: Vec<usize> = leases.iter().map(|l| shard_of(&l.reference)).collect();
+            involved.sort_unstable();
+            involved.dedup();
+            // Ascending order: the lock order every multi-shard operation follows.
+            let mut guards: Vec<(usize, RwLockWriteGuard<'_, Shard>)> =
+                involved.iter().map(|&i| (i, self.write(i))).collect();
+            let shard_pos = |r: &AddressableReference| {
+                let i = shard_of(r);
+                guards.binary_search_by_key(&i, |(j, _)| *j).unwrap_or(0)
+            };
+            let positions: Vec<usize> = leases.iter().map(|l| shard_pos(&l.reference)).collect();
+            let new = leases
+                .iter()
+                .zip(&positions)
+                .filter(|&(l, &p)| guards[p].1.get(&l.reference).is_none())
+                .count() as u64;
+            // All-or-nothing: capacity is reserved for the whole batch before any write.
+            self.reserve(new)?;
+            for (lease, &p) in leases.iter().zip(&positions) {
+                let mut lease = lease.clone();
+                lease.revision = self.next_revision();
+                guards[p].1.upsert(lease);
+            }
+            MetricsRecorder::add(&self.metrics.writes, leases.len() as u64);
+            Ok(())
+        })
+    }
+}

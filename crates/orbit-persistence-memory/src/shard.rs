@@ -1,0 +1,126 @@
+//! One shard of the memory backend: the leases whose reference hashes here, with this shard's
+//! part of the node and expiry indexes. Every method keeps the three maps in agreement, so a
+//! caller holding the shard's lock can never observe an index without its lease.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use orbit_persistence_core::{AddressableLease, AddressableReference, NodeId, Timestamp};
+
+#[derive(Debug, Default)]
+pub(crate) struct Shard {
+    leases: HashMap<AddressableReference, AddressableLease>,
+    by_node: HashMap<NodeId, HashSet<AddressableReference>>,
+    by_expiry: BTreeSet<(Timestamp, AddressableReference)>,
+}
+
+impl Shard {
+    pub(crate) fn get(&self, r: &AddressableReference) -> Option<&AddressableLease> {
+        self.leases.get(r)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Inserts or replaces a lease, moving its index entries; returns the previous lease.
+    pub(crate) fn upsert(&mut self, lease: AddressableLease) -> Option<AddressableLease> {
+        let previous = self.unindex(&lease.reference);
+        self.by_node
+            .entry(lease.node_id.clone())
+            .or_default()
+            .insert(lease.reference.clone());
+        self.by_expiry
+            .insert((lease.expires_at, lease.reference.clone()));
+        self.leases.insert(lease.reference.clone(), lease);
+        previous
+    }
+
+    /// Removes a lease and its index entries.
+    pub(crate) fn remove(&mut self, r: &AddressableReference) -> Option<AddressableLease> {
+        self.unindex(r)
+    }
+
+    fn unindex(&mut self, r: &AddressableReference) -> Option<AddressableLease> {
+        let old = self.leases.remove(r)?;
+        if let Some(refs) = self.by_node.get_mut(&old.node_id) {
+            refs.remove(r);
+            if refs.is_empty() {
+                self.by_node.remove(&old.node_id);
+            }
+        }
+        self.by_expiry
+            .remove(&(old.expires_at, old.reference.clone()));
+        Some(old)
+    }
+
+    /// Appends this shard's leases of `node` to `out`.
+    pub(crate) fn collect_node(&self, node: &NodeId, out: &mut Vec<AddressableLease>) {
+        if let Some(refs) = self.by_node.get(node) {
+            out.extend(refs.iter().filter_map(|r| self.leases.get(r)).cloned());
+        }
+    }
+
+    /// Removes up to `limit` leases expired at `now`, earliest first; returns how many.
+    pub(crate) fn remove_expired(&mut self, now: Timestamp, limit: usize) -> usize {
+        let expired: Vec<AddressableReference> = self
+            .by_expiry
+            .iter()
+            .take_while(|(expires_at, _)| *expires_at <= now)
+            .take(limit)
+            .map(|(_, r)| r.clone())
+            .collect();
+        for r in &expired {
+            self.unindex(r);
+        }
+        expired.len()
+    }
+
+    /// Approximate heap bytes held: for metrics only.
+    pub(crate) fn approx_bytes(&self) -> u64 {
+        let per_lease = std::mem::size_of::<AddressableLease>() * 3 + 64;
+        (self.leases.len() * per_lease) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orbit_persistence_core::Key;
+
+    fn lease(key: &str, node: &str, expires: u64) -> AddressableLease {
+        AddressableLease::new(
+            AddressableReference::new("T", Key::string(key)),
+            NodeId::new(node, "ns"),
+            Timestamp(expires),
+            Timestamp(expires),
+        )
+    }
+
+    #[test]
+    fn indexes_follow_moves_and_removals() {
+        let mut s = Shard::default();
+        s.upsert(lease("a", "n1", 10));
+        s.upsert(lease("a", "n2", 20));
+        let mut out = Vec::new();
+        s.collect_node(&NodeId::new("n1", "ns"), &mut out);
+        assert!(out.is_empty());
+        s.collect_node(&NodeId::new("n2", "ns"), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(s.remove_expired(Timestamp(15), 10), 0);
+        assert_eq!(s.remove_expired(Timestamp(20), 10), 1);
+        assert!(s.by_node.is_empty() && s.by_expiry.is_empty() && s.leases.is_empty());
+    }
+
+    #[test]
+    fn remove_expired_respects_the_limit() {
+        let mut s = Shard::default();
+        for i in 0..5 {
+            s.upsert(lease(&i.to_string(), "n", i));
+        }
+        assert_eq!(s.remove_expired(Timestamp(10), 2), 2);
+        assert_eq!(s.len(), 3);
+        assert!(s.get(&lease("0", "n", 0).reference).is_none());
+        assert!(s.get(&lease("4", "n", 0).reference).is_some());
+    }
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Every check a change must pass, exactly as CI runs it (.ci/run calls this script):
+# system packages, formatting, clippy with warnings as errors, and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the workspace needs to build, installed when missing. None yet: the
+# RocksDB backend adds clang and libclang-dev here when it lands.
+APT_PACKAGES=()
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "== installing system packages: ${missing[*]}"
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q "${missing[@]}"
+fi
+
+for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+        rustup component add "$component"
+    fi
+done
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo package (every crate must publish on its own)"
+cargo package --workspace --locked --allow-dirty --no-verify --quiet >/dev/null
+
+echo "== cargo test"
+cargo test --workspace --locked
