@@ -231,11 +231,15 @@ pub async fn kill9_acknowledged_writes_survive(b: Backend) {
         loop {
             let left = ready_by.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok(l) if l == "READY" => break,
+                // libtest prints "test <name> ... " without a newline before the child's output.
+                Ok(l) if l.ends_with("READY") => break,
                 Ok(l) => lines.push(l),
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("cycle {cycle}: the child never reported READY; its output: {lines:?}");
+                    let tail = &lines[lines.len().saturating_sub(20)..];
+                    panic!(
+                        "cycle {cycle}: the child never reported READY; its last output: {tail:?}"
+                    );
                 }
             }
         }
