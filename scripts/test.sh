@@ -35,4 +35,10 @@ echo "== cargo package (every crate must publish on its own)"
 cargo package --workspace --locked --allow-dirty --no-verify --quiet >/dev/null
 
 echo "== cargo test"
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line for the whole run: cargo prints a result line per test binary, the last of
+# which (doc tests) often counts zero tests.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$log"
