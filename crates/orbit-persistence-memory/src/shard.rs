@@ -25,6 +25,19 @@ impl Shard {
 
     /// Inserts or replaces a lease, moving its index entries; returns the previous lease.
     pub(crate) fn upsert(&mut self, lease: AddressableLease) -> Option<AddressableLease> {
+        if let Some(current) = self.leases.get_mut(&lease.reference) {
+            // The common case (a renewal): same reference, same node. Only the expiry index
+            // entry moves; the node index is left alone.
+            if current.node_id == lease.node_id {
+                if current.expires_at != lease.expires_at {
+                    self.by_expiry
+                        .remove(&(current.expires_at, lease.reference.clone()));
+                    self.by_expiry
+                        .insert((lease.expires_at, lease.reference.clone()));
+                }
+                return Some(std::mem::replace(current, lease));
+            }
+        }
         let previous = self.unindex(&lease.reference);
         self.by_node
             .entry(lease.node_id.clone())
@@ -110,6 +123,22 @@ mod tests {
         assert_eq!(s.remove_expired(Timestamp(15), 10), 0);
         assert_eq!(s.remove_expired(Timestamp(20), 10), 1);
         assert!(s.by_node.is_empty() && s.by_expiry.is_empty() && s.leases.is_empty());
+    }
+
+    #[test]
+    fn same_node_upsert_moves_only_the_expiry_entry() {
+        let mut s = Shard::default();
+        s.upsert(lease("a", "n1", 10));
+        let old = s.upsert(lease("a", "n1", 30)).expect("previous lease");
+        assert_eq!(old.expires_at, Timestamp(10));
+        assert_eq!(s.by_expiry.len(), 1);
+        assert_eq!(s.remove_expired(Timestamp(20), 10), 0);
+        let mut out = Vec::new();
+        s.collect_node(&NodeId::new("n1", "ns"), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].expires_at, Timestamp(30));
+        assert_eq!(s.remove_expired(Timestamp(30), 10), 1);
+        assert!(s.by_node.is_empty() && s.leases.is_empty());
     }
 
     #[test]
