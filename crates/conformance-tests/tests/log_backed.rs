@@ -357,9 +357,7 @@ impl AddressableDirectoryProvider for LogBacked {
         expires_at: Timestamp,
         renew_at: Timestamp,
     ) -> OrbitResult<Renew> {
-        rules::validate_reference(r)?;
-        rules::validate_node(owner)?;
-        rules::validate_times(expires_at, renew_at, self.clock.now())?;
+        rules::validate_renew(r, owner, expires_at, renew_at, self.clock.now())?;
         match self
             .submit(Req::Renew(
                 r.clone(),
@@ -381,8 +379,7 @@ impl AddressableDirectoryProvider for LogBacked {
         owner: &NodeId,
         revision: u64,
     ) -> OrbitResult<bool> {
-        rules::validate_reference(r)?;
-        rules::validate_node(owner)?;
+        rules::validate_release(r, owner)?;
         match self
             .submit(Req::Release(r.clone(), owner.clone(), revision))
             .await?

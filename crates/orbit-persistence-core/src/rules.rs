@@ -62,6 +62,25 @@ pub fn validate_times(
     Ok(())
 }
 
+/// Checks the arguments of `renew_lease` at `now`.
+pub fn validate_renew(
+    r: &AddressableReference,
+    owner: &NodeId,
+    expires_at: Timestamp,
+    renew_at: Timestamp,
+    now: Timestamp,
+) -> OrbitResult<()> {
+    validate_reference(r)?;
+    validate_node(owner)?;
+    validate_times(expires_at, renew_at, now)
+}
+
+/// Checks the arguments of `release_lease`.
+pub fn validate_release(r: &AddressableReference, owner: &NodeId) -> OrbitResult<()> {
+    validate_reference(r)?;
+    validate_node(owner)
+}
+
 /// Checks everything about a lease about to be written at `now`.
 pub fn validate_lease(lease: &AddressableLease, now: Timestamp) -> OrbitResult<()> {
     validate_reference(&lease.reference)?;

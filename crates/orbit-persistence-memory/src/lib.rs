@@ -277,9 +277,7 @@ impl AddressableDirectoryProvider for MemoryDirectory {
         expires_at: Timestamp,
         renew_at: Timestamp,
     ) -> OrbitResult<Renew> {
-        rules::validate_reference(r)?;
-        rules::validate_node(owner)?;
-        rules::validate_times(expires_at, renew_at, self.now())?;
+        rules::validate_renew(r, owner, expires_at, renew_at, self.now())?;
         self.timed_write(|| {
             let mut shard = self.write(shard_of(r));
             match rules::renew_decision(shard.get(r), owner, revision, expires_at, renew_at) {
@@ -298,8 +296,7 @@ impl AddressableDirectoryProvider for MemoryDirectory {
         owner: &NodeId,
         revision: u64,
     ) -> OrbitResult<bool> {
-        rules::validate_reference(r)?;
-        rules::validate_node(owner)?;
+        rules::validate_release(r, owner)?;
         self.timed_write(|| {
             let mut shard = self.write(shard_of(r));
             if !rules::owns(shard.get(r), owner, revision) {
