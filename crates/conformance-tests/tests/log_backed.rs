@@ -1,8 +1,8 @@
 //! The suite's own durable subject: a deliberately small provider built only from core's shared
-//! disk pieces (data-dir lock, file-system seam, CRC32 log, group-commit writer) over one ordered
-//! map, replaying its whole log at open. It exists so that the durable cases, the kill -9
-//! harness and those shared pieces are exercised end to end before any real disk backend lands;
-//! it is not a backend (no checkpoints, no indexes, full scans).
+//! disk pieces (data-dir lock, file-system seam, CRC32 log, group-commit writer, change stager)
+//! over one ordered map, replaying its whole log at open. It exists so that the durable cases,
+//! the kill -9 harness and those shared pieces are exercised end to end before any real disk
+//! backend lands; it is not a backend (no checkpoints, no indexes, full scans).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,13 +12,13 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use orbit_persistence_conformance::{Backend, Capabilities, conformance_suite};
-use orbit_persistence_core::encoding::{
-    decode_lease, decode_reference, encode_lease, encode_reference,
+use orbit_persistence_core::change::{
+    ChangeStager, LeaseChange, LeaseSource, WriteOp, WriteOutcome, WriteRequest, decode_changes,
 };
 use orbit_persistence_core::fs::{FileSystem, StdFileSystem};
 use orbit_persistence_core::group_commit::{CommitHandler, GroupCommit};
 use orbit_persistence_core::lock::DirLock;
-use orbit_persistence_core::log::{LogBatch, LogWriter};
+use orbit_persistence_core::log::{LogBatch, LogRecord, LogWriter};
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::{
     Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock, NodeId,
@@ -28,115 +28,46 @@ use orbit_persistence_core::{
 
 type Map = BTreeMap<AddressableReference, AddressableLease>;
 
-const PUT: u8 = 1;
-const DELETE: u8 = 2;
-
-enum Req {
-    Store(Vec<AddressableLease>),
-    Remove(AddressableReference),
-    Acquire(AddressableLease, Timestamp),
-    Renew(AddressableReference, NodeId, u64, Timestamp, Timestamp),
-    Release(AddressableReference, NodeId, u64),
-    Cleanup(Timestamp),
+fn apply(map: &mut Map, changes: Vec<LeaseChange>) {
+    for change in changes {
+        match change {
+            LeaseChange::Put(l) => map.insert(l.reference.clone(), l),
+            LeaseChange::Delete { reference, .. } => map.remove(&reference),
+        };
+    }
 }
 
-enum Resp {
-    Done,
-    Bool(bool),
-    Count(u64),
-    Acquire(Acquire),
-    Renew(Renew),
-}
+struct Published(Arc<RwLock<Map>>);
 
-enum Change {
-    Put(AddressableLease),
-    Delete(AddressableReference),
+impl LeaseSource for Published {
+    fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        Ok(self.0.read().unwrap().get(r).cloned())
+    }
+
+    fn expired(&self, now: Timestamp, limit: usize) -> OrbitResult<Vec<AddressableLease>> {
+        let map = self.0.read().unwrap();
+        Ok(map
+            .values()
+            .filter(|l| l.is_expired(now))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
 }
 
 struct Writer {
     log: LogWriter,
-    /// The writer's view: published state plus this batch's staged changes.
-    view: Map,
-    staged: Vec<Change>,
-    revision: u64,
-    published: Arc<RwLock<Map>>,
+    stager: ChangeStager,
+    published: Published,
     last_revision: Arc<AtomicU64>,
 }
 
-impl Writer {
-    fn put(
-        &mut self,
-        batch: &mut LogBatch,
-        mut lease: AddressableLease,
-    ) -> OrbitResult<AddressableLease> {
-        self.revision += 1;
-        lease.revision = self.revision;
-        let mut record = vec![PUT];
-        record.extend(encode_lease(&lease));
-        batch.push(&record)?;
-        self.view.insert(lease.reference.clone(), lease.clone());
-        self.staged.push(Change::Put(lease.clone()));
-        Ok(lease)
-    }
-
-    fn delete(&mut self, batch: &mut LogBatch, r: &AddressableReference) -> OrbitResult<bool> {
-        if !self.view.contains_key(r) {
-            return Ok(false);
-        }
-        // A delete consumes a revision and logs it, so revisions never repeat after a crash.
-        self.revision += 1;
-        let mut record = vec![DELETE];
-        record.extend(self.revision.to_be_bytes());
-        record.extend(encode_reference(r));
-        batch.push(&record)?;
-        self.view.remove(r);
-        self.staged.push(Change::Delete(r.clone()));
-        Ok(true)
-    }
-}
-
 impl CommitHandler for Writer {
-    type Request = Req;
-    type Response = Resp;
+    type Request = WriteRequest;
+    type Response = WriteOutcome;
 
-    fn stage(&mut self, req: Req, batch: &mut LogBatch) -> OrbitResult<Resp> {
-        Ok(match req {
-            Req::Store(leases) => {
-                for l in leases {
-                    self.put(batch, l)?;
-                }
-                Resp::Done
-            }
-            Req::Remove(r) => Resp::Bool(self.delete(batch, &r)?),
-            Req::Acquire(l, now) => {
-                match rules::acquire_allowed(self.view.get(&l.reference), now) {
-                    Ok(()) => Resp::Acquire(Acquire::Acquired(self.put(batch, l)?)),
-                    Err(held) => Resp::Acquire(Acquire::Held(held)),
-                }
-            }
-            Req::Renew(r, owner, rev, e, ra) => {
-                match rules::renew_decision(self.view.get(&r), &owner, rev, e, ra) {
-                    Ok(l) => Resp::Renew(Renew::Renewed(self.put(batch, l)?)),
-                    Err(lost) => Resp::Renew(lost),
-                }
-            }
-            Req::Release(r, owner, rev) => {
-                let owned = rules::owns(self.view.get(&r), &owner, rev);
-                Resp::Bool(owned && self.delete(batch, &r)?)
-            }
-            Req::Cleanup(now) => {
-                let expired: Vec<_> = self
-                    .view
-                    .values()
-                    .filter(|l| l.is_expired(now))
-                    .map(|l| l.reference.clone())
-                    .collect();
-                for r in &expired {
-                    self.delete(batch, r)?;
-                }
-                Resp::Count(expired.len() as u64)
-            }
-        })
+    fn stage(&mut self, req: WriteRequest, batch: &mut LogBatch) -> OrbitResult<WriteOutcome> {
+        self.stager.stage(&self.published, req, batch)
     }
 
     fn write(&mut self, batch: &LogBatch, sync: bool) -> OrbitResult<()> {
@@ -148,19 +79,13 @@ impl CommitHandler for Writer {
     }
 
     fn publish(&mut self) {
-        let mut map = self.published.write().unwrap();
-        for change in self.staged.drain(..) {
-            match change {
-                Change::Put(l) => map.insert(l.reference.clone(), l),
-                Change::Delete(r) => map.remove(&r),
-            };
-        }
-        self.last_revision.store(self.revision, Ordering::SeqCst);
+        apply(&mut self.published.0.write().unwrap(), self.stager.take());
+        self.last_revision
+            .store(self.stager.last_revision(), Ordering::SeqCst);
     }
 
     fn abort(&mut self) {
-        self.staged.clear();
-        self.view = self.published.read().unwrap().clone();
+        self.stager.abort();
     }
 
     fn sync(&mut self) -> OrbitResult<()> {
@@ -178,42 +103,25 @@ struct LogBacked {
     metrics: MetricsRecorder,
 }
 
-fn replay(
-    path: &Path,
-    records: Vec<orbit_persistence_core::log::LogRecord>,
-) -> OrbitResult<(Map, u64)> {
+fn replay(path: &Path, records: Vec<LogRecord>) -> OrbitResult<(Map, u64)> {
     let mut map = Map::new();
     let mut revision = 0;
     for rec in records {
-        let corrupt = |e: orbit_persistence_core::encoding::DecodeError| {
-            e.into_corruption(path, rec.offset + 9)
-        };
-        match rec.payload.split_first() {
-            Some((&PUT, rest)) => {
-                let l = decode_lease(rest).map_err(corrupt)?;
-                revision = revision.max(l.revision);
-                map.insert(l.reference.clone(), l);
-            }
-            Some((&DELETE, rest)) if rest.len() >= 8 => {
-                let (rev, r) = rest.split_at(8);
-                revision = revision.max(u64::from_be_bytes(rev.try_into().unwrap()));
-                map.remove(&decode_reference(r).map_err(corrupt)?);
-            }
-            _ => {
-                return Err(OrbitError::corruption(
-                    path,
-                    rec.offset,
-                    "unknown record type",
-                ));
-            }
-        }
+        // The payload starts after the 8-byte record header.
+        let changes =
+            decode_changes(&rec.payload).map_err(|e| e.into_corruption(path, rec.offset + 8))?;
+        revision = changes
+            .iter()
+            .map(LeaseChange::revision)
+            .fold(revision, u64::max);
+        apply(&mut map, changes);
     }
     Ok((map, revision))
 }
 
 fn open(clock: Arc<dyn Clock>, dir: &Path) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
     let lock = DirLock::acquire(dir)?;
-    let fs = StdFileSystem;
+    let fs = StdFileSystem::new();
     let path = dir.join("wal.log");
     let (log, map, revision) = if fs.exists(&path)? {
         let (log, replayed) = LogWriter::open_for_append(&fs, &path)?;
@@ -222,19 +130,17 @@ fn open(clock: Arc<dyn Clock>, dir: &Path) -> OrbitResult<Arc<dyn AddressableDir
     } else {
         (LogWriter::create(&fs, &path)?, Map::new(), 0)
     };
-    let published = Arc::new(RwLock::new(map.clone()));
+    let map = Arc::new(RwLock::new(map));
     let last_revision = Arc::new(AtomicU64::new(revision));
     let writer = Writer {
         log,
-        view: map,
-        staged: Vec::new(),
-        revision,
-        published: published.clone(),
+        stager: ChangeStager::new(revision),
+        published: Published(map.clone()),
         last_revision: last_revision.clone(),
     };
     Ok(Arc::new(LogBacked {
         clock,
-        map: published,
+        map,
         writer: GroupCommit::spawn("log-backed-writer", writer, SyncMode::Always)?,
         lock: Mutex::new(Some(lock)),
         closed: AtomicBool::new(false),
@@ -251,14 +157,14 @@ impl LogBacked {
         Ok(())
     }
 
-    async fn submit(&self, req: Req) -> OrbitResult<Resp> {
+    async fn submit(&self, op: WriteOp, now: Timestamp) -> OrbitResult<WriteOutcome> {
         self.check_open()?;
         let start = Instant::now();
-        let leases = match &req {
-            Req::Store(leases) => leases.len() as u64,
+        let leases = match &op {
+            WriteOp::Store(leases) => leases.len() as u64,
             _ => 1,
         };
-        let out = self.writer.submit(req).await;
+        let out = self.writer.submit(WriteRequest { op, now }).await;
         self.metrics.write_latency.record(start.elapsed());
         if out.is_ok() {
             MetricsRecorder::add(&self.metrics.writes, leases);
@@ -304,6 +210,12 @@ impl PersistenceProvider for LogBacked {
     }
 }
 
+fn unexpected(outcome: WriteOutcome) -> OrbitError {
+    OrbitError::Unavailable(format!(
+        "writer answered with the wrong outcome: {outcome:?}"
+    ))
+}
+
 #[async_trait]
 impl AddressableDirectoryProvider for LogBacked {
     async fn store_lease(&self, lease: &AddressableLease) -> OrbitResult<()> {
@@ -317,9 +229,12 @@ impl AddressableDirectoryProvider for LogBacked {
 
     async fn remove_lease(&self, r: &AddressableReference) -> OrbitResult<bool> {
         rules::validate_reference(r)?;
-        match self.submit(Req::Remove(r.clone())).await? {
-            Resp::Bool(b) => Ok(b),
-            _ => unreachable!(),
+        match self
+            .submit(WriteOp::Remove(r.clone()), self.clock.now())
+            .await?
+        {
+            WriteOutcome::Removed(b) => Ok(b),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -334,18 +249,28 @@ impl AddressableDirectoryProvider for LogBacked {
     }
 
     async fn cleanup_expired_leases(&self) -> OrbitResult<u64> {
-        match self.submit(Req::Cleanup(self.clock.now())).await? {
-            Resp::Count(n) => Ok(n),
-            _ => unreachable!(),
+        const STEP: usize = 512;
+        let now = self.clock.now();
+        let mut total = 0;
+        loop {
+            match self.submit(WriteOp::Cleanup { limit: STEP }, now).await? {
+                WriteOutcome::Cleaned(n) => {
+                    total += n;
+                    if n < STEP as u64 {
+                        return Ok(total);
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
         }
     }
 
     async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
         let now = self.clock.now();
         rules::validate_lease(lease, now)?;
-        match self.submit(Req::Acquire(lease.clone(), now)).await? {
-            Resp::Acquire(a) => Ok(a),
-            _ => unreachable!(),
+        match self.submit(WriteOp::Acquire(lease.clone()), now).await? {
+            WriteOutcome::Acquire(a) => Ok(a),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -357,19 +282,18 @@ impl AddressableDirectoryProvider for LogBacked {
         expires_at: Timestamp,
         renew_at: Timestamp,
     ) -> OrbitResult<Renew> {
-        rules::validate_renew(r, owner, expires_at, renew_at, self.clock.now())?;
-        match self
-            .submit(Req::Renew(
-                r.clone(),
-                owner.clone(),
-                revision,
-                expires_at,
-                renew_at,
-            ))
-            .await?
-        {
-            Resp::Renew(x) => Ok(x),
-            _ => unreachable!(),
+        let now = self.clock.now();
+        rules::validate_renew(r, owner, expires_at, renew_at, now)?;
+        let op = WriteOp::Renew {
+            reference: r.clone(),
+            owner: owner.clone(),
+            revision,
+            expires_at,
+            renew_at,
+        };
+        match self.submit(op, now).await? {
+            WriteOutcome::Renew(x) => Ok(x),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -380,18 +304,23 @@ impl AddressableDirectoryProvider for LogBacked {
         revision: u64,
     ) -> OrbitResult<bool> {
         rules::validate_release(r, owner)?;
-        match self
-            .submit(Req::Release(r.clone(), owner.clone(), revision))
-            .await?
-        {
-            Resp::Bool(b) => Ok(b),
-            _ => unreachable!(),
+        let op = WriteOp::Release {
+            reference: r.clone(),
+            owner: owner.clone(),
+            revision,
+        };
+        match self.submit(op, self.clock.now()).await? {
+            WriteOutcome::Removed(b) => Ok(b),
+            other => Err(unexpected(other)),
         }
     }
 
     async fn store_leases(&self, leases: &[AddressableLease]) -> OrbitResult<()> {
-        rules::validate_batch(leases, self.clock.now())?;
-        self.submit(Req::Store(leases.to_vec())).await.map(|_| ())
+        let now = self.clock.now();
+        rules::validate_batch(leases, now)?;
+        self.submit(WriteOp::Store(leases.to_vec()), now)
+            .await
+            .map(|_| ())
     }
 }
 

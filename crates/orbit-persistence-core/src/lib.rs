@@ -6,12 +6,15 @@
 //!   [`Timestamp`]) and its canonical, order-preserving binary [`encoding`];
 //! - the provider traits [`PersistenceProvider`] and [`AddressableDirectoryProvider`];
 //! - [`OrbitError`], [`Clock`], configuration ([`PersistenceConfig`]) and metrics;
-//! - the lease rules every backend applies the same way ([`rules`]);
+//! - the lease rules every backend applies the same way ([`rules`]), and the lease changes
+//!   every disk backend logs, with the writer-side staging of conditional operations
+//!   ([`change`]);
 //! - the pieces every disk backend shares, written once: the file-system seam ([`fs`]), the
 //!   CRC32-framed log ([`log`]), the data-directory lock ([`lock`]) and the group-commit writer
 //!   ([`group_commit`]).
 #![warn(missing_docs)]
 
+pub mod change;
 pub mod clock;
 pub mod config;
 pub mod encoding;

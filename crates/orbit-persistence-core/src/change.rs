@@ -1,0 +1,637 @@
+//! Lease changes: what every disk backend logs, applies and replays, and the writer-side logic
+//! that turns a write request into changes. Written once here so that the COW B+tree and the LSM
+//! decide acquire/renew/release identically and share one WAL record format.
+//!
+//! # WAL record payload (one [`crate::log`] record per request)
+//!
+//! ```text
+//! u8      format version = 1
+//! u32 BE  number of changes n
+//! n x     change:
+//!           u8      kind: 1 = put, 2 = delete
+//!           u32 BE  length of the body
+//!           body    put:    encoded lease (crate::encoding, includes its revision)
+//!                   delete: u64 BE revision, then the encoded reference
+//! ```
+//!
+//! All changes of one request (a whole `store_leases` batch, or the removals of one cleanup
+//! step) travel in one log record, and a record is atomic under the log's checksum: a torn
+//! write can lose a request, never half of one. A delete carries its revision so the revision
+//! counter survives a crash that leaves a deletion as the last write.
+//!
+//! # Staging
+//!
+//! [`ChangeStager`] runs on the group-commit writer thread. It decides each request against the
+//! published state (through [`LeaseSource`]) overlaid with everything staged earlier in the same
+//! batch, assigns revisions, and pushes the request's record into the batch. After the batch is
+//! durable the backend applies [`ChangeStager::take`]'s changes to its structures; on failure it
+//! calls [`ChangeStager::abort`].
+
+use std::collections::HashMap;
+
+use crate::encoding::{self, DecodeError};
+use crate::error::OrbitResult;
+use crate::log::LogBatch;
+use crate::provider::{Acquire, Renew};
+use crate::rules;
+use crate::types::{AddressableLease, AddressableReference, NodeId, Timestamp};
+
+const FORMAT_VERSION: u8 = 1;
+const KIND_PUT: u8 = 1;
+const KIND_DELETE: u8 = 2;
+/// Smallest encoded change: kind, length, and a delete's revision plus a minimal reference.
+const MIN_CHANGE_LEN: usize = 1 + 4 + 8 + 5;
+
+/// One durable change of the lease table; the indexes follow from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseChange {
+    /// Insert or replace the lease (its revision is the one the store assigned).
+    Put(AddressableLease),
+    /// Remove the lease of `reference`; the removal consumed `revision`.
+    Delete {
+        /// The removed lease's reference.
+        reference: AddressableReference,
+        /// The revision this removal consumed.
+        revision: u64,
+    },
+}
+
+impl LeaseChange {
+    /// The revision this change consumed.
+    pub fn revision(&self) -> u64 {
+        match self {
+            LeaseChange::Put(l) => l.revision,
+            LeaseChange::Delete { revision, .. } => *revision,
+        }
+    }
+
+    /// The reference it changes.
+    pub fn reference(&self) -> &AddressableReference {
+        match self {
+            LeaseChange::Put(l) => &l.reference,
+            LeaseChange::Delete { reference, .. } => reference,
+        }
+    }
+}
+
+/// Appends the WAL payload of `changes` to `out`.
+pub fn encode_changes(changes: &[LeaseChange], out: &mut Vec<u8>) {
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&(changes.len() as u32).to_be_bytes());
+    for change in changes {
+        let (kind, body) = match change {
+            LeaseChange::Put(l) => (KIND_PUT, encoding::encode_lease(l)),
+            LeaseChange::Delete {
+                reference,
+                revision,
+            } => {
+                let mut body = revision.to_be_bytes().to_vec();
+                encoding::put_reference(&mut body, reference);
+                (KIND_DELETE, body)
+            }
+        };
+        out.push(kind);
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+    }
+}
+
+/// Decodes [`encode_changes`]'s output. Never panics; allocates at most in proportion to the
+/// input (the claimed count is checked against the bytes present).
+pub fn decode_changes(bytes: &[u8]) -> Result<Vec<LeaseChange>, DecodeError> {
+    let err = |offset: usize, detail: String| DecodeError { offset, detail };
+    let take = |at: usize, n: usize| -> Result<&[u8], DecodeError> {
+        at.checked_add(n)
+            .and_then(|end| bytes.get(at..end))
+            .ok_or_else(|| err(at, format!("truncated change record: need {n} bytes")))
+    };
+    let version = take(0, 1)?[0];
+    if version != FORMAT_VERSION {
+        return Err(err(0, format!("unknown change format version {version}")));
+    }
+    let count = u32::from_be_bytes(take(1, 4)?.try_into().unwrap_or_default()) as usize;
+    if count > (bytes.len() - 5) / MIN_CHANGE_LEN {
+        return Err(err(
+            1,
+            format!("claims {count} changes in {} bytes", bytes.len()),
+        ));
+    }
+    let mut changes = Vec::with_capacity(count);
+    let mut at = 5;
+    for _ in 0..count {
+        let kind = take(at, 1)?[0];
+        let len = u32::from_be_bytes(take(at + 1, 4)?.try_into().unwrap_or_default()) as usize;
+        let body_at = at + 5;
+        let body = take(body_at, len)?;
+        let shift = |e: DecodeError| err(body_at + e.offset, e.detail);
+        changes.push(match kind {
+            KIND_PUT => LeaseChange::Put(encoding::decode_lease(body).map_err(shift)?),
+            KIND_DELETE if body.len() >= 8 => {
+                let (revision, reference) = body.split_at(8);
+                LeaseChange::Delete {
+                    revision: u64::from_be_bytes(revision.try_into().unwrap_or_default()),
+                    reference: encoding::decode_reference(reference)
+                        .map_err(|e| err(body_at + 8 + e.offset, e.detail))?,
+                }
+            }
+            other => {
+                return Err(err(
+                    at,
+                    format!("unknown change kind {other} (length {len})"),
+                ));
+            }
+        });
+        at = body_at + len;
+    }
+    if at != bytes.len() {
+        return Err(err(
+            at,
+            format!("{} trailing bytes after the changes", bytes.len() - at),
+        ));
+    }
+    Ok(changes)
+}
+
+/// A write, as the writer thread receives it. Arguments are validated by the provider before
+/// submitting (see [`rules`]); `now` is the provider's clock reading at that moment.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// `store_lease` / `store_leases`.
+    Store(Vec<AddressableLease>),
+    /// `remove_lease`.
+    Remove(AddressableReference),
+    /// `acquire_lease`.
+    Acquire(AddressableLease),
+    /// `renew_lease`.
+    Renew {
+        /// The lease to renew.
+        reference: AddressableReference,
+        /// Who claims to own it.
+        owner: NodeId,
+        /// The revision the owner holds.
+        revision: u64,
+        /// New expiry.
+        expires_at: Timestamp,
+        /// New renewal time.
+        renew_at: Timestamp,
+    },
+    /// `release_lease`.
+    Release {
+        /// The lease to release.
+        reference: AddressableReference,
+        /// Who claims to own it.
+        owner: NodeId,
+        /// The revision the owner holds.
+        revision: u64,
+    },
+    /// One bounded step of `cleanup_expired_leases`: remove up to `limit` expired leases.
+    Cleanup {
+        /// Most leases this step removes.
+        limit: usize,
+    },
+}
+
+/// A [`WriteOp`] with the clock reading it is judged by.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    /// What to do.
+    pub op: WriteOp,
+    /// The provider's clock when the request was made: expiry is judged against it.
+    pub now: Timestamp,
+}
+
+/// The answer to a [`WriteRequest`], matching its op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The leases were stored.
+    Stored,
+    /// Whether a lease was removed (remove, release).
+    Removed(bool),
+    /// The acquire's result.
+    Acquire(Acquire),
+    /// The renew's result.
+    Renew(Renew),
+    /// How many expired leases a cleanup step removed.
+    Cleaned(u64),
+}
+
+/// Read access to the published state, for the writer thread.
+pub trait LeaseSource {
+    /// The published lease of `r`.
+    fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>>;
+    /// Up to `limit` published leases with `expires_at <= now`, earliest first.
+    fn expired(&self, now: Timestamp, limit: usize) -> OrbitResult<Vec<AddressableLease>>;
+}
+
+/// Turns requests into changes on the writer thread; see the module docs.
+#[derive(Debug, Default)]
+pub struct ChangeStager {
+    published_revision: u64,
+    next_revision: u64,
+    /// State of references changed earlier in this batch: `None` = deleted.
+    overlay: HashMap<AddressableReference, Option<AddressableLease>>,
+    staged: Vec<LeaseChange>,
+}
+
+impl ChangeStager {
+    /// A stager continuing after `last_revision` (0 for a new store; the highest revision found
+    /// by recovery otherwise).
+    pub fn new(last_revision: u64) -> Self {
+        ChangeStager {
+            published_revision: last_revision,
+            next_revision: last_revision,
+            ..ChangeStager::default()
+        }
+    }
+
+    /// The highest revision staged so far.
+    pub fn last_revision(&self) -> u64 {
+        self.next_revision
+    }
+
+    fn current(
+        &self,
+        source: &dyn LeaseSource,
+        r: &AddressableReference,
+    ) -> OrbitResult<Option<AddressableLease>> {
+        match self.overlay.get(r) {
+            Some(staged) => Ok(staged.clone()),
+            None => source.lease(r),
+        }
+    }
+
+    /// Decides `req`, and if it changes anything, pushes its one record into `batch` and stages
+    /// its changes. On error nothing is staged and the batch is unchanged.
+    pub fn stage(
+        &mut self,
+        source: &dyn LeaseSource,
+        req: WriteRequest,
+        batch: &mut LogBatch,
+    ) -> OrbitResult<WriteOutcome> {
+        let mut revision = self.next_revision;
+        let mut changes = Vec::new();
+        let mut put = |mut lease: AddressableLease, changes: &mut Vec<LeaseChange>| {
+            revision += 1;
+            lease.revision = revision;
+            changes.push(LeaseChange::Put(lease.clone()));
+            lease
+        };
+        let now = req.now;
+        let outcome = match req.op {
+            WriteOp::Store(leases) => {
+                for lease in leases {
+                    put(lease, &mut changes);
+                }
+                WriteOutcome::Stored
+            }
+            WriteOp::Acquire(lease) => {
+                let current = self.current(source, &lease.reference)?;
+                match rules::acquire_allowed(current.as_ref(), now) {
+                    Ok(()) => WriteOutcome::Acquire(Acquire::Acquired(put(lease, &mut changes))),
+                    Err(held) => WriteOutcome::Acquire(Acquire::Held(held)),
+                }
+            }
+            WriteOp::Renew {
+                reference,
+                owner,
+                revision: held,
+                expires_at,
+                renew_at,
+            } => {
+                let current = self.current(source, &reference)?;
+                match rules::renew_decision(current.as_ref(), &owner, held, expires_at, renew_at) {
+                    Ok(lease) => WriteOutcome::Renew(Renew::Renewed(put(lease, &mut changes))),
+                    Err(lost) => WriteOutcome::Renew(lost),
+                }
+            }
+            WriteOp::Remove(reference) => {
+                let exists = self.current(source, &reference)?.is_some();
+                if exists {
+                    revision += 1;
+                    changes.push(LeaseChange::Delete {
+                        reference,
+                        revision,
+                    });
+                }
+                WriteOutcome::Removed(exists)
+            }
+            WriteOp::Release {
+                reference,
+                owner,
+                revision: held,
+            } => {
+                let current = self.current(source, &reference)?;
+                let owned = rules::owns(current.as_ref(), &owner, held);
+                if owned {
+                    revision += 1;
+                    changes.push(LeaseChange::Delete {
+                        reference,
+                        revision,
+                    });
+                }
+                WriteOutcome::Removed(owned)
+            }
+            WriteOp::Cleanup { limit } => {
+                // Published candidates, re-judged through the overlay, plus leases staged in
+                // this batch that are already expired at `now`.
+                let mut expired: Vec<AddressableReference> = Vec::new();
+                for lease in source.expired(now, limit.saturating_add(self.overlay.len()))? {
+                    if !self.overlay.contains_key(&lease.reference) {
+                        expired.push(lease.reference);
+                    }
+                }
+                for (r, staged) in &self.overlay {
+                    if matches!(staged, Some(l) if l.is_expired(now)) {
+                        expired.push(r.clone());
+                    }
+                }
+                expired.truncate(limit);
+                for reference in expired {
+                    revision += 1;
+                    changes.push(LeaseChange::Delete {
+                        reference,
+                        revision,
+                    });
+                }
+                WriteOutcome::Cleaned(changes.len() as u64)
+            }
+        };
+        if !changes.is_empty() {
+            batch.push_with(|buf| {
+                encode_changes(&changes, buf);
+                Ok(())
+            })?;
+            self.next_revision = revision;
+            for change in &changes {
+                let state = match change {
+                    LeaseChange::Put(l) => Some(l.clone()),
+                    LeaseChange::Delete { .. } => None,
+                };
+                self.overlay.insert(change.reference().clone(), state);
+            }
+            self.staged.extend(changes);
+        }
+        Ok(outcome)
+    }
+
+    /// The batch is durable: hands over its changes, in order, for the backend to apply.
+    pub fn take(&mut self) -> Vec<LeaseChange> {
+        self.overlay.clear();
+        self.published_revision = self.next_revision;
+        std::mem::take(&mut self.staged)
+    }
+
+    /// The batch failed: forgets its changes and the revisions they took.
+    pub fn abort(&mut self) {
+        self.overlay.clear();
+        self.staged.clear();
+        self.next_revision = self.published_revision;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Key;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Default)]
+    struct Map(BTreeMap<AddressableReference, AddressableLease>);
+
+    impl LeaseSource for Map {
+        fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+            Ok(self.0.get(r).cloned())
+        }
+        fn expired(&self, now: Timestamp, limit: usize) -> OrbitResult<Vec<AddressableLease>> {
+            let mut v: Vec<_> = self
+                .0
+                .values()
+                .filter(|l| l.is_expired(now))
+                .cloned()
+                .collect();
+            v.sort_by_key(|l| l.expires_at);
+            v.truncate(limit);
+            Ok(v)
+        }
+    }
+
+    impl Map {
+        fn apply(&mut self, changes: Vec<LeaseChange>) {
+            for c in changes {
+                match c {
+                    LeaseChange::Put(l) => self.0.insert(l.reference.clone(), l),
+                    LeaseChange::Delete { reference, .. } => self.0.remove(&reference),
+                };
+            }
+        }
+    }
+
+    fn lease(i: u32, node: &str, expires: u64) -> AddressableLease {
+        AddressableLease::new(
+            AddressableReference::new("T", Key::Int32Key { key: i as i32 }),
+            NodeId::new(node, "ns"),
+            Timestamp(expires),
+            Timestamp(expires),
+        )
+    }
+
+    fn req(op: WriteOp, now: u64) -> WriteRequest {
+        WriteRequest {
+            op,
+            now: Timestamp(now),
+        }
+    }
+
+    #[test]
+    fn a_request_is_one_record_and_round_trips() {
+        let (map, mut stager, mut batch) = (Map::default(), ChangeStager::new(41), LogBatch::new());
+        let out = stager
+            .stage(
+                &map,
+                req(
+                    WriteOp::Store(vec![lease(1, "a", 10), lease(2, "a", 10)]),
+                    0,
+                ),
+                &mut batch,
+            )
+            .unwrap();
+        assert_eq!(out, WriteOutcome::Stored);
+        assert_eq!(batch.record_count(), 1);
+        let changes = stager.take();
+        assert_eq!(
+            changes
+                .iter()
+                .map(LeaseChange::revision)
+                .collect::<Vec<_>>(),
+            vec![42, 43]
+        );
+        let mut buf = Vec::new();
+        encode_changes(&changes, &mut buf);
+        assert_eq!(decode_changes(&buf).unwrap(), changes);
+    }
+
+    #[test]
+    fn later_requests_of_a_batch_see_earlier_ones() {
+        let (map, mut stager, mut batch) = (Map::default(), ChangeStager::new(0), LogBatch::new());
+        let first = stager
+            .stage(
+                &map,
+                req(WriteOp::Acquire(lease(1, "a", 10)), 0),
+                &mut batch,
+            )
+            .unwrap();
+        let WriteOutcome::Acquire(Acquire::Acquired(held)) = first else {
+            panic!("{first:?}")
+        };
+        let second = stager
+            .stage(
+                &map,
+                req(WriteOp::Acquire(lease(1, "b", 10)), 0),
+                &mut batch,
+            )
+            .unwrap();
+        assert_eq!(second, WriteOutcome::Acquire(Acquire::Held(held.clone())));
+        let renew = WriteOp::Renew {
+            reference: held.reference.clone(),
+            owner: held.node_id.clone(),
+            revision: held.revision,
+            expires_at: Timestamp(20),
+            renew_at: Timestamp(15),
+        };
+        let WriteOutcome::Renew(Renew::Renewed(r)) =
+            stager.stage(&map, req(renew, 5), &mut batch).unwrap()
+        else {
+            panic!("renew lost")
+        };
+        assert_eq!(r.revision, 2);
+        let removed = stager
+            .stage(
+                &map,
+                req(WriteOp::Remove(held.reference.clone()), 5),
+                &mut batch,
+            )
+            .unwrap();
+        assert_eq!(removed, WriteOutcome::Removed(true));
+        let again = stager
+            .stage(
+                &map,
+                req(WriteOp::Remove(held.reference.clone()), 5),
+                &mut batch,
+            )
+            .unwrap();
+        assert_eq!(again, WriteOutcome::Removed(false));
+        assert_eq!(
+            batch.record_count(),
+            3,
+            "the second acquire and remove change nothing"
+        );
+        assert_eq!(stager.last_revision(), 3);
+    }
+
+    #[test]
+    fn cleanup_sees_the_overlay_and_respects_the_limit() {
+        let mut map = Map::default();
+        map.apply(
+            (0..5)
+                .map(|i| {
+                    LeaseChange::Put(AddressableLease {
+                        revision: i.into(),
+                        ..lease(i, "a", 10)
+                    })
+                })
+                .collect(),
+        );
+        let (mut stager, mut batch) = (ChangeStager::new(5), LogBatch::new());
+        // Lease 0 is renewed in this batch: no longer expired at 10.
+        let renew = WriteOp::Renew {
+            reference: lease(0, "a", 0).reference,
+            owner: NodeId::new("a", "ns"),
+            revision: 0,
+            expires_at: Timestamp(100),
+            renew_at: Timestamp(50),
+        };
+        stager.stage(&map, req(renew, 5), &mut batch).unwrap();
+        let out = stager
+            .stage(&map, req(WriteOp::Cleanup { limit: 3 }, 10), &mut batch)
+            .unwrap();
+        assert_eq!(out, WriteOutcome::Cleaned(3));
+        let out = stager
+            .stage(&map, req(WriteOp::Cleanup { limit: 3 }, 10), &mut batch)
+            .unwrap();
+        assert_eq!(out, WriteOutcome::Cleaned(1));
+        let out = stager
+            .stage(&map, req(WriteOp::Cleanup { limit: 3 }, 10), &mut batch)
+            .unwrap();
+        assert_eq!(out, WriteOutcome::Cleaned(0));
+        map.apply(stager.take());
+        assert_eq!(map.0.len(), 1);
+        assert_eq!(map.0.values().next().unwrap().expires_at, Timestamp(100));
+    }
+
+    #[test]
+    fn abort_forgets_changes_and_revisions() {
+        let (map, mut stager, mut batch) = (Map::default(), ChangeStager::new(7), LogBatch::new());
+        stager
+            .stage(
+                &map,
+                req(WriteOp::Store(vec![lease(1, "a", 10)]), 0),
+                &mut batch,
+            )
+            .unwrap();
+        stager.abort();
+        assert_eq!(stager.last_revision(), 7);
+        assert!(stager.take().is_empty());
+        let out = stager
+            .stage(
+                &map,
+                req(WriteOp::Remove(lease(1, "a", 0).reference), 0),
+                &mut batch,
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            WriteOutcome::Removed(false),
+            "an aborted put must not be visible"
+        );
+    }
+
+    #[test]
+    fn corrupt_payloads_are_errors_with_offsets() {
+        let mut buf = Vec::new();
+        encode_changes(
+            &[LeaseChange::Delete {
+                reference: lease(1, "a", 0).reference,
+                revision: 9,
+            }],
+            &mut buf,
+        );
+        let mut bad = buf.clone();
+        bad[5] = 7;
+        let e = decode_changes(&bad).unwrap_err();
+        assert_eq!(e.offset, 5, "{e}");
+        assert!(decode_changes(&buf[..buf.len() - 1]).is_err());
+        let mut huge = vec![FORMAT_VERSION];
+        huge.extend(u32::MAX.to_be_bytes());
+        assert!(decode_changes(&huge).unwrap_err().detail.contains("claims"));
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = decode_changes(&bytes);
+        }
+
+        #[test]
+        fn mutations_never_panic(at in any::<usize>(), byte in any::<u8>()) {
+            let mut buf = Vec::new();
+            encode_changes(&[
+                LeaseChange::Put(lease(1, "a", 5)),
+                LeaseChange::Delete { reference: lease(2, "b", 0).reference, revision: 3 },
+            ], &mut buf);
+            let i = at % buf.len();
+            buf[i] = byte;
+            let _ = decode_changes(&buf);
+        }
+    }
+}
