@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the workspace needs to build, installed when missing. None yet: the
-# RocksDB backend adds clang and libclang-dev here when it lands.
-APT_PACKAGES=()
+# System packages the workspace needs to build, installed when missing: the rocksdb crate
+# builds RocksDB's C++ and generates its bindings with libclang.
+APT_PACKAGES=(clang libclang-dev)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -1,0 +1,565 @@
+//! What does the wrapper cost? Runs the phases of the lease workload (BENCHMARK.md) on
+//! `RocksDbDirectory` and on the same workload written directly against the rocksdb crate (same
+//! three column families, same encodings, one WriteBatch per change, upserts that read the old
+//! lease to move its index entries), side by side in one run, and prints the ratio.
+//!
+//! `cargo run --release -p orbit-persistence-rocksdb --example overhead [N]` (default 1,000,000)
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orbit_persistence_core::encoding::{
+    decode_lease, decode_reference, encode_lease, encode_reference, expiry_index_key,
+    expiry_index_upper_bound, node_index_key, node_index_prefix,
+};
+use orbit_persistence_core::{
+    AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock, Key, ManualClock,
+    NodeId, PersistenceProvider, RocksDbConfig, SyncMode, Timestamp,
+};
+use orbit_persistence_rocksdb::RocksDbDirectory;
+use orbit_persistence_rocksdb::options::{self, CF_BY_EXPIRY, CF_BY_NODE, CF_LEASES};
+use rocksdb::{DB, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
+
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+const HOUR: u64 = 3_600_000;
+
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// The workload's data: N leases over 16 types and 1,000 nodes, 10% loaded already expired
+/// (they expire one second after T0; the clock then moves past it).
+struct Data {
+    leases: Vec<AddressableLease>,
+    nodes: Vec<NodeId>,
+    zipf_cdf: Vec<f64>,
+}
+
+impl Data {
+    fn new(n: usize) -> Data {
+        let nodes: Vec<_> = (0..1_000)
+            .map(|i| NodeId::new(format!("node-{i:04}"), "bench"))
+            .collect();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let leases = (0..n)
+            .map(|i| {
+                let r = next(&mut rng);
+                let reference = AddressableReference::new(
+                    format!("ActorType{:02}", i % 16),
+                    Key::string(format!("actor-{i:012}-{:06x}", r & 0xff_ffff)),
+                );
+                let expires = if i % 10 == 0 {
+                    T0.0 + 1_000
+                } else {
+                    T0.0 + HOUR
+                };
+                AddressableLease::new(
+                    reference,
+                    nodes[(r >> 24) as usize % nodes.len()].clone(),
+                    Timestamp(expires),
+                    Timestamp(expires - 500),
+                )
+            })
+            .collect();
+        // Zipf(0.99) over ranks, as a CDF to binary-search.
+        let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(0.99)).collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let zipf_cdf = weights
+            .iter()
+            .map(|w| {
+                acc += w / total;
+                acc
+            })
+            .collect();
+        Data {
+            leases,
+            nodes,
+            zipf_cdf,
+        }
+    }
+
+    fn zipf(&self, rng: &mut u64) -> usize {
+        let u = (next(rng) >> 11) as f64 / (1u64 << 53) as f64;
+        self.zipf_cdf
+            .partition_point(|&c| c < u)
+            .min(self.leases.len() - 1)
+    }
+}
+
+/// The same workload directly on the rocksdb crate.
+struct Raw {
+    db: DB,
+    sync: WriteOptions,
+    nosync: WriteOptions,
+}
+
+impl Raw {
+    fn open(dir: &Path, config: &RocksDbConfig) -> Raw {
+        let (opts, cfs) = options::build(config);
+        let db = DB::open_cf_descriptors(&opts, dir, cfs).expect("raw open");
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        Raw {
+            db,
+            sync,
+            nosync: WriteOptions::default(),
+        }
+    }
+
+    fn upsert(&self, leases: &[AddressableLease], wo: &WriteOptions) {
+        let (l, n, e) = (
+            self.db.cf_handle(CF_LEASES).unwrap(),
+            self.db.cf_handle(CF_BY_NODE).unwrap(),
+            self.db.cf_handle(CF_BY_EXPIRY).unwrap(),
+        );
+        let keys: Vec<_> = leases
+            .iter()
+            .map(|x| encode_reference(&x.reference))
+            .collect();
+        let old = self.db.batched_multi_get_cf(l, &keys, false);
+        let mut b = WriteBatch::default();
+        for ((lease, key), old) in leases.iter().zip(&keys).zip(old) {
+            if let Some(old) = old.unwrap() {
+                let old = decode_lease(&old).unwrap();
+                b.delete_cf(n, node_index_key(&old.node_id, &old.reference));
+                b.delete_cf(e, expiry_index_key(old.expires_at, &old.reference));
+            }
+            b.put_cf(l, key, encode_lease(lease));
+            b.put_cf(n, node_index_key(&lease.node_id, &lease.reference), []);
+            b.put_cf(e, expiry_index_key(lease.expires_at, &lease.reference), []);
+        }
+        self.db.write_opt(b, wo).unwrap();
+    }
+
+    fn get(&self, r: &AddressableReference) -> Option<AddressableLease> {
+        let l = self.db.cf_handle(CF_LEASES).unwrap();
+        self.db
+            .get_pinned_cf(l, encode_reference(r))
+            .unwrap()
+            .map(|v| decode_lease(&v).unwrap())
+    }
+
+    fn list(&self, node: &NodeId) -> Vec<AddressableLease> {
+        let snap = self.db.snapshot();
+        let (l, n) = (
+            self.db.cf_handle(CF_LEASES).unwrap(),
+            self.db.cf_handle(CF_BY_NODE).unwrap(),
+        );
+        let prefix = node_index_prefix(node);
+        let mut keys = Vec::new();
+        for item in snap.iterator_cf_opt(
+            n,
+            ReadOptions::default(),
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (k, _) = item.unwrap();
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            decode_reference(&k[prefix.len()..]).unwrap();
+            keys.push(k[prefix.len()..].to_vec());
+        }
+        snap.multi_get_cf(keys.iter().map(|k| (l, k)))
+            .into_iter()
+            .map(|v| decode_lease(&v.unwrap().unwrap()).unwrap())
+            .collect()
+    }
+
+    fn cleanup(&self, now: Timestamp) -> u64 {
+        let (l, n, e) = (
+            self.db.cf_handle(CF_LEASES).unwrap(),
+            self.db.cf_handle(CF_BY_NODE).unwrap(),
+            self.db.cf_handle(CF_BY_EXPIRY).unwrap(),
+        );
+        let mut total = 0;
+        loop {
+            let mut ro = ReadOptions::default();
+            ro.set_iterate_upper_bound(expiry_index_upper_bound(now));
+            let refs: Vec<_> = self
+                .db
+                .iterator_cf_opt(e, ro, IteratorMode::Start)
+                .take(1024)
+                .map(|i| {
+                    orbit_persistence_core::encoding::decode_expiry_index_key(&i.unwrap().0)
+                        .unwrap()
+                        .1
+                })
+                .collect();
+            let keys: Vec<_> = refs.iter().map(encode_reference).collect();
+            let mut b = WriteBatch::default();
+            for (key, v) in keys
+                .iter()
+                .zip(self.db.batched_multi_get_cf(l, &keys, false))
+            {
+                let old = decode_lease(&v.unwrap().unwrap()).unwrap();
+                b.delete_cf(l, key);
+                b.delete_cf(n, node_index_key(&old.node_id, &old.reference));
+                b.delete_cf(e, expiry_index_key(old.expires_at, &old.reference));
+                total += 1;
+            }
+            self.db.write_opt(b, &self.nosync).unwrap();
+            if refs.len() < 1024 {
+                return total;
+            }
+        }
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let m = e.metadata().unwrap();
+                    if m.is_dir() {
+                        dir_bytes(&e.path())
+                    } else {
+                        m.len()
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+struct Row {
+    phase: String,
+    ours: f64,
+    raw: f64,
+    unit: &'static str,
+    higher_is_better: bool,
+}
+
+fn timed<F: FnOnce() -> u64>(f: F) -> (u64, Duration) {
+    let start = Instant::now();
+    let n = f();
+    (n, start.elapsed())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    eprintln!("generating {n} leases");
+    let data = Arc::new(Data::new(n));
+    let root = tempfile::tempdir().unwrap();
+    let config = |dir: &Path, sync| RocksDbConfig {
+        data_dir: dir.to_path_buf(),
+        sync,
+        ..RocksDbConfig::default()
+    };
+    let (ours_dir, raw_dir) = (root.path().join("ours"), root.path().join("raw"));
+    let clock = Arc::new(ManualClock::new(T0));
+    let ours = Arc::new(
+        RocksDbDirectory::open(
+            &config(&ours_dir, SyncMode::Always),
+            clock.clone() as Arc<dyn Clock>,
+        )
+        .unwrap(),
+    );
+    let raw = Arc::new(Raw::open(&raw_dir, &config(&raw_dir, SyncMode::Always)));
+    let mut rows = Vec::new();
+    let logical: u64 = data
+        .leases
+        .iter()
+        .map(|l| (encode_reference(&l.reference).len() + encode_lease(l).len()) as u64)
+        .sum();
+
+    // 1. bulk_load
+    eprintln!("bulk_load");
+    let (_, t_ours) = timed(|| {
+        let rt = tokio::runtime::Handle::current();
+        for chunk in data.leases.chunks(1_000) {
+            tokio::task::block_in_place(|| rt.block_on(ours.store_leases(chunk))).unwrap();
+        }
+        0
+    });
+    let (_, t_raw) = timed(|| {
+        for chunk in data.leases.chunks(1_000) {
+            raw.upsert(chunk, &raw.nosync);
+        }
+        0
+    });
+    rows.push(Row {
+        phase: "bulk_load leases/s".into(),
+        ours: n as f64 / t_ours.as_secs_f64(),
+        raw: n as f64 / t_raw.as_secs_f64(),
+        unit: "/s",
+        higher_is_better: true,
+    });
+    ours.store_leases(&[]).await.unwrap();
+    raw.db.flush_wal(true).unwrap();
+
+    // 2. durable_renew: 1,000 renewals per concurrency level, each synced before it returns.
+    for tasks in [1usize, 4, 16, 64] {
+        eprintln!("durable_renew x{tasks}");
+        let per = 1_000 / tasks;
+        let start = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let (ours, data) = (ours.clone(), data.clone());
+                tokio::spawn(async move {
+                    for k in 0..per {
+                        let r = &data.leases[(t * per + k) * 7 % data.leases.len()].reference;
+                        let cur = ours.get_lease(r).await.unwrap().unwrap();
+                        let e = Timestamp(T0.0 + 2 * HOUR + k as u64);
+                        ours.renew_lease(r, &cur.node_id, cur.revision, e, e)
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+        let ours_rate = (per * tasks) as f64 / start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let threads: Vec<_> = (0..tasks)
+            .map(|t| {
+                let (raw, data) = (raw.clone(), data.clone());
+                std::thread::spawn(move || {
+                    for k in 0..per {
+                        let r = &data.leases[(t * per + k) * 7 % data.leases.len()].reference;
+                        let mut cur = raw.get(r).unwrap();
+                        cur.expires_at = Timestamp(T0.0 + 2 * HOUR + k as u64);
+                        cur.renew_at = cur.expires_at;
+                        raw.upsert(std::slice::from_ref(&cur), &raw.sync);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let raw_rate = (per * tasks) as f64 / start.elapsed().as_secs_f64();
+        rows.push(Row {
+            phase: format!("durable_renew {tasks} tasks ops/s"),
+            ours: ours_rate,
+            raw: raw_rate,
+            unit: "/s",
+            higher_is_better: true,
+        });
+    }
+
+    // 3. get: 1,000,000 uniform random gets, 1 and 2 tasks.
+    for tasks in [1usize, 2] {
+        eprintln!("get x{tasks}");
+        let gets = 1_000_000 / tasks;
+        let start = Instant::now();
+        let hs: Vec<_> = (0..tasks)
+            .map(|t| {
+                let (ours, data) = (ours.clone(), data.clone());
+                tokio::spawn(async move {
+                    let mut rng = 77 + t as u64;
+                    for _ in 0..gets {
+                        let i = (next(&mut rng) % data.leases.len() as u64) as usize;
+                        ours.get_lease(&data.leases[i].reference).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.await.unwrap();
+        }
+        let ours_rate = (gets * tasks) as f64 / start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let ts: Vec<_> = (0..tasks)
+            .map(|t| {
+                let (raw, data) = (raw.clone(), data.clone());
+                std::thread::spawn(move || {
+                    let mut rng = 77 + t as u64;
+                    for _ in 0..gets {
+                        let i = (next(&mut rng) % data.leases.len() as u64) as usize;
+                        raw.get(&data.leases[i].reference);
+                    }
+                })
+            })
+            .collect();
+        for t in ts {
+            t.join().unwrap();
+        }
+        let raw_rate = (gets * tasks) as f64 / start.elapsed().as_secs_f64();
+        rows.push(Row {
+            phase: format!("get {tasks} task(s) /s"),
+            ours: ours_rate,
+            raw: raw_rate,
+            unit: "/s",
+            higher_is_better: true,
+        });
+    }
+
+    // 5. list_node: 100 random nodes.
+    eprintln!("list_node");
+    let mut rng = 5u64;
+    let picks: Vec<_> = (0..100)
+        .map(|_| data.nodes[(next(&mut rng) % 1_000) as usize].clone())
+        .collect();
+    let start = Instant::now();
+    let mut listed = 0;
+    for node in &picks {
+        listed += ours.list_node_leases(node).await.unwrap().len();
+    }
+    let ours_ms = start.elapsed().as_secs_f64() * 1e3 / 100.0;
+    let start = Instant::now();
+    let mut raw_listed = 0;
+    for node in &picks {
+        raw_listed += raw.list(node).len();
+    }
+    let raw_ms = start.elapsed().as_secs_f64() * 1e3 / 100.0;
+    assert_eq!(listed, raw_listed);
+    rows.push(Row {
+        phase: format!("list_node ms/call (~{} leases)", listed / 100),
+        ours: ours_ms,
+        raw: raw_ms,
+        unit: "ms",
+        higher_is_better: false,
+    });
+
+    let space_load = (
+        dir_bytes(&ours_dir) as f64 / logical as f64,
+        dir_bytes(&raw_dir) as f64 / logical as f64,
+    );
+
+    // 6. cleanup: the 10% loaded expired.
+    eprintln!("cleanup");
+    clock.set(Timestamp(T0.0 + 2_000));
+    let (removed, t) = timed(|| {
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| rt.block_on(ours.cleanup_expired_leases())).unwrap()
+    });
+    let (raw_removed, t_raw) = timed(|| raw.cleanup(Timestamp(T0.0 + 2_000)));
+    assert_eq!(removed, raw_removed);
+    rows.push(Row {
+        phase: format!("cleanup removed/s ({removed})"),
+        ours: removed as f64 / t.as_secs_f64(),
+        raw: raw_removed as f64 / t_raw.as_secs_f64(),
+        unit: "/s",
+        higher_is_better: true,
+    });
+
+    // 7. recovery after a clean shutdown: open to first successful get.
+    eprintln!("recovery");
+    ours.shutdown().await.unwrap();
+    drop(ours);
+    drop(Arc::try_unwrap(raw).ok().expect("raw still shared"));
+    let probe = &data.leases[1].reference;
+    let start = Instant::now();
+    let reopened = Arc::new(
+        RocksDbDirectory::open(
+            &config(&ours_dir, SyncMode::IntervalMs(50)),
+            clock.clone() as Arc<dyn Clock>,
+        )
+        .unwrap(),
+    );
+    reopened.get_lease(probe).await.unwrap().unwrap();
+    let ours_ms = start.elapsed().as_secs_f64() * 1e3;
+    let start = Instant::now();
+    let raw = Arc::new(Raw::open(&raw_dir, &config(&raw_dir, SyncMode::Always)));
+    raw.get(probe).unwrap();
+    let raw_ms = start.elapsed().as_secs_f64() * 1e3;
+    rows.push(Row {
+        phase: "reopen after clean shutdown ms".into(),
+        ours: ours_ms,
+        raw: raw_ms,
+        unit: "ms",
+        higher_is_better: false,
+    });
+
+    // 4. mixed: Zipf(0.99), 90% get / 10% renew, interval sync (raw: unsynced writes), 2 tasks.
+    // Run after the reopen so ours runs with `interval_ms = 50`; cleaned-up leases are skipped.
+    eprintln!("mixed");
+    let ops = 200_000usize;
+    let start = Instant::now();
+    let hs: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (ours, data) = (reopened.clone(), data.clone());
+            tokio::spawn(async move {
+                let mut rng = 99 + t;
+                for k in 0..ops / 2 {
+                    let l = &data.leases[data.zipf(&mut rng)];
+                    let Some(cur) = ours.get_lease(&l.reference).await.unwrap() else {
+                        continue;
+                    };
+                    if k % 10 == 0 {
+                        let e = Timestamp(T0.0 + 3 * HOUR + k as u64);
+                        let _ = ours
+                            .renew_lease(&l.reference, &cur.node_id, cur.revision, e, e)
+                            .await
+                            .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.await.unwrap();
+    }
+    let ours_rate = ops as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let ts: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (raw, data) = (raw.clone(), data.clone());
+            std::thread::spawn(move || {
+                let mut rng = 99 + t;
+                for k in 0..ops / 2 {
+                    let l = &data.leases[data.zipf(&mut rng)];
+                    let Some(mut cur) = raw.get(&l.reference) else {
+                        continue;
+                    };
+                    if k % 10 == 0 {
+                        cur.expires_at = Timestamp(T0.0 + 3 * HOUR + k as u64);
+                        cur.renew_at = cur.expires_at;
+                        raw.upsert(std::slice::from_ref(&cur), &raw.nosync);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in ts {
+        t.join().unwrap();
+    }
+    let raw_rate = ops as f64 / start.elapsed().as_secs_f64();
+    rows.push(Row {
+        phase: "mixed 90/10 zipf, 2 tasks ops/s".into(),
+        ours: ours_rate,
+        raw: raw_rate,
+        unit: "/s",
+        higher_is_better: true,
+    });
+
+    let space_cleanup = (
+        dir_bytes(&ours_dir) as f64 / logical as f64,
+        dir_bytes(&raw_dir) as f64 / logical as f64,
+    );
+    println!("N = {n}, logical bytes = {logical}");
+    println!("| phase | orbit-persistence-rocksdb | raw rocksdb | ours / raw |");
+    println!("|---|---:|---:|---:|");
+    for r in &rows {
+        let ratio = if r.higher_is_better {
+            r.ours / r.raw
+        } else {
+            r.raw / r.ours
+        };
+        println!(
+            "| {} | {:.2}{} | {:.2}{} | {:.2} |",
+            r.phase, r.ours, r.unit, r.raw, r.unit, ratio
+        );
+    }
+    println!(
+        "| space after load (x logical) | {:.2} | {:.2} | |",
+        space_load.0, space_load.1
+    );
+    println!(
+        "| space after cleanup (x logical) | {:.2} | {:.2} | |",
+        space_cleanup.0, space_cleanup.1
+    );
+    println!("(ours / raw: >= 1 means the wrapper is at least as fast; for ms rows, raw / ours)");
+}

@@ -1,0 +1,329 @@
+//! # orbit-persistence-rocksdb
+//!
+//! The lease directory on RocksDB: leases and their node and expiry indexes in three column
+//! families, every change one `WriteBatch` (synced under `SyncMode::Always`, batched with
+//! concurrent writers by RocksDB's own group commit), conditional operations serialized per
+//! reference by striped locks, never by a global lock. Every blocking RocksDB call runs on
+//! tokio's blocking pool, never on a worker thread.
+//!
+//! Layout and tuning: [`options`]. The data directory holds `LOCK` (our exclusive lock: a second
+//! open, from this or another process, is `Locked` before RocksDB is touched) and `db/`, the
+//! RocksDB database.
+//!
+//! Sync modes: `always` syncs the WAL in each write; `interval_ms = N` writes unsynced and a
+//! background thread syncs the WAL every N ms; `never` leaves it to RocksDB (and shutdown).
+
+pub mod options;
+mod store;
+mod stripes;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use orbit_persistence_core::lock::DirLock;
+use orbit_persistence_core::metrics::MetricsRecorder;
+use orbit_persistence_core::{
+    Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock, NodeId,
+    OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider, ProviderHealth, Renew,
+    RocksDbConfig, SyncMode, Timestamp, rules,
+};
+
+use store::Store;
+
+/// Most expired leases removed by one cleanup batch: bounds how long cleanup holds stripes.
+pub const CLEANUP_BATCH: usize = 1024;
+
+/// An open store and the directory lock it lives under.
+struct Open {
+    store: Arc<Store>,
+    _lock: DirLock,
+}
+
+/// The RocksDB [`AddressableDirectoryProvider`].
+pub struct RocksDbDirectory {
+    open: Mutex<Option<Open>>,
+    clock: Arc<dyn Clock>,
+    metrics: MetricsRecorder,
+}
+
+impl std::fmt::Debug for RocksDbDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbDirectory").finish_non_exhaustive()
+    }
+}
+
+fn spawn_interval_sync(store: Weak<Store>, every: Duration) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("orbit-rocksdb-sync".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                let Some(store) = store.upgrade() else { return };
+                // Never retry a failed sync (fsyncgate): refuse further writes instead.
+                if let Err(e) = store.sync() {
+                    store.poison(format!("the interval WAL sync failed: {e}"));
+                    return;
+                }
+            }
+        })
+        .map(|_| ())
+}
+
+impl RocksDbDirectory {
+    /// Opens (creating if missing) the store in `config.data_dir`. Blocking: call it from a
+    /// blocking context (e.g. `spawn_blocking`) inside an async program.
+    pub fn open(config: &RocksDbConfig, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
+        config.validate()?;
+        let lock = DirLock::acquire(&config.data_dir)?;
+        let store = Arc::new(Store::open(config, &config.data_dir.join("db"))?);
+        if let SyncMode::IntervalMs(ms) = config.sync {
+            spawn_interval_sync(Arc::downgrade(&store), Duration::from_millis(ms))
+                .map_err(|e| OrbitError::io("spawn the WAL sync thread", &config.data_dir, e))?;
+        }
+        Ok(RocksDbDirectory {
+            open: Mutex::new(Some(Open { store, _lock: lock })),
+            clock,
+            metrics: MetricsRecorder::default(),
+        })
+    }
+
+    /// Opens the store in `dir` with default settings.
+    pub fn open_dir(dir: &Path, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
+        let config = RocksDbConfig {
+            data_dir: dir.to_path_buf(),
+            ..RocksDbConfig::default()
+        };
+        Self::open(&config, clock)
+    }
+
+    fn store(&self) -> OrbitResult<Arc<Store>> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.as_ref()
+            .map(|o| o.store.clone())
+            .ok_or(OrbitError::Closed)
+    }
+
+    /// Runs `f` on the blocking pool with the store.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> OrbitResult<T> + Send + 'static,
+    ) -> OrbitResult<T> {
+        let store = self.store()?;
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| OrbitError::Unavailable(format!("a RocksDB task failed: {e}")))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> OrbitResult<T> + Send + 'static,
+    ) -> OrbitResult<T> {
+        let start = Instant::now();
+        let out = self.blocking(f).await;
+        MetricsRecorder::add(&self.metrics.reads, 1);
+        self.metrics.read_latency.record(start.elapsed());
+        out
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        leases: u64,
+        f: impl FnOnce(&Store) -> OrbitResult<T> + Send + 'static,
+    ) -> OrbitResult<T> {
+        let start = Instant::now();
+        let out = self.blocking(f).await;
+        self.metrics.write_latency.record(start.elapsed());
+        if out.is_ok() {
+            MetricsRecorder::add(&self.metrics.writes, leases);
+        }
+        out
+    }
+
+    fn conflict(&self) {
+        MetricsRecorder::add(&self.metrics.conflicts, 1);
+    }
+}
+
+#[async_trait]
+impl PersistenceProvider for RocksDbDirectory {
+    async fn initialize(&self) -> OrbitResult<()> {
+        self.store().map(|_| ())
+    }
+
+    async fn shutdown(&self) -> OrbitResult<()> {
+        let Some(open) = self.open.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || {
+            let Open { mut store, _lock } = open;
+            let synced = store.sync();
+            // Wait for in-flight calls to let go, so the database is closed (and its files
+            // released) before the directory lock is.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match Arc::try_unwrap(store) {
+                    Ok(store) => {
+                        drop(store);
+                        break;
+                    }
+                    Err(still_shared) if Instant::now() < deadline => {
+                        store = still_shared;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(_) => {
+                        return Err(OrbitError::Unavailable(
+                            "shutdown: calls still running after 30 s".into(),
+                        ));
+                    }
+                }
+            }
+            drop(_lock);
+            synced
+        })
+        .await
+        .map_err(|e| OrbitError::Unavailable(format!("shutdown task failed: {e}")))?
+    }
+
+    async fn health_check(&self) -> ProviderHealth {
+        let Ok(store) = self.store() else {
+            return ProviderHealth::Unhealthy {
+                reason: "the store is closed".into(),
+            };
+        };
+        if let Some(reason) = store.poisoned() {
+            return ProviderHealth::Unhealthy { reason };
+        }
+        if store.property_sum("rocksdb.is-write-stopped") > 0 {
+            return ProviderHealth::Unhealthy {
+                reason: "RocksDB has stopped writes (compaction or flush far behind)".into(),
+            };
+        }
+        let delayed = store.property_sum("rocksdb.actual-delayed-write-rate");
+        if delayed > 0 {
+            return ProviderHealth::Degraded {
+                reason: format!("RocksDB is delaying writes to {delayed} bytes/s"),
+            };
+        }
+        ProviderHealth::Healthy
+    }
+
+    async fn metrics(&self) -> PersistenceMetrics {
+        let base = self.metrics.snapshot();
+        let Ok(store) = self.store() else {
+            return base;
+        };
+        PersistenceMetrics {
+            lease_count: store.lease_count().unwrap_or(0),
+            last_revision: store.last_revision(),
+            disk_bytes: store.property_sum("rocksdb.total-sst-files-size"),
+            // The block cache is shared by the families: count it once.
+            memory_bytes: store.property_sum("rocksdb.cur-size-all-mem-tables")
+                + store.property("rocksdb.block-cache-usage"),
+            write_stalls: u64::from(store.property_sum("rocksdb.actual-delayed-write-rate") > 0),
+            ..base
+        }
+    }
+}
+
+#[async_trait]
+impl AddressableDirectoryProvider for RocksDbDirectory {
+    async fn store_lease(&self, lease: &AddressableLease) -> OrbitResult<()> {
+        self.store_leases(std::slice::from_ref(lease)).await
+    }
+
+    async fn get_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        rules::validate_reference(r)?;
+        let r = r.clone();
+        self.read(move |s| s.get(&r)).await
+    }
+
+    async fn remove_lease(&self, r: &AddressableReference) -> OrbitResult<bool> {
+        rules::validate_reference(r)?;
+        let r = r.clone();
+        self.write(1, move |s| s.remove(&r)).await
+    }
+
+    async fn list_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        rules::validate_node(node)?;
+        let node = node.clone();
+        self.read(move |s| s.list_node(&node)).await
+    }
+
+    async fn cleanup_expired_leases(&self) -> OrbitResult<u64> {
+        let now = self.clock.now();
+        let mut total = 0;
+        loop {
+            let (removed, more) = self
+                .write(0, move |s| s.cleanup_step(now, CLEANUP_BATCH))
+                .await?;
+            total += removed;
+            MetricsRecorder::add(&self.metrics.writes, removed);
+            if !more || removed == 0 {
+                break;
+            }
+        }
+        self.metrics
+            .expired_removed
+            .fetch_add(total, Ordering::Relaxed);
+        Ok(total)
+    }
+
+    async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
+        let now = self.clock.now();
+        rules::validate_lease(lease, now)?;
+        let lease = lease.clone();
+        let out = self.write(1, move |s| s.acquire(lease, now)).await?;
+        if matches!(out, Acquire::Held(_)) {
+            self.conflict();
+        }
+        Ok(out)
+    }
+
+    async fn renew_lease(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+        expires_at: Timestamp,
+        renew_at: Timestamp,
+    ) -> OrbitResult<Renew> {
+        rules::validate_renew(r, owner, expires_at, renew_at, self.clock.now())?;
+        let (r, owner) = (r.clone(), owner.clone());
+        let out = self
+            .write(1, move |s| {
+                s.renew(&r, &owner, revision, expires_at, renew_at)
+            })
+            .await?;
+        if matches!(out, Renew::Lost(_)) {
+            self.conflict();
+        }
+        Ok(out)
+    }
+
+    async fn release_lease(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+    ) -> OrbitResult<bool> {
+        rules::validate_release(r, owner)?;
+        let (r, owner) = (r.clone(), owner.clone());
+        let released = self
+            .write(1, move |s| s.release(&r, &owner, revision))
+            .await?;
+        if !released {
+            self.conflict();
+        }
+        Ok(released)
+    }
+
+    async fn store_leases(&self, leases: &[AddressableLease]) -> OrbitResult<()> {
+        rules::validate_batch(leases, self.clock.now())?;
+        let leases = leases.to_vec();
+        self.write(leases.len() as u64, move |s| s.store(leases))
+            .await
+    }
+}

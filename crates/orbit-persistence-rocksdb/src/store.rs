@@ -1,0 +1,423 @@
+//! The engine side of the RocksDB backend: blocking reads and writes over the three column
+//! families (layout in [`crate::options`]). Every lease change is one `WriteBatch` holding the
+//! lease, both index entries and the counter merges, so the indexes can never disagree with the
+//! leases, before or after a crash.
+//!
+//! Conditional operations take the stripe locks of their references, read the current leases,
+//! decide with [`orbit_persistence_core::rules`] and write; two operations on one reference are
+//! therefore serialized, while different references proceed in parallel and RocksDB batches
+//! their synced WAL writes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use orbit_persistence_core::encoding::{
+    decode_lease, decode_reference, encode_lease, encode_reference, expiry_index_key,
+    expiry_index_upper_bound, node_index_key, node_index_prefix,
+};
+use orbit_persistence_core::{
+    Acquire, AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult, Renew,
+    RocksDbConfig, SyncMode, Timestamp, rules,
+};
+use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
+
+use crate::options::{self, CF_BY_EXPIRY, CF_BY_NODE, CF_LEASES, KEY_LEASE_COUNT, KEY_REVISION};
+use crate::stripes::Stripes;
+
+/// One lease change with what it replaces, so the batch can drop the old index entries.
+enum Write {
+    Put {
+        previous: Option<AddressableLease>,
+        lease: AddressableLease,
+    },
+    Delete {
+        previous: AddressableLease,
+    },
+}
+
+/// An open RocksDB database holding leases.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+    write_options: WriteOptions,
+    stripes: Stripes,
+    last_revision: AtomicU64,
+    poisoned: Mutex<Option<String>>,
+}
+
+/// RocksDB's own corruption reports stay `Corruption` (RocksDB does not tell us an offset);
+/// everything else is an I/O error of the operation.
+fn rocks_err(op: &'static str, path: &Path, e: rocksdb::Error) -> OrbitError {
+    match e.kind() {
+        rocksdb::ErrorKind::Corruption => OrbitError::corruption(path, 0, e.into_string()),
+        _ => OrbitError::io(op, path, std::io::Error::other(e.into_string())),
+    }
+}
+
+impl Store {
+    /// Opens (creating if missing) the database in `path`.
+    pub fn open(config: &RocksDbConfig, path: &Path) -> OrbitResult<Store> {
+        let (db_options, cfs) = options::build(config);
+        let db = DB::open_cf_descriptors(&db_options, path, cfs)
+            .map_err(|e| rocks_err("open rocksdb", path, e))?;
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(config.sync == SyncMode::Always);
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+            write_options,
+            stripes: Stripes::default(),
+            last_revision: AtomicU64::new(0),
+            poisoned: Mutex::new(None),
+        };
+        let revision = store.counter(KEY_REVISION)?;
+        store.last_revision.store(revision, Ordering::SeqCst);
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        // The three families are created at open (create_missing_column_families).
+        self.db
+            .cf_handle(name)
+            .unwrap_or_else(|| unreachable!("column family {name} is created at open"))
+    }
+
+    fn corruption(&self, cf: &str, detail: String) -> OrbitError {
+        OrbitError::corruption(self.path.join(cf), 0, detail)
+    }
+
+    fn counter(&self, key: &[u8]) -> OrbitResult<u64> {
+        let value = self
+            .db
+            .get(key)
+            .map_err(|e| rocks_err("read counter", &self.path, e))?;
+        match value {
+            None => Ok(0),
+            Some(v) => v
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| {
+                    self.corruption(
+                        "default",
+                        format!(
+                            "counter {:?} is {} bytes, not 8",
+                            String::from_utf8_lossy(key),
+                            v.len()
+                        ),
+                    )
+                }),
+        }
+    }
+
+    /// Exact number of stored leases.
+    pub fn lease_count(&self) -> OrbitResult<u64> {
+        self.counter(KEY_LEASE_COUNT)
+    }
+
+    /// Highest revision assigned.
+    pub fn last_revision(&self) -> u64 {
+        self.last_revision.load(Ordering::SeqCst)
+    }
+
+    /// Why writes are refused, if they are.
+    pub fn poisoned(&self) -> Option<String> {
+        self.poisoned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn decode(&self, key: &[u8], value: &[u8]) -> OrbitResult<AddressableLease> {
+        decode_lease(value).map_err(|e| {
+            self.corruption(
+                CF_LEASES,
+                format!(
+                    "lease value of key {key:02x?} at byte {}: {}",
+                    e.offset, e.detail
+                ),
+            )
+        })
+    }
+
+    /// The stored lease of `r`.
+    pub fn get(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        let key = encode_reference(r);
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(CF_LEASES), &key)
+            .map_err(|e| rocks_err("get", &self.path, e))?;
+        value.map(|v| self.decode(&key, &v)).transpose()
+    }
+
+    fn get_many(
+        &self,
+        refs: &[AddressableReference],
+    ) -> OrbitResult<Vec<Option<AddressableLease>>> {
+        let keys: Vec<Vec<u8>> = refs.iter().map(encode_reference).collect();
+        let cf = self.cf(CF_LEASES);
+        self.db
+            .batched_multi_get_cf(cf, &keys, false)
+            .into_iter()
+            .zip(&keys)
+            .map(|(value, key)| {
+                let value = value.map_err(|e| rocks_err("multi_get", &self.path, e))?;
+                value.map(|v| self.decode(key, &v)).transpose()
+            })
+            .collect()
+    }
+
+    /// Every lease of `node`, read from one snapshot so the index and the leases agree.
+    pub fn list_node(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        let snapshot = self.db.snapshot();
+        let prefix = node_index_prefix(node);
+        let mut keys = Vec::new();
+        let iter = snapshot.iterator_cf_opt(
+            self.cf(CF_BY_NODE),
+            ReadOptions::default(),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in iter {
+            let (key, _) = item.map_err(|e| rocks_err("scan node index", &self.path, e))?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            decode_reference(&key[prefix.len()..]).map_err(|e| {
+                self.corruption(CF_BY_NODE, format!("node index key {key:02x?}: {e}"))
+            })?;
+            keys.push(key[prefix.len()..].to_vec());
+        }
+        let cf = self.cf(CF_LEASES);
+        let mut out = Vec::with_capacity(keys.len());
+        for (value, key) in snapshot
+            .multi_get_cf(keys.iter().map(|k| (cf, k)))
+            .into_iter()
+            .zip(&keys)
+        {
+            match value.map_err(|e| rocks_err("multi_get", &self.path, e))? {
+                Some(v) => out.push(self.decode(key, &v)?),
+                None => {
+                    return Err(self.corruption(
+                        CF_BY_NODE,
+                        format!("node index entry {key:02x?} has no lease"),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Refuses every later write with `Poisoned(reason)`.
+    pub fn poison(&self, reason: String) {
+        *self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+
+    fn check_writable(&self) -> OrbitResult<()> {
+        match self.poisoned() {
+            Some(reason) => Err(OrbitError::Poisoned(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes `writes` as one batch, assigning revisions to the puts in order; returns the
+    /// leases as stored. Callers hold the stripes of every reference involved.
+    fn commit(&self, writes: Vec<Write>) -> OrbitResult<Vec<AddressableLease>> {
+        self.check_writable()?;
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self
+            .last_revision
+            .fetch_add(writes.len() as u64, Ordering::SeqCst)
+            + 1;
+        let (leases, by_node, by_expiry) = (
+            self.cf(CF_LEASES),
+            self.cf(CF_BY_NODE),
+            self.cf(CF_BY_EXPIRY),
+        );
+        let mut batch = WriteBatch::default();
+        let mut delta: i64 = 0;
+        let mut stored = Vec::new();
+        let unindex = |batch: &mut WriteBatch, old: &AddressableLease| {
+            batch.delete_cf(by_node, node_index_key(&old.node_id, &old.reference));
+            batch.delete_cf(by_expiry, expiry_index_key(old.expires_at, &old.reference));
+        };
+        for (i, write) in writes.into_iter().enumerate() {
+            match write {
+                Write::Put {
+                    previous,
+                    mut lease,
+                } => {
+                    lease.revision = first + i as u64;
+                    match &previous {
+                        Some(old) => unindex(&mut batch, old),
+                        None => delta += 1,
+                    }
+                    batch.put_cf(
+                        leases,
+                        encode_reference(&lease.reference),
+                        encode_lease(&lease),
+                    );
+                    batch.put_cf(
+                        by_node,
+                        node_index_key(&lease.node_id, &lease.reference),
+                        [],
+                    );
+                    batch.put_cf(
+                        by_expiry,
+                        expiry_index_key(lease.expires_at, &lease.reference),
+                        [],
+                    );
+                    stored.push(lease);
+                }
+                Write::Delete { previous } => {
+                    unindex(&mut batch, &previous);
+                    batch.delete_cf(leases, encode_reference(&previous.reference));
+                    delta -= 1;
+                }
+            }
+        }
+        let last = self.last_revision();
+        batch.merge(KEY_REVISION, last.to_be_bytes());
+        if delta != 0 {
+            batch.merge(KEY_LEASE_COUNT, (delta as u64).to_be_bytes());
+        }
+        if let Err(e) = self.db.write_opt(batch, &self.write_options) {
+            let reason = format!("a write failed and may not be durable: {e}");
+            self.poison(reason.clone());
+            return Err(OrbitError::Poisoned(reason));
+        }
+        Ok(stored)
+    }
+
+    /// Upserts leases atomically.
+    pub fn store(&self, leases: Vec<AddressableLease>) -> OrbitResult<()> {
+        let refs: Vec<_> = leases.iter().map(|l| l.reference.clone()).collect();
+        let _guards = self.stripes.lock(&refs);
+        let previous = self.get_many(&refs)?;
+        let writes = leases
+            .into_iter()
+            .zip(previous)
+            .map(|(lease, previous)| Write::Put { previous, lease })
+            .collect();
+        self.commit(writes).map(|_| ())
+    }
+
+    /// Removes a lease; whether there was one.
+    pub fn remove(&self, r: &AddressableReference) -> OrbitResult<bool> {
+        let _guard = self.stripes.lock([r]);
+        match self.get(r)? {
+            Some(previous) => self.commit(vec![Write::Delete { previous }]).map(|_| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Registers `lease` if the reference is free or expired at `now`.
+    pub fn acquire(&self, lease: AddressableLease, now: Timestamp) -> OrbitResult<Acquire> {
+        let _guard = self.stripes.lock([&lease.reference]);
+        let previous = self.get(&lease.reference)?;
+        if let Err(held) = rules::acquire_allowed(previous.as_ref(), now) {
+            return Ok(Acquire::Held(held));
+        }
+        let mut stored = self.commit(vec![Write::Put { previous, lease }])?;
+        Ok(Acquire::Acquired(stored.remove(0)))
+    }
+
+    /// Extends the lease if `(owner, revision)` still holds it.
+    pub fn renew(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+        expires_at: Timestamp,
+        renew_at: Timestamp,
+    ) -> OrbitResult<Renew> {
+        let _guard = self.stripes.lock([r]);
+        let previous = self.get(r)?;
+        match rules::renew_decision(previous.as_ref(), owner, revision, expires_at, renew_at) {
+            Ok(lease) => {
+                let mut stored = self.commit(vec![Write::Put { previous, lease }])?;
+                Ok(Renew::Renewed(stored.remove(0)))
+            }
+            Err(lost) => Ok(lost),
+        }
+    }
+
+    /// Removes the lease if `(owner, revision)` still holds it.
+    pub fn release(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+    ) -> OrbitResult<bool> {
+        let _guard = self.stripes.lock([r]);
+        match self.get(r)? {
+            Some(previous) if rules::owns(Some(&previous), owner, revision) => {
+                self.commit(vec![Write::Delete { previous }]).map(|_| true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Removes up to `limit` leases expired at `now`, earliest first. Returns how many it
+    /// removed and whether the expiry index may hold more.
+    pub fn cleanup_step(&self, now: Timestamp, limit: usize) -> OrbitResult<(u64, bool)> {
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(expiry_index_upper_bound(now));
+        let mut candidates = Vec::new();
+        for item in self
+            .db
+            .iterator_cf_opt(self.cf(CF_BY_EXPIRY), read, IteratorMode::Start)
+        {
+            let (key, _) = item.map_err(|e| rocks_err("scan expiry index", &self.path, e))?;
+            let (expires_at, r) = orbit_persistence_core::encoding::decode_expiry_index_key(&key)
+                .map_err(|e| {
+                self.corruption(CF_BY_EXPIRY, format!("expiry index key {key:02x?}: {e}"))
+            })?;
+            candidates.push((expires_at, r));
+            if candidates.len() == limit {
+                break;
+            }
+        }
+        let more = candidates.len() == limit;
+        let refs: Vec<_> = candidates.iter().map(|(_, r)| r.clone()).collect();
+        let _guards = self.stripes.lock(&refs);
+        // Re-read under the locks: a candidate renewed since the scan is no longer expired.
+        let writes = self
+            .get_many(&refs)?
+            .into_iter()
+            .flatten()
+            .filter(|l| l.is_expired(now))
+            .map(|previous| Write::Delete { previous })
+            .collect::<Vec<_>>();
+        let removed = writes.len() as u64;
+        self.commit(writes)?;
+        Ok((removed, more))
+    }
+
+    /// Makes everything written so far durable (the WAL is synced).
+    pub fn sync(&self) -> OrbitResult<()> {
+        self.db
+            .flush_wal(true)
+            .map_err(|e| rocks_err("sync wal", &self.path, e))
+    }
+
+    /// A database-wide integer property (0 where RocksDB has none).
+    pub fn property(&self, name: &str) -> u64 {
+        self.db.property_int_value(name).ok().flatten().unwrap_or(0)
+    }
+
+    /// An integer property summed over the lease and index column families.
+    pub fn property_sum(&self, name: &str) -> u64 {
+        [CF_LEASES, CF_BY_NODE, CF_BY_EXPIRY]
+            .iter()
+            .filter_map(|cf| {
+                self.db
+                    .property_int_value_cf(self.cf(cf), name)
+                    .ok()
+                    .flatten()
+            })
+            .sum()
+    }
+}
