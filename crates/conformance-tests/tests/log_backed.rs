@@ -165,17 +165,16 @@ impl LogBacked {
             _ => 1,
         };
         let out = self.writer.submit(WriteRequest { op, now }).await;
-        self.metrics.write_latency.record(start.elapsed());
-        if out.is_ok() {
-            MetricsRecorder::add(&self.metrics.writes, leases);
-        }
+        self.metrics.write_done(start, leases, &out);
         out
     }
 
     fn read<T>(&self, f: impl FnOnce(&Map) -> T) -> OrbitResult<T> {
         self.check_open()?;
-        MetricsRecorder::add(&self.metrics.reads, 1);
-        Ok(f(&self.map.read().unwrap()))
+        let start = Instant::now();
+        let out = f(&self.map.read().unwrap());
+        self.metrics.read_done(start);
+        Ok(out)
     }
 }
 

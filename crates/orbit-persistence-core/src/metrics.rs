@@ -1,10 +1,13 @@
 //! Health and metrics reported by every provider, and the lock-free recorder backends use to
 //! collect them without adding contention to the hot path.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::OrbitResult;
 
 /// Whether a provider can serve requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +68,8 @@ pub struct PersistenceMetrics {
     pub read_latency: LatencySummary,
     /// Latency of writes, until acknowledged.
     pub write_latency: LatencySummary,
+    /// Backend-specific gauges by name, e.g. RocksDB's `estimate-pending-compaction-bytes`.
+    pub engine: BTreeMap<String, u64>,
 }
 
 const BUCKETS: usize = 40;
@@ -153,6 +158,26 @@ impl MetricsRecorder {
     /// Counts `n` more into `counter`.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one read that started at `start`.
+    pub fn read_done(&self, start: Instant) {
+        Self::add(&self.reads, 1);
+        self.read_latency.record(start.elapsed());
+    }
+
+    /// Records the latency of a write that started at `start`, and counts its `leases` if it
+    /// succeeded.
+    pub fn write_done<T>(&self, start: Instant, leases: u64, result: &OrbitResult<T>) {
+        self.write_latency.record(start.elapsed());
+        if result.is_ok() {
+            Self::add(&self.writes, leases);
+        }
+    }
+
+    /// Counts one conditional operation that lost.
+    pub fn conflict(&self) {
+        Self::add(&self.conflicts, 1);
     }
 
     /// The counters as a [`PersistenceMetrics`] with sizes left at zero.

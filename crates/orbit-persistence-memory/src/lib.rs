@@ -153,13 +153,8 @@ impl MemoryDirectory {
         self.check_open()?;
         let start = Instant::now();
         let out = f();
-        MetricsRecorder::add(&self.metrics.reads, 1);
-        self.metrics.read_latency.record(start.elapsed());
+        self.metrics.read_done(start);
         out
-    }
-
-    fn conflict(&self) {
-        MetricsRecorder::add(&self.metrics.conflicts, 1);
     }
 }
 
@@ -262,7 +257,7 @@ impl AddressableDirectoryProvider for MemoryDirectory {
         self.timed_write(|| {
             let mut shard = self.write(shard_of(&lease.reference));
             if let Err(held) = rules::acquire_allowed(shard.get(&lease.reference), now) {
-                self.conflict();
+                self.metrics.conflict();
                 return Ok(Acquire::Held(held));
             }
             self.put(&mut shard, lease.clone()).map(Acquire::Acquired)
@@ -283,7 +278,7 @@ impl AddressableDirectoryProvider for MemoryDirectory {
             match rules::renew_decision(shard.get(r), owner, revision, expires_at, renew_at) {
                 Ok(renewed) => self.put(&mut shard, renewed).map(Renew::Renewed),
                 Err(lost) => {
-                    self.conflict();
+                    self.metrics.conflict();
                     Ok(lost)
                 }
             }
@@ -300,7 +295,7 @@ impl AddressableDirectoryProvider for MemoryDirectory {
         self.timed_write(|| {
             let mut shard = self.write(shard_of(r));
             if !rules::owns(shard.get(r), owner, revision) {
-                self.conflict();
+                self.metrics.conflict();
                 return Ok(false);
             }
             Ok(self.delete(&mut shard, r))

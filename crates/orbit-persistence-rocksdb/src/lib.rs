@@ -18,7 +18,6 @@ mod store;
 mod stripes;
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -123,8 +122,7 @@ impl RocksDbDirectory {
     ) -> OrbitResult<T> {
         let start = Instant::now();
         let out = self.blocking(f).await;
-        MetricsRecorder::add(&self.metrics.reads, 1);
-        self.metrics.read_latency.record(start.elapsed());
+        self.metrics.read_done(start);
         out
     }
 
@@ -135,15 +133,8 @@ impl RocksDbDirectory {
     ) -> OrbitResult<T> {
         let start = Instant::now();
         let out = self.blocking(f).await;
-        self.metrics.write_latency.record(start.elapsed());
-        if out.is_ok() {
-            MetricsRecorder::add(&self.metrics.writes, leases);
-        }
+        self.metrics.write_done(start, leases, &out);
         out
-    }
-
-    fn conflict(&self) {
-        MetricsRecorder::add(&self.metrics.conflicts, 1);
     }
 }
 
@@ -223,6 +214,7 @@ impl PersistenceProvider for RocksDbDirectory {
             memory_bytes: store.property_sum("rocksdb.cur-size-all-mem-tables")
                 + store.property("rocksdb.block-cache-usage"),
             write_stalls: u64::from(store.property_sum("rocksdb.actual-delayed-write-rate") > 0),
+            engine: store.engine_gauges(),
             ..base
         }
     }
@@ -265,9 +257,7 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
                 break;
             }
         }
-        self.metrics
-            .expired_removed
-            .fetch_add(total, Ordering::Relaxed);
+        MetricsRecorder::add(&self.metrics.expired_removed, total);
         Ok(total)
     }
 
@@ -277,7 +267,7 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
         let lease = lease.clone();
         let out = self.write(1, move |s| s.acquire(lease, now)).await?;
         if matches!(out, Acquire::Held(_)) {
-            self.conflict();
+            self.metrics.conflict();
         }
         Ok(out)
     }
@@ -298,7 +288,7 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
             })
             .await?;
         if matches!(out, Renew::Lost(_)) {
-            self.conflict();
+            self.metrics.conflict();
         }
         Ok(out)
     }
@@ -315,7 +305,7 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
             .write(1, move |s| s.release(&r, &owner, revision))
             .await?;
         if !released {
-            self.conflict();
+            self.metrics.conflict();
         }
         Ok(released)
     }

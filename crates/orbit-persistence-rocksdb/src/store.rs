@@ -8,6 +8,7 @@
 //! therefore serialized, while different references proceed in parallel and RocksDB batches
 //! their synced WAL writes.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -406,6 +407,34 @@ impl Store {
     /// A database-wide integer property (0 where RocksDB has none).
     pub fn property(&self, name: &str) -> u64 {
         self.db.property_int_value(name).ok().flatten().unwrap_or(0)
+    }
+
+    /// RocksDB's own gauges, per column family (`leases.estimate-num-keys`, ...) and for the
+    /// database (`num-running-compactions`), for [`orbit_persistence_core::PersistenceMetrics::engine`].
+    pub fn engine_gauges(&self) -> BTreeMap<String, u64> {
+        const PER_FAMILY: [&str; 4] = [
+            "estimate-num-keys",
+            "estimate-pending-compaction-bytes",
+            "live-sst-files-size",
+            "num-immutable-mem-table",
+        ];
+        let mut gauges = BTreeMap::new();
+        for cf in [CF_LEASES, CF_BY_NODE, CF_BY_EXPIRY] {
+            for name in PER_FAMILY {
+                let value = self
+                    .db
+                    .property_int_value_cf(self.cf(cf), format!("rocksdb.{name}").as_str())
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                gauges.insert(format!("{cf}.{name}"), value);
+            }
+        }
+        gauges.insert(
+            "num-running-compactions".into(),
+            self.property("rocksdb.num-running-compactions"),
+        );
+        gauges
     }
 
     /// An integer property summed over the lease and index column families.
