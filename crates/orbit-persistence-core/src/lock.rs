@@ -84,6 +84,18 @@ impl DirLock {
     }
 }
 
+impl Drop for DirLock {
+    /// Unlocks explicitly before closing. A process that forks (to run a child) gives the child
+    /// a copy of every descriptor until the child's `exec`; closing our descriptor in that window
+    /// would leave the lock held by the child's copy. `flock(LOCK_UN)` releases the lock of the
+    /// open file itself, whoever else still has it open.
+    fn drop(&mut self) {
+        if let Err(e) = self._file.unlock() {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not unlock LOCK");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +104,21 @@ mod tests {
 
     const CHILD_ENV: &str = "ORBIT_LOCK_TEST_CHILD_DIR";
     const CHILD_READY: &str = "ORBIT_CHILD_HOLDS_LOCK";
+
+    #[test]
+    fn drop_releases_the_lock_even_while_a_copy_of_the_descriptor_lives() {
+        // What a child process forked by another thread holds until its exec.
+        let tmp = tempfile::tempdir().unwrap();
+        let lock = DirLock::acquire(tmp.path()).unwrap();
+        let inherited = lock._file.try_clone().unwrap();
+        drop(lock);
+        let again = DirLock::acquire(tmp.path());
+        assert!(
+            again.is_ok(),
+            "lock still held through a copied descriptor: {again:?}"
+        );
+        drop(inherited);
+    }
 
     #[test]
     fn second_acquire_in_process_is_locked_until_drop() {
