@@ -179,44 +179,20 @@ impl PersistenceProvider for RocksDbDirectory {
     }
 
     async fn health_check(&self) -> ProviderHealth {
-        let Ok(store) = self.store() else {
-            return ProviderHealth::Unhealthy {
-                reason: "the store is closed".into(),
-            };
-        };
-        if let Some(reason) = store.poisoned() {
-            return ProviderHealth::Unhealthy { reason };
+        match self.blocking(|s| Ok(s.health())).await {
+            Ok(health) => health,
+            Err(e) => ProviderHealth::Unhealthy {
+                reason: e.to_string(),
+            },
         }
-        if store.property_sum("rocksdb.is-write-stopped") > 0 {
-            return ProviderHealth::Unhealthy {
-                reason: "RocksDB has stopped writes (compaction or flush far behind)".into(),
-            };
-        }
-        let delayed = store.property_sum("rocksdb.actual-delayed-write-rate");
-        if delayed > 0 {
-            return ProviderHealth::Degraded {
-                reason: format!("RocksDB is delaying writes to {delayed} bytes/s"),
-            };
-        }
-        ProviderHealth::Healthy
     }
 
     async fn metrics(&self) -> PersistenceMetrics {
         let base = self.metrics.snapshot();
-        let Ok(store) = self.store() else {
-            return base;
-        };
-        PersistenceMetrics {
-            lease_count: store.lease_count().unwrap_or(0),
-            last_revision: store.last_revision(),
-            disk_bytes: store.property_sum("rocksdb.total-sst-files-size"),
-            // The block cache is shared by the families: count it once.
-            memory_bytes: store.property_sum("rocksdb.cur-size-all-mem-tables")
-                + store.property("rocksdb.block-cache-usage"),
-            write_stalls: u64::from(store.property_sum("rocksdb.actual-delayed-write-rate") > 0),
-            engine: store.engine_gauges(),
-            ..base
-        }
+        // Properties and the counters may read from disk: off the worker threads too.
+        self.blocking(move |s| s.metrics(base))
+            .await
+            .unwrap_or_else(|_| self.metrics.snapshot())
     }
 }
 

@@ -18,8 +18,8 @@ use orbit_persistence_core::encoding::{
     expiry_index_upper_bound, node_index_key, node_index_prefix,
 };
 use orbit_persistence_core::{
-    Acquire, AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult, Renew,
-    RocksDbConfig, SyncMode, Timestamp, rules,
+    Acquire, AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult,
+    PersistenceMetrics, ProviderHealth, Renew, RocksDbConfig, SyncMode, Timestamp, rules,
 };
 use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 
@@ -409,6 +409,39 @@ impl Store {
         self.db.property_int_value(name).ok().flatten().unwrap_or(0)
     }
 
+    /// Unhealthy when poisoned or when RocksDB stopped writes; degraded while it delays them.
+    pub fn health(&self) -> ProviderHealth {
+        if let Some(reason) = self.poisoned() {
+            return ProviderHealth::Unhealthy { reason };
+        }
+        if self.property_sum("rocksdb.is-write-stopped") > 0 {
+            return ProviderHealth::Unhealthy {
+                reason: "RocksDB has stopped writes (compaction or flush far behind)".into(),
+            };
+        }
+        let delayed = self.property_sum("rocksdb.actual-delayed-write-rate");
+        if delayed > 0 {
+            return ProviderHealth::Degraded {
+                reason: format!("RocksDB is delaying writes to {delayed} bytes/s"),
+            };
+        }
+        ProviderHealth::Healthy
+    }
+
+    /// `base` (the provider's counters) completed with the store's sizes and gauges.
+    pub fn metrics(&self, base: PersistenceMetrics) -> OrbitResult<PersistenceMetrics> {
+        Ok(PersistenceMetrics {
+            lease_count: self.lease_count()?,
+            last_revision: self.last_revision(),
+            disk_bytes: self.property_sum("rocksdb.total-sst-files-size"),
+            // The block cache is shared by the families: count it once.
+            memory_bytes: self.property_sum("rocksdb.cur-size-all-mem-tables")
+                + self.property("rocksdb.block-cache-usage"),
+            engine: self.engine_gauges(),
+            ..base
+        })
+    }
+
     /// RocksDB's own gauges, per column family (`leases.estimate-num-keys`, ...) and for the
     /// database (`num-running-compactions`), for [`orbit_persistence_core::PersistenceMetrics::engine`].
     pub fn engine_gauges(&self) -> BTreeMap<String, u64> {
@@ -430,10 +463,9 @@ impl Store {
                 gauges.insert(format!("{cf}.{name}"), value);
             }
         }
-        gauges.insert(
-            "num-running-compactions".into(),
-            self.property("rocksdb.num-running-compactions"),
-        );
+        for name in ["num-running-compactions", "actual-delayed-write-rate"] {
+            gauges.insert(name.into(), self.property(&format!("rocksdb.{name}")));
+        }
         gauges
     }
 
