@@ -197,7 +197,19 @@ impl Store {
             .zip(&keys)
         {
             match value.map_err(|e| rocks_err("multi_get", &self.path, e))? {
-                Some(v) => out.push(self.decode(key, &v)?),
+                Some(v) => {
+                    let lease = self.decode(key, &v)?;
+                    if lease.node_id != *node {
+                        return Err(self.corruption(
+                            CF_BY_NODE,
+                            format!(
+                                "node index entry {key:02x?} points to a lease of {:?}",
+                                lease.node_id
+                            ),
+                        ));
+                    }
+                    out.push(lease);
+                }
                 None => {
                     return Err(self.corruption(
                         CF_BY_NODE,
