@@ -243,6 +243,10 @@ fn timed<F: FnOnce() -> u64>(f: F) -> (u64, Duration) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--kill9-child") {
+        return kill9_child(&args[2], Path::new(&args[3])).await;
+    }
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
@@ -535,6 +539,45 @@ async fn main() {
         higher_is_better: true,
     });
 
+    // 7b. recovery after kill -9 of a child that was writing durably: open to first get.
+    eprintln!("recovery after kill -9");
+    let probe = data.leases[1].reference.clone();
+    reopened.shutdown().await.unwrap();
+    drop(reopened);
+    drop(Arc::try_unwrap(raw).ok().expect("raw still shared"));
+    let mut killed_ms = Vec::new();
+    for (mode, dir) in [("ours", &ours_dir), ("raw", &raw_dir)] {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--kill9-child", mode, dir.to_str().unwrap()])
+            .spawn()
+            .expect("spawn child");
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let start = Instant::now();
+        if mode == "ours" {
+            let s = RocksDbDirectory::open(
+                &config(dir, SyncMode::Always),
+                clock.clone() as Arc<dyn Clock>,
+            )
+            .unwrap();
+            s.get_lease(&probe).await.unwrap().unwrap();
+            killed_ms.push(start.elapsed().as_secs_f64() * 1e3);
+            s.shutdown().await.unwrap();
+        } else {
+            let r = Raw::open(dir, &config(dir, SyncMode::Always));
+            r.get(&probe).unwrap();
+            killed_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    rows.push(Row {
+        phase: "reopen after kill -9 ms".into(),
+        ours: killed_ms[0],
+        raw: killed_ms[1],
+        unit: "ms",
+        higher_is_better: false,
+    });
+
     let space_cleanup = (
         dir_bytes(&ours_dir) as f64 / logical as f64,
         dir_bytes(&raw_dir) as f64 / logical as f64,
@@ -562,4 +605,33 @@ async fn main() {
         space_cleanup.0, space_cleanup.1
     );
     println!("(ours / raw: >= 1 means the wrapper is at least as fast; for ms rows, raw / ours)");
+}
+
+/// The child of the kill -9 recovery phase: durable single-lease upserts until killed.
+async fn kill9_child(mode: &str, dir: &Path) {
+    let config = RocksDbConfig {
+        data_dir: dir.to_path_buf(),
+        sync: SyncMode::Always,
+        ..RocksDbConfig::default()
+    };
+    let node = NodeId::new("node-kill9", "bench");
+    let lease = |i: u64| {
+        AddressableLease::new(
+            AddressableReference::new("Kill9", Key::Int64Key { key: i as i64 }),
+            node.clone(),
+            Timestamp(T0.0 + HOUR),
+            Timestamp(T0.0 + HOUR / 2),
+        )
+    };
+    if mode == "ours" {
+        let s = RocksDbDirectory::open(&config, Arc::new(ManualClock::new(T0))).unwrap();
+        for i in 0.. {
+            s.store_lease(&lease(i % 10_000)).await.unwrap();
+        }
+    } else {
+        let raw = Raw::open(dir, &config);
+        for i in 0.. {
+            raw.upsert(&[lease(i % 10_000)], &raw.sync);
+        }
+    }
 }

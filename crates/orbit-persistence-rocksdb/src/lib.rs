@@ -3,8 +3,9 @@
 //! The lease directory on RocksDB: leases and their node and expiry indexes in three column
 //! families, every change one `WriteBatch` (synced under `SyncMode::Always`, batched with
 //! concurrent writers by RocksDB's own group commit), conditional operations serialized per
-//! reference by striped locks, never by a global lock. Every blocking RocksDB call runs on
-//! tokio's blocking pool, never on a worker thread.
+//! reference by striped locks, never by a global lock. Every RocksDB call that may do file I/O
+//! runs on tokio's blocking pool, never on a worker thread; a point read first tries RocksDB's
+//! memory-only tier (memtables and block cache) in place and hops to the pool only on a miss.
 //!
 //! Layout and tuning: [`options`]. The data directory holds `LOCK` (our exclusive lock: a second
 //! open, from this or another process, is `Locked` before RocksDB is touched) and `db/`, the
@@ -204,6 +205,13 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
 
     async fn get_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
         rules::validate_reference(r)?;
+        // Hot leases are answered from RocksDB's memory right here; only a read that needs
+        // file I/O moves to the blocking pool (a hop costs more than the whole cached read).
+        let start = Instant::now();
+        if let Some(cached) = self.store()?.get_cached(r).transpose() {
+            self.metrics.read_done(start);
+            return cached;
+        }
         let r = r.clone();
         self.read(move |s| s.get(&r)).await
     }

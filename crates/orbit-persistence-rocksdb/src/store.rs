@@ -152,6 +152,23 @@ impl Store {
         value.map(|v| self.decode(&key, &v)).transpose()
     }
 
+    /// The stored lease of `r` if RocksDB can answer from memory (memtables, block cache)
+    /// without file I/O; `None` when it would have to read a file. Safe to call on an async
+    /// worker thread: this is how point reads avoid a thread hop when the data is hot.
+    pub fn get_cached(
+        &self,
+        r: &AddressableReference,
+    ) -> OrbitResult<Option<Option<AddressableLease>>> {
+        let key = encode_reference(r);
+        let mut read = ReadOptions::default();
+        read.set_read_tier(rocksdb::ReadTier::BlockCache);
+        match self.db.get_pinned_cf_opt(self.cf(CF_LEASES), &key, &read) {
+            Ok(value) => Ok(Some(value.map(|v| self.decode(&key, &v)).transpose()?)),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(None),
+            Err(e) => Err(rocks_err("get", &self.path, e)),
+        }
+    }
+
     fn get_many(
         &self,
         refs: &[AddressableReference],
