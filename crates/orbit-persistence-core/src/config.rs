@@ -199,7 +199,7 @@ impl Default for RocksDbConfig {
         RocksDbConfig {
             data_dir: default_data_dir("rocksdb"),
             sync: SyncMode::Always,
-            block_cache_size: 128 << 20,
+            block_cache_size: 256 << 20,
             write_buffer_size: 64 << 20,
             max_background_jobs: 2,
             bloom_bits_per_key: 10,

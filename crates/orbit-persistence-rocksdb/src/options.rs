@@ -7,16 +7,20 @@
 //! | `leases`      | encoded reference                    | encoded lease    |
 //! | `by_node`     | encoded node ++ encoded reference    | empty            |
 //! | `by_expiry`   | `expires_at` u64 BE ++ encoded ref   | empty            |
-//! | `default`     | `revision`, `lease_count`            | u64 BE, i64 BE   |
+//! | `leases`      | `0x00 revision`, `0x00 lease_count`  | u64 BE counters  |
 //!
-//! Encodings are core's ([`orbit_persistence_core::encoding`]). The two `default` keys are only
+//! Encodings are core's ([`orbit_persistence_core::encoding`]). The two counter keys start with
+//! `0x00`, which no encoded reference does (they start with the format version, 1), and are only
 //! ever *merged*: `revision` with max, `lease_count` with addition, so concurrent batches can
 //! update them without reading and the values are exact after any crash (they commit atomically
-//! with the batch that changed them).
+//! with the batch that changed them). They live in `leases` rather than a column family of their
+//! own because a family written in every batch but rarely flushed would pin every WAL file until
+//! `max_total_wal_size` forces a flush: four times the WAL to keep and to replay at open.
 //!
 //! # Tuning (small values, point reads, prefix scans)
 //!
-//! - One shared LRU block cache (`block_cache_size`), index and filter blocks cached in it and
+//! - One shared LRU block cache (`block_cache_size`, default 256 MiB: the lease family of a
+//!   million leases fits, so point reads stay in memory), index and filter blocks cached in it and
 //!   pinned for level 0, so memory stays bounded as data grows.
 //! - Bloom filters (`bloom_bits_per_key`, default 10: ~1% false positives) on whole keys for the
 //!   `leases` family: a `get_lease` of an absent actor rarely touches disk.
@@ -36,10 +40,10 @@ pub const CF_LEASES: &str = "leases";
 pub const CF_BY_NODE: &str = "by_node";
 /// expires_at -> reference index.
 pub const CF_BY_EXPIRY: &str = "by_expiry";
-/// Key of the highest revision assigned (in the default family).
-pub const KEY_REVISION: &[u8] = b"revision";
-/// Key of the exact number of leases (in the default family).
-pub const KEY_LEASE_COUNT: &[u8] = b"lease_count";
+/// Key of the highest revision assigned (in `leases`).
+pub const KEY_REVISION: &[u8] = b"\x00revision";
+/// Key of the exact number of leases (in `leases`).
+pub const KEY_LEASE_COUNT: &[u8] = b"\x00lease_count";
 
 fn u64_of(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
@@ -102,18 +106,15 @@ pub fn build(config: &RocksDbConfig) -> (Options, Vec<ColumnFamilyDescriptor>) {
     db.create_missing_column_families(true);
     db.set_max_background_jobs(config.max_background_jobs as i32);
     db.set_keep_log_file_num(4);
-    // The counters live in the default family, which needs its own descriptor to carry the
-    // merge operator.
-    let mut counters = Options::default();
-    counters.set_merge_operator_associative("orbit_counters", merge_counters);
-    let mut cfs = vec![ColumnFamilyDescriptor::new(
-        rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
-        counters,
-    )];
-    cfs.extend(
-        [CF_LEASES, CF_BY_NODE, CF_BY_EXPIRY]
-            .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, cf_options())),
-    );
+    let cfs = [CF_LEASES, CF_BY_NODE, CF_BY_EXPIRY]
+        .into_iter()
+        .map(|name| {
+            let mut o = cf_options();
+            if name == CF_LEASES {
+                o.set_merge_operator_associative("orbit_counters", merge_counters);
+            }
+            ColumnFamilyDescriptor::new(name, o)
+        })
+        .collect();
     (db, cfs)
 }

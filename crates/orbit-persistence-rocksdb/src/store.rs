@@ -91,7 +91,7 @@ impl Store {
     fn counter(&self, key: &[u8]) -> OrbitResult<u64> {
         let value = self
             .db
-            .get(key)
+            .get_cf(self.cf(CF_LEASES), key)
             .map_err(|e| rocks_err("read counter", &self.path, e))?;
         match value {
             None => Ok(0),
@@ -101,7 +101,7 @@ impl Store {
                 .map(u64::from_be_bytes)
                 .map_err(|_| {
                     self.corruption(
-                        "default",
+                        CF_LEASES,
                         format!(
                             "counter {:?} is {} bytes, not 8",
                             String::from_utf8_lossy(key),
@@ -309,9 +309,9 @@ impl Store {
             }
         }
         let last = self.last_revision();
-        batch.merge(KEY_REVISION, last.to_be_bytes());
+        batch.merge_cf(leases, KEY_REVISION, last.to_be_bytes());
         if delta != 0 {
-            batch.merge(KEY_LEASE_COUNT, (delta as u64).to_be_bytes());
+            batch.merge_cf(leases, KEY_LEASE_COUNT, (delta as u64).to_be_bytes());
         }
         if let Err(e) = self.db.write_opt(batch, &self.write_options) {
             let reason = format!("a write failed and may not be durable: {e}");
@@ -424,6 +424,17 @@ impl Store {
         let removed = writes.len() as u64;
         self.commit(writes)?;
         Ok((removed, more))
+    }
+
+    /// Flushes every memtable to SST files, so the next open replays no WAL.
+    pub fn flush(&self) -> OrbitResult<()> {
+        let cfs: Vec<_> = [CF_LEASES, CF_BY_NODE, CF_BY_EXPIRY]
+            .iter()
+            .map(|cf| self.cf(cf))
+            .collect();
+        self.db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
+            .map_err(|e| rocks_err("flush memtables", &self.path, e))
     }
 
     /// Makes everything written so far durable (the WAL is synced).
