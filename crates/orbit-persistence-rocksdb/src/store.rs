@@ -14,8 +14,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use orbit_persistence_core::encoding::{
-    decode_lease, decode_reference, encode_lease, encode_reference, expiry_index_key,
-    expiry_index_upper_bound, node_index_key, node_index_prefix,
+    decode_expiry_index_key, decode_lease, decode_reference, encode_lease, encode_reference,
+    expiry_index_key, expiry_index_upper_bound, node_index_key, node_index_prefix,
 };
 use orbit_persistence_core::{
     Acquire, AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult,
@@ -269,10 +269,17 @@ impl Store {
         let mut batch = WriteBatch::default();
         let mut delta: i64 = 0;
         let mut stored = Vec::new();
-        let unindex = |batch: &mut WriteBatch, old: &AddressableLease| {
-            batch.delete_cf(by_node, node_index_key(&old.node_id, &old.reference));
-            batch.delete_cf(by_expiry, expiry_index_key(old.expires_at, &old.reference));
-        };
+        // Deletes the index entries of `old` that `new` does not keep: a renewal (same node)
+        // only moves its expiry entry.
+        let unindex =
+            |batch: &mut WriteBatch, old: &AddressableLease, new: Option<&AddressableLease>| {
+                if new.is_none_or(|n| n.node_id != old.node_id) {
+                    batch.delete_cf(by_node, node_index_key(&old.node_id, &old.reference));
+                }
+                if new.is_none_or(|n| n.expires_at != old.expires_at) {
+                    batch.delete_cf(by_expiry, expiry_index_key(old.expires_at, &old.reference));
+                }
+            };
         for (i, write) in writes.into_iter().enumerate() {
             match write {
                 Write::Put {
@@ -281,7 +288,7 @@ impl Store {
                 } => {
                     lease.revision = first + i as u64;
                     match &previous {
-                        Some(old) => unindex(&mut batch, old),
+                        Some(old) => unindex(&mut batch, old, Some(&lease)),
                         None => delta += 1,
                     }
                     batch.put_cf(
@@ -302,7 +309,7 @@ impl Store {
                     stored.push(lease);
                 }
                 Write::Delete { previous } => {
-                    unindex(&mut batch, &previous);
+                    unindex(&mut batch, &previous, None);
                     batch.delete_cf(leases, encode_reference(&previous.reference));
                     delta -= 1;
                 }
@@ -401,8 +408,7 @@ impl Store {
             .iterator_cf_opt(self.cf(CF_BY_EXPIRY), read, IteratorMode::Start)
         {
             let (key, _) = item.map_err(|e| rocks_err("scan expiry index", &self.path, e))?;
-            let (expires_at, r) = orbit_persistence_core::encoding::decode_expiry_index_key(&key)
-                .map_err(|e| {
+            let (expires_at, r) = decode_expiry_index_key(&key).map_err(|e| {
                 self.corruption(CF_BY_EXPIRY, format!("expiry index key {key:02x?}: {e}"))
             })?;
             candidates.push((expires_at, r));
@@ -494,12 +500,7 @@ impl Store {
         let mut gauges = BTreeMap::new();
         for cf in [CF_LEASES, CF_BY_NODE, CF_BY_EXPIRY] {
             for name in PER_FAMILY {
-                let value = self
-                    .db
-                    .property_int_value_cf(self.cf(cf), format!("rocksdb.{name}").as_str())
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0);
+                let value = self.property_cf(cf, &format!("rocksdb.{name}"));
                 gauges.insert(format!("{cf}.{name}"), value);
             }
         }
@@ -509,16 +510,20 @@ impl Store {
         gauges
     }
 
+    /// An integer property of one column family (0 where RocksDB has none).
+    fn property_cf(&self, cf: &str, name: &str) -> u64 {
+        self.db
+            .property_int_value_cf(self.cf(cf), name)
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
     /// An integer property summed over the lease and index column families.
     pub fn property_sum(&self, name: &str) -> u64 {
         [CF_LEASES, CF_BY_NODE, CF_BY_EXPIRY]
             .iter()
-            .filter_map(|cf| {
-                self.db
-                    .property_int_value_cf(self.cf(cf), name)
-                    .ok()
-                    .flatten()
-            })
+            .map(|cf| self.property_cf(cf, name))
             .sum()
     }
 }
