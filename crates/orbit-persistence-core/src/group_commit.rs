@@ -8,7 +8,9 @@
 //! [`CommitHandler::stage`]d in arrival order against the current state plus everything staged
 //! before it in the batch, appending its records to the batch's [`LogBatch`]. Then, if anything
 //! was staged, one [`CommitHandler::write`] (one append, plus one `fdatasync` when the
-//! [`SyncMode`] asks for it), then [`CommitHandler::publish`], and only then the replies.
+//! [`SyncMode`] asks for it), then [`CommitHandler::publish`], then the replies, and last
+//! [`CommitHandler::after_batch`] for housekeeping such as a checkpoint. A clean shutdown ends
+//! with [`CommitHandler::close`].
 //!
 //! | [`SyncMode`]      | sync with the batch write                 | sync when idle             |
 //! |-------------------|-------------------------------------------|----------------------------|
@@ -82,6 +84,20 @@ pub trait CommitHandler: Send + 'static {
     /// `SyncMode::IntervalMs` elapses while idle, and at shutdown if anything is unsynced. An
     /// `Err` poisons the writer.
     fn sync(&mut self) -> OrbitResult<()>;
+
+    /// Housekeeping after a batch is published and its callers answered (a checkpoint, a log
+    /// rotation): it delays the next batch, never the answer of this one. An `Err` poisons the
+    /// writer.
+    fn after_batch(&mut self) -> OrbitResult<()> {
+        Ok(())
+    }
+
+    /// The writer is shutting down cleanly: every request is answered and the log is synced.
+    /// Last chance to leave the files in their fastest-to-open state (a final checkpoint). An
+    /// `Err` is returned by [`GroupCommit::shutdown`].
+    fn close(&mut self) -> OrbitResult<()> {
+        Ok(())
+    }
 }
 
 /// Counters of a [`GroupCommit`], for metrics and tests.
@@ -340,6 +356,9 @@ impl<H: CommitHandler> Writer<H> {
             }
             if !self.replies.is_empty() {
                 self.commit()?;
+                if let Err(e) = self.handler.after_batch() {
+                    return Err(self.shared.poison("the after-batch housekeeping", &e));
+                }
             }
             if shutdown {
                 break;
@@ -351,6 +370,10 @@ impl<H: CommitHandler> Writer<H> {
                 return Err(e);
             }
             self.synced();
+        }
+        if let Err(e) = self.handler.close() {
+            let _ = self.shared.poison("closing the handler", &e);
+            return Err(e);
         }
         Ok(())
     }
@@ -460,6 +483,10 @@ mod tests {
         gate: Option<mpsc::Receiver<()>>,
         dropped: Arc<AtomicBool>,
         panic_on: Option<u64>,
+        /// Counts `after_batch` calls; the call with this count fails.
+        after_batches: Arc<AtomicUsize>,
+        fail_after_batch: Option<usize>,
+        closed: Arc<AtomicBool>,
     }
 
     impl Drop for TestHandler {
@@ -508,6 +535,19 @@ mod tests {
         fn sync(&mut self) -> OrbitResult<()> {
             self.log.sync()
         }
+
+        fn after_batch(&mut self) -> OrbitResult<()> {
+            let n = self.after_batches.fetch_add(1, Ordering::SeqCst) + 1;
+            if Some(n) == self.fail_after_batch {
+                return Err(OrbitError::invalid("after_batch fails"));
+            }
+            Ok(())
+        }
+
+        fn close(&mut self) -> OrbitResult<()> {
+            self.closed.store(true, Ordering::SeqCst);
+            Ok(())
+        }
     }
 
     struct Fixture {
@@ -532,6 +572,9 @@ mod tests {
             gate: None,
             dropped: Arc::clone(&dropped),
             panic_on: None,
+            after_batches: Arc::new(AtomicUsize::new(0)),
+            fail_after_batch: None,
+            closed: Arc::new(AtomicBool::new(false)),
         };
         let fx = Fixture {
             fs,
@@ -549,6 +592,42 @@ mod tests {
             .iter()
             .map(|r| u64::from_le_bytes(r.payload[..].try_into().unwrap()))
             .collect()
+    }
+
+    #[test]
+    fn after_batch_runs_per_batch_and_its_failure_poisons() {
+        let (mut h, fx) = handler();
+        let (calls, closed) = (Arc::clone(&h.after_batches), Arc::clone(&h.closed));
+        h.fail_after_batch = Some(3);
+        let gc = GroupCommit::spawn("gc-after", h, SyncMode::Always).unwrap();
+        assert_eq!(gc.submit_blocking(1).unwrap(), 1);
+        assert_eq!(gc.submit_blocking(2).unwrap(), 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // The third batch is answered, then its housekeeping fails and poisons the writer.
+        assert_eq!(gc.submit_blocking(3).unwrap(), 3);
+        let err = gc.submit_blocking(4).unwrap_err();
+        assert!(
+            matches!(err, OrbitError::Poisoned(ref m) if m.contains("after-batch")),
+            "{err}"
+        );
+        assert!(gc.is_poisoned());
+        assert!(gc.shutdown().is_err());
+        assert!(
+            !closed.load(Ordering::SeqCst),
+            "close runs only on a clean shutdown"
+        );
+        assert_eq!(logged(&fx.fs, &fx.path), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn clean_shutdown_closes_the_handler() {
+        let (h, _fx) = handler();
+        let closed = Arc::clone(&h.closed);
+        let gc = GroupCommit::spawn("gc-close", h, SyncMode::Never).unwrap();
+        gc.submit_blocking(1).unwrap();
+        assert!(!closed.load(Ordering::SeqCst));
+        gc.shutdown().unwrap();
+        assert!(closed.load(Ordering::SeqCst));
     }
 
     #[test]

@@ -155,6 +155,13 @@ pub trait FsFile: Send + Sync + Debug {
 
     /// Makes the contents and all metadata durable: `fsync`.
     fn sync_all(&self) -> OrbitResult<()>;
+
+    /// The OS file behind this handle, if there is one, so an engine can memory-map it for
+    /// reads. Simulated files (`FaultFs`) have none, and engines then read through
+    /// [`FsFile::read_at`]: everything that changes the file still goes through the seam.
+    fn as_std_file(&self) -> Option<&std::fs::File> {
+        None
+    }
 }
 
 /// The directory to [`FileSystem::sync_dir`] after creating, renaming or removing `path`: its

@@ -109,6 +109,10 @@ impl StdFile {
 }
 
 impl FsFile for StdFile {
+    fn as_std_file(&self) -> Option<&File> {
+        Some(&self.file)
+    }
+
     fn path(&self) -> &Path {
         &self.path
     }
