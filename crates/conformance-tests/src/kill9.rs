@@ -29,6 +29,9 @@ use crate::fixtures::{T0, lease_at, node, open_in, reference};
 
 /// Set in the child's environment to the data directory it must write to.
 pub const CHILD_DIR_ENV: &str = "ORBIT_CONFORMANCE_KILL9_DIR";
+/// Environment variable naming the backend the child must run: a test binary may hold the
+/// suites of several backends (or configurations), and the filter matches every child entry.
+const CHILD_BACKEND_ENV: &str = "ORBIT_KILL9_CHILD_BACKEND";
 /// Set in the child's environment to its random seed.
 pub const CHILD_SEED_ENV: &str = "ORBIT_CONFORMANCE_KILL9_SEED";
 /// Kill cycles per run of the case; override with `ORBIT_KILL9_CYCLES`.
@@ -74,6 +77,9 @@ pub fn child_entry(b: Backend) {
     let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
         return;
     };
+    if std::env::var(CHILD_BACKEND_ENV).ok().as_deref() != Some(b.name) {
+        return;
+    }
     let seed: u64 = std::env::var(CHILD_SEED_ENV)
         .ok()
         .and_then(|s| s.parse().ok())
@@ -210,6 +216,7 @@ pub async fn kill9_acknowledged_writes_survive(b: Backend) {
                 "--test-threads=1",
             ])
             .env(CHILD_DIR_ENV, dir.path())
+            .env(CHILD_BACKEND_ENV, b.name)
             .env(CHILD_SEED_ENV, cycle.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -13,10 +13,11 @@ use std::time::Instant;
 use async_trait::async_trait;
 use orbit_persistence_conformance::{Backend, Capabilities, conformance_suite};
 use orbit_persistence_core::change::{
-    ChangeStager, LeaseChange, LeaseSource, WriteOp, WriteOutcome, WriteRequest, decode_changes,
+    ChangeStager, LeaseChange, LeaseSource, WriteOutcome, WriteRequest, decode_changes,
 };
 use orbit_persistence_core::fs::{FileSystem, StdFileSystem};
 use orbit_persistence_core::group_commit::{CommitHandler, GroupCommit};
+use orbit_persistence_core::lease_writes::LeaseWrites;
 use orbit_persistence_core::lock::DirLock;
 use orbit_persistence_core::log::{LogBatch, LogRecord, LogWriter};
 use orbit_persistence_core::metrics::MetricsRecorder;
@@ -94,13 +95,12 @@ impl CommitHandler for Writer {
 }
 
 struct LogBacked {
-    clock: Arc<dyn Clock>,
     map: Arc<RwLock<Map>>,
-    writer: GroupCommit<Writer>,
+    writes: Arc<LeaseWrites<Writer>>,
     lock: Mutex<Option<DirLock>>,
     closed: AtomicBool,
     last_revision: Arc<AtomicU64>,
-    metrics: MetricsRecorder,
+    metrics: Arc<MetricsRecorder>,
 }
 
 fn replay(path: &Path, records: Vec<LogRecord>) -> OrbitResult<(Map, u64)> {
@@ -138,14 +138,15 @@ fn open(clock: Arc<dyn Clock>, dir: &Path) -> OrbitResult<Arc<dyn AddressableDir
         published: Published(map.clone()),
         last_revision: last_revision.clone(),
     };
+    let metrics = Arc::new(MetricsRecorder::default());
+    let writer = GroupCommit::spawn("log-backed-writer", writer, SyncMode::Always)?;
     Ok(Arc::new(LogBacked {
-        clock,
         map,
-        writer: GroupCommit::spawn("log-backed-writer", writer, SyncMode::Always)?,
+        writes: Arc::new(LeaseWrites::new(writer, clock, metrics.clone())),
         lock: Mutex::new(Some(lock)),
         closed: AtomicBool::new(false),
         last_revision,
-        metrics: MetricsRecorder::default(),
+        metrics,
     }))
 }
 
@@ -155,18 +156,6 @@ impl LogBacked {
             return Err(OrbitError::Closed);
         }
         Ok(())
-    }
-
-    async fn submit(&self, op: WriteOp, now: Timestamp) -> OrbitResult<WriteOutcome> {
-        self.check_open()?;
-        let start = Instant::now();
-        let leases = match &op {
-            WriteOp::Store(leases) => leases.len() as u64,
-            _ => 1,
-        };
-        let out = self.writer.submit(WriteRequest { op, now }).await;
-        self.metrics.write_done(start, leases, &out);
-        out
     }
 
     fn read<T>(&self, f: impl FnOnce(&Map) -> T) -> OrbitResult<T> {
@@ -186,13 +175,16 @@ impl PersistenceProvider for LogBacked {
 
     async fn shutdown(&self) -> OrbitResult<()> {
         self.closed.store(true, Ordering::Release);
-        self.writer.shutdown()?;
+        let writes = self.writes.clone();
+        tokio::task::spawn_blocking(move || writes.writer().shutdown())
+            .await
+            .expect("shutdown task")?;
         self.lock.lock().unwrap().take();
         Ok(())
     }
 
     async fn health_check(&self) -> ProviderHealth {
-        if self.closed.load(Ordering::Acquire) || self.writer.is_poisoned() {
+        if self.closed.load(Ordering::Acquire) || self.writes.writer().is_poisoned() {
             return ProviderHealth::Unhealthy {
                 reason: "closed or poisoned".into(),
             };
@@ -209,12 +201,6 @@ impl PersistenceProvider for LogBacked {
     }
 }
 
-fn unexpected(outcome: WriteOutcome) -> OrbitError {
-    OrbitError::Unavailable(format!(
-        "writer answered with the wrong outcome: {outcome:?}"
-    ))
-}
-
 #[async_trait]
 impl AddressableDirectoryProvider for LogBacked {
     async fn store_lease(&self, lease: &AddressableLease) -> OrbitResult<()> {
@@ -227,14 +213,8 @@ impl AddressableDirectoryProvider for LogBacked {
     }
 
     async fn remove_lease(&self, r: &AddressableReference) -> OrbitResult<bool> {
-        rules::validate_reference(r)?;
-        match self
-            .submit(WriteOp::Remove(r.clone()), self.clock.now())
-            .await?
-        {
-            WriteOutcome::Removed(b) => Ok(b),
-            other => Err(unexpected(other)),
-        }
+        self.check_open()?;
+        self.writes.remove(r).await
     }
 
     async fn list_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
@@ -248,29 +228,13 @@ impl AddressableDirectoryProvider for LogBacked {
     }
 
     async fn cleanup_expired_leases(&self) -> OrbitResult<u64> {
-        const STEP: usize = 512;
-        let now = self.clock.now();
-        let mut total = 0;
-        loop {
-            match self.submit(WriteOp::Cleanup { limit: STEP }, now).await? {
-                WriteOutcome::Cleaned(n) => {
-                    total += n;
-                    if n < STEP as u64 {
-                        return Ok(total);
-                    }
-                }
-                other => return Err(unexpected(other)),
-            }
-        }
+        self.check_open()?;
+        self.writes.cleanup().await
     }
 
     async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
-        let now = self.clock.now();
-        rules::validate_lease(lease, now)?;
-        match self.submit(WriteOp::Acquire(lease.clone()), now).await? {
-            WriteOutcome::Acquire(a) => Ok(a),
-            other => Err(unexpected(other)),
-        }
+        self.check_open()?;
+        self.writes.acquire(lease).await
     }
 
     async fn renew_lease(
@@ -281,19 +245,10 @@ impl AddressableDirectoryProvider for LogBacked {
         expires_at: Timestamp,
         renew_at: Timestamp,
     ) -> OrbitResult<Renew> {
-        let now = self.clock.now();
-        rules::validate_renew(r, owner, expires_at, renew_at, now)?;
-        let op = WriteOp::Renew {
-            reference: r.clone(),
-            owner: owner.clone(),
-            revision,
-            expires_at,
-            renew_at,
-        };
-        match self.submit(op, now).await? {
-            WriteOutcome::Renew(x) => Ok(x),
-            other => Err(unexpected(other)),
-        }
+        self.check_open()?;
+        self.writes
+            .renew(r, owner, revision, expires_at, renew_at)
+            .await
     }
 
     async fn release_lease(
@@ -302,24 +257,13 @@ impl AddressableDirectoryProvider for LogBacked {
         owner: &NodeId,
         revision: u64,
     ) -> OrbitResult<bool> {
-        rules::validate_release(r, owner)?;
-        let op = WriteOp::Release {
-            reference: r.clone(),
-            owner: owner.clone(),
-            revision,
-        };
-        match self.submit(op, self.clock.now()).await? {
-            WriteOutcome::Removed(b) => Ok(b),
-            other => Err(unexpected(other)),
-        }
+        self.check_open()?;
+        self.writes.release(r, owner, revision).await
     }
 
     async fn store_leases(&self, leases: &[AddressableLease]) -> OrbitResult<()> {
-        let now = self.clock.now();
-        rules::validate_batch(leases, now)?;
-        self.submit(WriteOp::Store(leases.to_vec()), now)
-            .await
-            .map(|_| ())
+        self.check_open()?;
+        self.writes.store(leases).await
     }
 }
 

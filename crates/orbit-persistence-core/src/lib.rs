@@ -21,6 +21,7 @@ pub mod encoding;
 pub mod error;
 pub mod fs;
 pub mod group_commit;
+pub mod lease_writes;
 pub mod lock;
 pub mod log;
 pub mod metrics;

@@ -1,0 +1,195 @@
+//! The write half of [`AddressableDirectoryProvider`] for every backend whose writes go through
+//! a [`GroupCommit`] writer of [`WriteRequest`]s: input validation, the clock reading each
+//! request is judged by, the outcome mapping, cleanup in bounded steps, and write metrics.
+//! Written once here so the disk backends differ only in their engines.
+//!
+//! [`AddressableDirectoryProvider`]: crate::AddressableDirectoryProvider
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::change::{WriteOp, WriteOutcome, WriteRequest};
+use crate::group_commit::{CommitHandler, GroupCommit};
+use crate::metrics::MetricsRecorder;
+use crate::{
+    Acquire, AddressableLease, AddressableReference, Clock, NodeId, OrbitError, OrbitResult, Renew,
+    Timestamp, rules,
+};
+
+/// Leases one cleanup step removes: bounds the writer's batch and the WAL record.
+pub const CLEANUP_STEP: usize = 1024;
+
+/// Submits validated lease writes to a group-commit writer.
+pub struct LeaseWrites<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> {
+    writer: GroupCommit<H>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<MetricsRecorder>,
+}
+
+impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> std::fmt::Debug
+    for LeaseWrites<H>
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseWrites")
+            .field("writer", &self.writer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unexpected(outcome: WriteOutcome) -> OrbitError {
+    OrbitError::Unavailable(format!(
+        "writer answered with the wrong outcome: {outcome:?}"
+    ))
+}
+
+impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> LeaseWrites<H> {
+    /// Writes through `writer`, judging expiry by `clock`, counting into `metrics`.
+    pub fn new(
+        writer: GroupCommit<H>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<MetricsRecorder>,
+    ) -> Self {
+        LeaseWrites {
+            writer,
+            clock,
+            metrics,
+        }
+    }
+
+    /// The group-commit writer (shutdown, poison state, stats).
+    pub fn writer(&self) -> &GroupCommit<H> {
+        &self.writer
+    }
+
+    /// The clock requests are judged by.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    async fn submit(&self, op: WriteOp, now: Timestamp) -> OrbitResult<WriteOutcome> {
+        let start = Instant::now();
+        let leases = match &op {
+            WriteOp::Store(leases) => leases.len() as u64,
+            _ => 1,
+        };
+        let out = self.writer.submit(WriteRequest { op, now }).await;
+        self.metrics.write_done(start, leases, &out);
+        out
+    }
+
+    /// `store_leases` (and `store_lease`).
+    pub async fn store(&self, leases: &[AddressableLease]) -> OrbitResult<()> {
+        let now = self.clock.now();
+        rules::validate_batch(leases, now)?;
+        match self.submit(WriteOp::Store(leases.to_vec()), now).await? {
+            WriteOutcome::Stored => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `remove_lease`.
+    pub async fn remove(&self, r: &AddressableReference) -> OrbitResult<bool> {
+        rules::validate_reference(r)?;
+        match self
+            .submit(WriteOp::Remove(r.clone()), self.clock.now())
+            .await?
+        {
+            WriteOutcome::Removed(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `cleanup_expired_leases`: steps of [`CLEANUP_STEP`] leases, all judged at one `now`.
+    pub async fn cleanup(&self) -> OrbitResult<u64> {
+        let now = self.clock.now();
+        let mut total = 0;
+        loop {
+            match self
+                .submit(
+                    WriteOp::Cleanup {
+                        limit: CLEANUP_STEP,
+                    },
+                    now,
+                )
+                .await?
+            {
+                WriteOutcome::Cleaned(n) => {
+                    total += n;
+                    MetricsRecorder::add(&self.metrics.expired_removed, n);
+                    if n < CLEANUP_STEP as u64 {
+                        return Ok(total);
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+    }
+
+    /// `acquire_lease`.
+    pub async fn acquire(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
+        let now = self.clock.now();
+        rules::validate_lease(lease, now)?;
+        match self.submit(WriteOp::Acquire(lease.clone()), now).await? {
+            WriteOutcome::Acquire(a) => {
+                if matches!(a, Acquire::Held(_)) {
+                    self.metrics.conflict();
+                }
+                Ok(a)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `renew_lease`.
+    pub async fn renew(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+        expires_at: Timestamp,
+        renew_at: Timestamp,
+    ) -> OrbitResult<Renew> {
+        let now = self.clock.now();
+        rules::validate_renew(r, owner, expires_at, renew_at, now)?;
+        let op = WriteOp::Renew {
+            reference: r.clone(),
+            owner: owner.clone(),
+            revision,
+            expires_at,
+            renew_at,
+        };
+        match self.submit(op, now).await? {
+            WriteOutcome::Renew(x) => {
+                if matches!(x, Renew::Lost(_)) {
+                    self.metrics.conflict();
+                }
+                Ok(x)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `release_lease`.
+    pub async fn release(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+    ) -> OrbitResult<bool> {
+        rules::validate_release(r, owner)?;
+        let op = WriteOp::Release {
+            reference: r.clone(),
+            owner: owner.clone(),
+            revision,
+        };
+        match self.submit(op, self.clock.now()).await? {
+            WriteOutcome::Removed(b) => {
+                if !b {
+                    self.metrics.conflict();
+                }
+                Ok(b)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}
