@@ -1,0 +1,229 @@
+//! Checkpoints: write the nodes changed since the last checkpoint to free pages, write the free
+//! list, sync, then switch the meta page.
+//!
+//! # Page lifecycle
+//!
+//! 1. A checkpoint writes a node to a page taken from the free pages, or past the end of the file.
+//! 2. The writer materializes the page to change it: the page is *retired*. The durable tree
+//!    (the last meta page) still uses it, and readers holding an older root may read it.
+//! 3. The next checkpoint's meta page is durable: the page is no longer part of the durable tree.
+//!    It is handed to the reader guard of the versions that could see it ([`crate::version`]).
+//! 4. Every such version is dropped: the page is free again, and goes back to step 1.
+//!
+//! Nothing a checkpoint writes overwrites a page of the durable tree, so a crash at any point
+//! leaves the previous meta page, its tree and its free list intact.
+//!
+//! # The free list on disk
+//!
+//! Each checkpoint writes the complete free list as seen by the *next open*, which has no
+//! readers: the free pages, the retired pages (steps 2 and 3) and the previous free-list pages.
+//! Its own pages come from the free pages. The previous free-list pages are free in memory as
+//! soon as the new meta page is durable: readers never read them.
+
+use std::collections::BTreeSet;
+
+use orbit_persistence_core::OrbitResult;
+
+use crate::btree::{Child, Node};
+use crate::page::{self, Layout, PageBuilder, PageId};
+use crate::pagefile::{PageStore, PageWriter};
+
+/// Which pages are free, and where the file ends.
+#[derive(Debug, Default)]
+pub struct Allocator {
+    /// Pages free for reuse now, lowest first (keeps the file compact).
+    pub free: BTreeSet<PageId>,
+    /// One past the highest page ever used: the file's length in pages.
+    pub page_count: u64,
+}
+
+impl Allocator {
+    /// A free page, or a new one at the end of the file.
+    pub fn alloc(&mut self) -> PageId {
+        self.free.pop_first().unwrap_or_else(|| {
+            self.page_count += 1;
+            self.page_count - 1
+        })
+    }
+}
+
+/// Writes the nodes of a tree that are in memory.
+pub struct NodeWriter<'a> {
+    layout: Layout,
+    alloc: &'a mut Allocator,
+    out: PageWriter<'a>,
+    buf: Vec<u8>,
+}
+
+impl<'a> NodeWriter<'a> {
+    /// A writer into `store`'s file taking pages from `alloc`.
+    pub fn new(store: &'a PageStore, alloc: &'a mut Allocator) -> Self {
+        NodeWriter {
+            layout: store.layout(),
+            alloc,
+            out: PageWriter::new(store),
+            buf: vec![0; store.layout().page_size],
+        }
+    }
+
+    /// Writes every in-memory node under `root` (children first) and returns the root's page,
+    /// or 0 for an empty tree.
+    pub fn write_tree(&mut self, root: &Child) -> OrbitResult<PageId> {
+        match root {
+            Child::Mem(node) if matches!(&**node, Node::Leaf(l) if l.is_empty()) => Ok(0),
+            other => self.write_child(other),
+        }
+    }
+
+    fn write_child(&mut self, child: &Child) -> OrbitResult<PageId> {
+        let node = match child {
+            Child::Page(id) => return Ok(*id),
+            Child::Mem(node) => node,
+        };
+        let layout = self.layout;
+        match &**node {
+            Node::Leaf(leaf) => {
+                let mut cells = Vec::with_capacity(leaf.len());
+                for i in 0..leaf.len() {
+                    let payload = leaf.payload(i);
+                    let klen = leaf.key(i).len();
+                    let spill = self.spill(payload)?;
+                    cells.push((klen, payload.len() - klen, spill));
+                }
+                let id = self.alloc.alloc();
+                self.buf.fill(0);
+                let mut b = PageBuilder::leaf(&mut self.buf, layout);
+                for (i, (klen, vlen, overflow)) in cells.into_iter().enumerate() {
+                    let local = &leaf.payload(i)[..local_len(&layout, klen + vlen)];
+                    b.push(klen, vlen, local, overflow, None)
+                        .map_err(crate::internal)?;
+                }
+                b.finish(id);
+                self.out.write(id, &self.buf)?;
+                Ok(id)
+            }
+            Node::Branch(branch) => {
+                let mut children = Vec::with_capacity(branch.children.len());
+                for c in &branch.children {
+                    children.push(self.write_child(c)?);
+                }
+                let mut spills = Vec::with_capacity(branch.keys.len());
+                for k in &branch.keys {
+                    spills.push(self.spill(k)?);
+                }
+                let id = self.alloc.alloc();
+                self.buf.fill(0);
+                let mut b = PageBuilder::branch(&mut self.buf, layout, children[0]);
+                for (i, k) in branch.keys.iter().enumerate() {
+                    let local = &k[..local_len(&layout, k.len())];
+                    b.push(k.len(), 0, local, spills[i], Some(children[i + 1]))
+                        .map_err(crate::internal)?;
+                }
+                b.finish(id);
+                self.out.write(id, &self.buf)?;
+                Ok(id)
+            }
+        }
+    }
+
+    /// Writes the part of `payload` that does not stay inline to an overflow chain.
+    fn spill(&mut self, payload: &[u8]) -> OrbitResult<Option<PageId>> {
+        if payload.len() <= self.layout.max_inline {
+            return Ok(None);
+        }
+        let rest = &payload[self.layout.spill_prefix()..];
+        let ids: Vec<PageId> = rest
+            .chunks(self.layout.overflow_capacity())
+            .map(|_| self.alloc.alloc())
+            .collect();
+        for (i, chunk) in rest.chunks(self.layout.overflow_capacity()).enumerate() {
+            let next = ids.get(i + 1).copied().unwrap_or(0);
+            self.buf.fill(0);
+            page::write_overflow(&mut self.buf, ids[i], next, chunk);
+            self.out.write(ids[i], &self.buf)?;
+        }
+        Ok(ids.first().copied())
+    }
+
+    /// Writes the free list of the next open: the allocator's free pages plus `also_free`
+    /// (pages free once this checkpoint is durable and no reader is left), taking the chain's
+    /// own pages from the allocator. Returns the head page (0 if empty), the pages of the
+    /// chain and how many free pages it lists.
+    pub fn write_freelist(
+        &mut self,
+        also_free: impl IntoIterator<Item = PageId>,
+    ) -> OrbitResult<(PageId, Vec<PageId>, u64)> {
+        let mut free = self.alloc.free.clone();
+        free.extend(also_free);
+        let cap = self.layout.freelist_capacity();
+        let mut own = Vec::new();
+        while own.len() * cap < free.len() {
+            let id = self.alloc.alloc();
+            free.remove(&id);
+            own.push(id);
+        }
+        // Taking pages may have shrunk the list: a chain page may then stay empty.
+        let ids: Vec<PageId> = free.into_iter().collect();
+        let count = ids.len() as u64;
+        for (i, &id) in own.iter().enumerate() {
+            let chunk = ids
+                .get(i * cap..ids.len().min((i + 1) * cap))
+                .unwrap_or(&[]);
+            let next = own.get(i + 1).copied().unwrap_or(0);
+            self.buf.fill(0);
+            page::write_freelist(&mut self.buf, id, next, chunk);
+            self.out.write(id, &self.buf)?;
+        }
+        Ok((own.first().copied().unwrap_or(0), own, count))
+    }
+
+    /// Sends everything queued to the file (not synced) and returns the pages written.
+    pub fn finish(mut self) -> OrbitResult<u64> {
+        self.out.flush()?;
+        Ok(self.out.pages)
+    }
+}
+
+fn local_len(layout: &Layout, payload: usize) -> usize {
+    if payload <= layout.max_inline {
+        payload
+    } else {
+        layout.spill_prefix()
+    }
+}
+
+/// Reads a free-list chain from its head: the free pages it lists and its own pages.
+pub fn read_freelist(
+    store: &PageStore,
+    head: PageId,
+    expected: u64,
+) -> OrbitResult<(Vec<PageId>, Vec<PageId>)> {
+    let (mut free, mut own) = (Vec::new(), Vec::new());
+    let mut next = head;
+    while next != 0 {
+        if own.len() as u64 > expected / store.layout().freelist_capacity() as u64 + 1 {
+            return Err(store.corrupt(
+                next,
+                "free-list chain longer than its count allows (a loop?)",
+            ));
+        }
+        let (bytes, kind) = store.page(next)?;
+        if kind != page::Kind::FreeList {
+            return Err(store.corrupt(next, format!("expected a free-list page, found {kind:?}")));
+        }
+        let (ids, link) = page::read_freelist(&bytes).map_err(|e| store.corrupt(next, e))?;
+        free.extend(ids);
+        own.push(next);
+        next = link;
+    }
+    if free.len() as u64 != expected {
+        return Err(store.corrupt(
+            head,
+            format!(
+                "free list holds {} pages, meta page says {expected}",
+                free.len()
+            ),
+        ));
+    }
+    Ok((free, own))
+}

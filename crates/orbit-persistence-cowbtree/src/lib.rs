@@ -1,0 +1,352 @@
+//! # orbit-persistence-cowbtree
+//!
+//! The copy-on-write B+tree backend of orbit-persistence: the read-heavy, snapshot-capable
+//! embedded store of the lease directory.
+//!
+//! ## Architecture
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`page`] | page formats, byte by byte |
+//! | [`meta`] | the two alternating meta pages |
+//! | [`pagefile`] | reading pages (memory map, CRC checked once) and writing them |
+//! | [`btree`] | the copy-on-write B+tree: lookups, scans, inserts, removals |
+//! | [`checkpoint`] | writing changed nodes and the free list; the page lifecycle |
+//! | [`wal`] | the write-ahead log segments |
+//! | [`version`] | published versions, reader guards, key layout, [`Snapshot`] |
+//! | [`writer`] | recovery, and the group-commit handler that applies and checkpoints |
+//!
+//! A write is decided on the writer thread (core's `ChangeStager`), appended to the WAL with
+//! every other write of its batch and synced once (core's group commit), applied to the working
+//! tree in memory, and published as a new [`version::Version`]: readers never wait for the
+//! writer and never see half a batch. A checkpoint writes the changed nodes to free pages,
+//! syncs, starts a new WAL segment, then switches the meta page; recovery is the newest valid
+//! meta page plus a replay of the WAL since (bounded by `wal_size_limit`).
+//!
+//! Reads run in place on the calling task: the lookup is a walk over the memory-mapped pages
+//! of the last checkpoint and the nodes changed since, with no lock held and no thread hop.
+//! A page that is not in the OS page cache faults in from disk on that thread; see
+//! `docs/design-decisions.md` for why this is accepted.
+#![warn(missing_docs)]
+
+pub mod btree;
+pub mod checkpoint;
+pub mod meta;
+pub mod page;
+pub mod pagefile;
+pub mod version;
+pub mod wal;
+pub mod writer;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use orbit_persistence_core::fs::{FileSystem, StdFileSystem};
+use orbit_persistence_core::group_commit::GroupCommit;
+use orbit_persistence_core::lease_writes::LeaseWrites;
+use orbit_persistence_core::lock::DirLock;
+use orbit_persistence_core::metrics::MetricsRecorder;
+use orbit_persistence_core::{
+    Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock,
+    CowBTreeConfig, NodeId, OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider,
+    ProviderHealth, Renew, Timestamp, rules,
+};
+
+pub use version::Snapshot;
+use writer::{Settings, Shared, Writer};
+
+/// An error that means a bug in this crate, not bad input or bad bytes.
+pub(crate) fn internal(what: impl std::fmt::Display) -> OrbitError {
+    OrbitError::Unavailable(format!("cowbtree internal error: {what}"))
+}
+
+/// The lease directory on a copy-on-write B+tree. Open it with [`CowBTreeDirectory::open`].
+pub struct CowBTreeDirectory {
+    shared: Arc<Shared>,
+    writes: Arc<LeaseWrites<Writer>>,
+    metrics: Arc<MetricsRecorder>,
+    fs: Arc<dyn FileSystem>,
+    dir: std::path::PathBuf,
+    lock: Mutex<Option<DirLock>>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for CowBTreeDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CowBTreeDirectory")
+            .field("dir", &self.dir)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl CowBTreeDirectory {
+    /// Opens (creating if needed) the store in `config.data_dir`, recovering from the last
+    /// checkpoint and the WAL. Blocking: call it from `spawn_blocking` inside a runtime.
+    ///
+    /// Errors: `Config` for an invalid config (naming the field) or a page size that differs
+    /// from the file's; `Locked` if another open store holds the directory; `Corruption`
+    /// naming the file and offset of any bad byte recovery needs.
+    pub fn open(config: &CowBTreeConfig, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
+        validate(config)?;
+        let lock = DirLock::acquire(&config.data_dir)?;
+        Self::open_inner(Arc::new(StdFileSystem::new()), config, clock, Some(lock))
+    }
+
+    /// Opens the store in `dir` with the default settings.
+    pub fn open_dir(dir: &Path, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
+        let config = CowBTreeConfig {
+            data_dir: dir.to_path_buf(),
+            ..CowBTreeConfig::default()
+        };
+        Self::open(&config, clock)
+    }
+
+    /// Opens the store on another file system (the fault-injecting one of the tests). No OS
+    /// lock is taken: the caller guarantees nobody else opens the directory.
+    pub fn open_on(
+        fs: Arc<dyn FileSystem>,
+        config: &CowBTreeConfig,
+        clock: Arc<dyn Clock>,
+    ) -> OrbitResult<Self> {
+        validate(config)?;
+        Self::open_inner(fs, config, clock, None)
+    }
+
+    fn open_inner(
+        fs: Arc<dyn FileSystem>,
+        config: &CowBTreeConfig,
+        clock: Arc<dyn Clock>,
+        lock: Option<DirLock>,
+    ) -> OrbitResult<Self> {
+        let settings = Settings {
+            page_size: config.page_size as usize,
+            checkpoint_interval: Duration::from_millis(config.checkpoint_interval_ms),
+            wal_size_limit: config.wal_size_limit,
+            cache_size: config.cache_size,
+        };
+        let (writer, shared) = Writer::open(Arc::clone(&fs), &config.data_dir, settings)?;
+        let writer = GroupCommit::spawn("cowbtree-writer", writer, config.sync)?;
+        let metrics = Arc::new(MetricsRecorder::default());
+        Ok(CowBTreeDirectory {
+            shared,
+            writes: Arc::new(LeaseWrites::new(writer, clock, Arc::clone(&metrics))),
+            metrics,
+            fs,
+            dir: config.data_dir.clone(),
+            lock: Mutex::new(lock),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// A consistent read-only view of the directory as of now; see [`Snapshot`].
+    pub fn snapshot(&self) -> OrbitResult<Snapshot> {
+        self.check_open()?;
+        Ok(Snapshot::new(self.shared.current()))
+    }
+
+    fn check_open(&self) -> OrbitResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(OrbitError::Closed);
+        }
+        Ok(())
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&version::Version) -> OrbitResult<T>) -> OrbitResult<T> {
+        self.check_open()?;
+        let start = Instant::now();
+        let out = f(&self.shared.current());
+        self.metrics.read_done(start);
+        out
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        let Ok(names) = self.fs.list_dir(&self.dir) else {
+            return 0;
+        };
+        names
+            .iter()
+            .filter_map(|n| {
+                self.fs
+                    .open(
+                        &self.dir.join(n),
+                        orbit_persistence_core::fs::OpenMode::Read,
+                    )
+                    .ok()
+            })
+            .filter_map(|f| f.len().ok())
+            .sum()
+    }
+}
+
+/// Checks the fields this backend reads, naming the bad one.
+fn validate(config: &CowBTreeConfig) -> OrbitResult<()> {
+    let bad =
+        |field: &str, why: String| Err(OrbitError::Config(format!("cow_btree.{field}: {why}")));
+    let ps = config.page_size;
+    if !(1024..=65536).contains(&ps) || !ps.is_power_of_two() {
+        return bad(
+            "page_size",
+            format!("must be a power of two in 1024..=65536, got {ps}"),
+        );
+    }
+    if config.data_dir.as_os_str().is_empty() {
+        return bad("data_dir", "must not be empty".into());
+    }
+    if config.wal_size_limit < 64 << 10 {
+        return bad(
+            "wal_size_limit",
+            format!(
+                "must be at least 65536 bytes, got {}",
+                config.wal_size_limit
+            ),
+        );
+    }
+    if config.checkpoint_interval_ms == 0 {
+        return bad("checkpoint_interval_ms", "must be positive".into());
+    }
+    if config.cache_size < u64::from(ps) * 64 {
+        return bad(
+            "cache_size",
+            format!(
+                "must hold at least 64 pages ({} bytes), got {}",
+                u64::from(ps) * 64,
+                config.cache_size
+            ),
+        );
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl PersistenceProvider for CowBTreeDirectory {
+    async fn initialize(&self) -> OrbitResult<()> {
+        self.check_open()
+    }
+
+    async fn shutdown(&self) -> OrbitResult<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let writes = Arc::clone(&self.writes);
+        // The final checkpoint writes files: keep it off the runtime's worker threads.
+        let result = tokio::task::spawn_blocking(move || writes.writer().shutdown())
+            .await
+            .unwrap_or_else(|e| Err(internal(format!("shutdown task failed: {e}"))));
+        self.lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        result
+    }
+
+    async fn health_check(&self) -> ProviderHealth {
+        if self.closed.load(Ordering::Acquire) {
+            return ProviderHealth::Unhealthy {
+                reason: "closed".into(),
+            };
+        }
+        if self.writes.writer().is_poisoned() {
+            return ProviderHealth::Unhealthy {
+                reason: "poisoned by a failed write or sync; reopen to recover".into(),
+            };
+        }
+        ProviderHealth::Healthy
+    }
+
+    async fn metrics(&self) -> PersistenceMetrics {
+        let v = self.shared.current();
+        let s = &self.shared.stats;
+        let gc = self.writes.writer().stats();
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let page_size = self.shared.layout.page_size as u64;
+        let engine = [
+            ("checkpoints", load(&s.checkpoints)),
+            ("checkpoint_micros", load(&s.checkpoint_micros)),
+            ("pages_written", load(&s.pages_written)),
+            ("page_count", load(&s.page_count)),
+            ("free_pages", load(&s.free_pages)),
+            ("wal_bytes", load(&s.wal_bytes)),
+            ("loaded_pages", load(&s.loaded_pages)),
+            ("page_size", page_size),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        PersistenceMetrics {
+            lease_count: v.lease_count,
+            last_revision: v.revision,
+            write_batches: gc.batches,
+            syncs: gc.syncs,
+            disk_bytes: self.disk_bytes(),
+            memory_bytes: load(&s.loaded_pages) * page_size,
+            engine,
+            ..self.metrics.snapshot()
+        }
+    }
+}
+
+#[async_trait]
+impl AddressableDirectoryProvider for CowBTreeDirectory {
+    async fn store_lease(&self, lease: &AddressableLease) -> OrbitResult<()> {
+        self.check_open()?;
+        self.writes.store(std::slice::from_ref(lease)).await
+    }
+
+    async fn get_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        rules::validate_reference(r)?;
+        self.read(|v| v.view().lease(r))
+    }
+
+    async fn remove_lease(&self, r: &AddressableReference) -> OrbitResult<bool> {
+        self.check_open()?;
+        self.writes.remove(r).await
+    }
+
+    async fn list_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        rules::validate_node(node)?;
+        self.read(|v| v.view().node_leases(node))
+    }
+
+    async fn cleanup_expired_leases(&self) -> OrbitResult<u64> {
+        self.check_open()?;
+        self.writes.cleanup().await
+    }
+
+    async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
+        self.check_open()?;
+        self.writes.acquire(lease).await
+    }
+
+    async fn renew_lease(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+        expires_at: Timestamp,
+        renew_at: Timestamp,
+    ) -> OrbitResult<Renew> {
+        self.check_open()?;
+        self.writes
+            .renew(r, owner, revision, expires_at, renew_at)
+            .await
+    }
+
+    async fn release_lease(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+    ) -> OrbitResult<bool> {
+        self.check_open()?;
+        self.writes.release(r, owner, revision).await
+    }
+
+    async fn store_leases(&self, leases: &[AddressableLease]) -> OrbitResult<()> {
+        self.check_open()?;
+        self.writes.store(leases).await
+    }
+}

@@ -1,0 +1,416 @@
+//! Published versions of the tree, the reader guards that keep retired pages alive, and the
+//! lease-level reads over a tree.
+//!
+//! # Key layout
+//!
+//! One tree holds the leases and both indexes as key ranges, so one commit updates all three:
+//!
+//! | range | key | value |
+//! |---|---|---|
+//! | leases | `L` ++ encoded reference | encoded lease |
+//! | node index | `N` ++ encoded node ++ encoded reference | empty |
+//! | expiry index | `E` ++ `expires_at` (u64 BE) ++ encoded reference | empty |
+//!
+//! (encodings from `orbit_persistence_core::encoding`, which preserve order).
+//!
+//! # Reader guards
+//!
+//! A [`Version`] is a root plus the page store it reads from, and an `Arc` of the [`Guard`] of
+//! its checkpoint epoch. Pages retired during an epoch are handed to that epoch's guard after
+//! the next checkpoint; the guard gives them back (to the writer's free pages) when it is dropped.
+//! Each guard holds the next epoch's guard, so a guard is only dropped after every older one:
+//! a page is reused only when no version that could reach it is left.
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use orbit_persistence_core::change::LeaseSource;
+use orbit_persistence_core::encoding::{
+    decode_expiry_index_key, decode_lease, decode_node_index_key, expiry_index_key,
+    expiry_index_upper_bound, node_index_key, node_index_prefix, put_reference,
+};
+use orbit_persistence_core::{
+    AddressableLease, AddressableReference, NodeId, OrbitResult, Timestamp,
+};
+
+use crate::btree::{self, Child};
+use crate::page::PageId;
+use crate::pagefile::PageStore;
+
+/// Tag of the lease range.
+pub const LEASES: u8 = b'L';
+/// Tag of the node-index range.
+pub const NODES: u8 = b'N';
+/// Tag of the expiry-index range.
+pub const EXPIRY: u8 = b'E';
+
+/// Tree key of a lease.
+pub fn lease_key(r: &AddressableReference) -> Vec<u8> {
+    let mut k = Vec::with_capacity(r.addressable_type.len() + 40);
+    k.push(LEASES);
+    put_reference(&mut k, r);
+    k
+}
+
+/// Tree key of a node-index entry.
+pub fn node_key(node: &NodeId, r: &AddressableReference) -> Vec<u8> {
+    tagged(NODES, &node_index_key(node, r))
+}
+
+/// Tree key of an expiry-index entry.
+pub fn expiry_key(expires_at: Timestamp, r: &AddressableReference) -> Vec<u8> {
+    tagged(EXPIRY, &expiry_index_key(expires_at, r))
+}
+
+fn tagged(tag: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(rest.len() + 1);
+    k.push(tag);
+    k.extend_from_slice(rest);
+    k
+}
+
+/// The smallest key greater than every key starting with `prefix` (which must not be all 0xFF).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while end.last() == Some(&0xFF) {
+        end.pop();
+    }
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+/// Lease-level reads over one tree.
+#[derive(Clone, Copy)]
+pub struct TreeView<'a> {
+    /// Where its pages are.
+    pub store: &'a PageStore,
+    /// Its root.
+    pub root: &'a Child,
+}
+
+impl TreeView<'_> {
+    fn corrupt_value(
+        &self,
+        what: &str,
+        e: impl std::fmt::Display,
+    ) -> orbit_persistence_core::OrbitError {
+        self.store
+            .corrupt(0, format!("undecodable {what} in the tree: {e}"))
+    }
+
+    /// The lease of `r`.
+    pub fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        btree::get(self.store, self.root, &lease_key(r), |v| {
+            decode_lease(v).map_err(|e| self.corrupt_value("lease", e))
+        })
+    }
+
+    fn indexed_lease(
+        &self,
+        r: &AddressableReference,
+        index: &str,
+    ) -> OrbitResult<AddressableLease> {
+        self.lease(r)?.ok_or_else(|| {
+            self.store
+                .corrupt(0, format!("{index} entry for {r:?} without a lease"))
+        })
+    }
+
+    /// Every lease of `node`, through the node index.
+    pub fn node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        let start = tagged(NODES, &node_index_prefix(node));
+        let end = prefix_end(&start);
+        let mut refs = Vec::new();
+        btree::scan(self.store, self.root, &start, &end, &mut |k, _| {
+            let (_, r) = decode_node_index_key(&k[1..])
+                .map_err(|e| self.corrupt_value("node-index key", e))?;
+            refs.push(r);
+            Ok(true)
+        })?;
+        refs.iter()
+            .map(|r| self.indexed_lease(r, "node-index"))
+            .collect()
+    }
+
+    /// Up to `limit` leases with `expires_at <= now`, earliest first, through the expiry index.
+    pub fn expired(&self, now: Timestamp, limit: usize) -> OrbitResult<Vec<AddressableLease>> {
+        let end = tagged(EXPIRY, &expiry_index_upper_bound(now));
+        let mut refs = Vec::new();
+        if limit > 0 {
+            btree::scan(self.store, self.root, &[EXPIRY], &end, &mut |k, _| {
+                let (_, r) = decode_expiry_index_key(&k[1..])
+                    .map_err(|e| self.corrupt_value("expiry-index key", e))?;
+                refs.push(r);
+                Ok(refs.len() < limit)
+            })?;
+        }
+        refs.iter()
+            .map(|r| self.indexed_lease(r, "expiry-index"))
+            .collect()
+    }
+
+    /// Up to `limit` leases with references after `after` (all from the start if `None`), in
+    /// reference order.
+    pub fn leases_after(
+        &self,
+        after: Option<&AddressableReference>,
+        limit: usize,
+    ) -> OrbitResult<Vec<AddressableLease>> {
+        let start = match after {
+            Some(r) => {
+                let mut k = lease_key(r);
+                k.push(0); // the smallest key after it
+                k
+            }
+            None => vec![LEASES],
+        };
+        let mut out = Vec::new();
+        if limit > 0 {
+            btree::scan(self.store, self.root, &start, &[LEASES + 1], &mut |_, v| {
+                out.push(decode_lease(v).map_err(|e| self.corrupt_value("lease", e))?);
+                Ok(out.len() < limit)
+            })?;
+        }
+        Ok(out)
+    }
+}
+
+impl LeaseSource for TreeView<'_> {
+    fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        TreeView::lease(self, r)
+    }
+
+    fn expired(&self, now: Timestamp, limit: usize) -> OrbitResult<Vec<AddressableLease>> {
+        TreeView::expired(self, now, limit)
+    }
+}
+
+/// Frees retired pages once no version that could reach them is left; see the module docs.
+pub struct Guard {
+    pages: Mutex<Vec<PageId>>,
+    next: OnceLock<Arc<Guard>>,
+    sink: Arc<Mutex<Vec<PageId>>>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard").finish_non_exhaustive()
+    }
+}
+
+impl Guard {
+    /// A guard that returns its pages to `sink`.
+    pub fn new(sink: Arc<Mutex<Vec<PageId>>>) -> Arc<Guard> {
+        Arc::new(Guard {
+            pages: Mutex::new(Vec::new()),
+            next: OnceLock::new(),
+            sink,
+        })
+    }
+
+    /// Ends this guard's epoch: it takes `pages` (retired while it was current) and hands over to
+    /// a new guard, which it keeps alive. Returns the new guard.
+    pub fn hand_over(self: &Arc<Self>, pages: Vec<PageId>) -> Arc<Guard> {
+        self.pages
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(pages);
+        let next = Guard::new(Arc::clone(&self.sink));
+        // Each guard hands over once: the writer replaces its guard with `next` right away.
+        let _ = self.next.set(Arc::clone(&next));
+        next
+    }
+
+    fn release(&mut self) {
+        let pages = std::mem::take(self.pages.get_mut().unwrap_or_else(PoisonError::into_inner));
+        if !pages.is_empty() {
+            self.sink
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(pages);
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.release();
+        // Drop the chain of newer guards nobody else holds iteratively, not recursively: a
+        // long-lived snapshot can hold a long chain.
+        let mut next = self.next.take();
+        while let Some(guard) = next {
+            match Arc::try_unwrap(guard) {
+                Ok(mut guard) => {
+                    guard.release();
+                    next = guard.next.take();
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// One published state of the tree.
+#[derive(Debug)]
+pub struct Version {
+    /// The tree.
+    pub root: Child,
+    /// Where its pages are read.
+    pub store: Arc<PageStore>,
+    /// Leases in it.
+    pub lease_count: u64,
+    /// Highest revision in it.
+    pub revision: u64,
+    /// Keeps the pages it can reach from being reused.
+    pub guard: Arc<Guard>,
+}
+
+impl Version {
+    /// Lease-level reads of this version.
+    pub fn view(&self) -> TreeView<'_> {
+        TreeView {
+            store: &self.store,
+            root: &self.root,
+        }
+    }
+}
+
+/// A consistent, read-only, point-in-time view of the directory: what a backup iterates. It
+/// sees no write made after it was taken, and keeps the pages it can reach from being reused
+/// while it lives (so do not keep one for hours under heavy writes: the file grows).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    version: Arc<Version>,
+}
+
+impl Snapshot {
+    pub(crate) fn new(version: Arc<Version>) -> Self {
+        Snapshot { version }
+    }
+
+    /// The lease of `r` as of the snapshot.
+    pub fn get(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        self.version.view().lease(r)
+    }
+
+    /// Every lease of `node` as of the snapshot.
+    pub fn node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        self.version.view().node_leases(node)
+    }
+
+    /// Number of leases in the snapshot.
+    pub fn lease_count(&self) -> u64 {
+        self.version.lease_count
+    }
+
+    /// Highest revision in the snapshot.
+    pub fn revision(&self) -> u64 {
+        self.version.revision
+    }
+
+    /// Every lease of the snapshot in reference order, read in chunks.
+    pub fn leases(&self) -> Leases {
+        Leases {
+            snapshot: self.clone(),
+            chunk: Vec::new().into_iter(),
+            last: None,
+            done: false,
+        }
+    }
+}
+
+/// Iterator of [`Snapshot::leases`].
+#[derive(Debug)]
+pub struct Leases {
+    snapshot: Snapshot,
+    chunk: std::vec::IntoIter<AddressableLease>,
+    last: Option<AddressableReference>,
+    done: bool,
+}
+
+/// Leases read per step of [`Leases`].
+const CHUNK: usize = 1024;
+
+impl Iterator for Leases {
+    type Item = OrbitResult<AddressableLease>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(lease) = self.chunk.next() {
+            self.last = Some(lease.reference.clone());
+            return Some(Ok(lease));
+        }
+        if self.done {
+            return None;
+        }
+        match self
+            .snapshot
+            .version
+            .view()
+            .leases_after(self.last.as_ref(), CHUNK)
+        {
+            Ok(chunk) => {
+                self.done = chunk.len() < CHUNK;
+                self.chunk = chunk.into_iter();
+                let lease = self.chunk.next()?;
+                self.last = Some(lease.reference.clone());
+                Some(Ok(lease))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(sink: &Arc<Mutex<Vec<PageId>>>) -> Vec<PageId> {
+        std::mem::take(&mut *sink.lock().unwrap())
+    }
+
+    #[test]
+    fn pages_come_back_only_after_every_older_reader_is_gone() {
+        let sink = Arc::new(Mutex::new(Vec::new()));
+        let g1 = Guard::new(Arc::clone(&sink));
+        let old_reader = Arc::clone(&g1);
+        let g2 = g1.hand_over(vec![10, 11]);
+        drop(g1); // the writer moved on
+        assert!(drain(&sink).is_empty(), "a reader of epoch 1 is alive");
+        let mid_reader = Arc::clone(&g2);
+        let g3 = g2.hand_over(vec![20]);
+        drop(g2);
+        drop(mid_reader);
+        assert!(
+            drain(&sink).is_empty(),
+            "epoch 2's pages wait for the epoch-1 reader too"
+        );
+        drop(old_reader);
+        let mut back = drain(&sink);
+        back.sort();
+        assert_eq!(back, vec![10, 11, 20]);
+        drop(g3);
+    }
+
+    #[test]
+    fn a_long_chain_drops_without_recursion() {
+        let sink = Arc::new(Mutex::new(Vec::new()));
+        let first = Guard::new(Arc::clone(&sink));
+        let mut g = Arc::clone(&first);
+        for i in 0..200_000 {
+            g = g.hand_over(vec![i]);
+        }
+        drop(g);
+        drop(first);
+        assert_eq!(drain(&sink).len(), 200_000);
+    }
+
+    #[test]
+    fn prefix_end_bounds_the_prefix() {
+        assert_eq!(prefix_end(b"N\x01ab"), b"N\x01ac");
+        assert_eq!(prefix_end(b"N\xff\xff"), b"O");
+    }
+}

@@ -1,0 +1,528 @@
+//! The writer: recovery at open, then the group-commit handler that logs each batch, applies it
+//! to the working tree, publishes it, and checkpoints when the WAL or the memory budget asks.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use orbit_persistence_core::change::{
+    ChangeStager, LeaseChange, WriteOutcome, WriteRequest, decode_changes,
+};
+use orbit_persistence_core::encoding::{decode_lease, encode_lease};
+use orbit_persistence_core::fs::{FileSystem, FsFile, OpenMode, write_file_atomic};
+use orbit_persistence_core::group_commit::CommitHandler;
+use orbit_persistence_core::log::{HEADER_LEN, LogBatch, LogWriter};
+use orbit_persistence_core::{AddressableLease, OrbitError, OrbitResult};
+
+use crate::btree::{self, Child, WriteCtx};
+use crate::checkpoint::{self, Allocator, NodeWriter};
+use crate::meta::{self, META_LEN, Meta};
+use crate::page::{Layout, PageId};
+use crate::pagefile::PageStore;
+use crate::version::{Guard, TreeView, Version, expiry_key, lease_key, node_key};
+use crate::wal;
+
+/// Name of the page file in the data directory.
+pub const PAGE_FILE: &str = "pages.cow";
+
+/// What the writer needs from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Bytes of a page for a new file.
+    pub page_size: usize,
+    /// Checkpoint at least this often while writes come in.
+    pub checkpoint_interval: Duration,
+    /// Checkpoint when the WAL grows past this.
+    pub wal_size_limit: u64,
+    /// Checkpoint when pages loaded into memory since the last one pass this many bytes.
+    pub cache_size: u64,
+}
+
+/// Counters the writer publishes for metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Checkpoints done since open.
+    pub checkpoints: AtomicU64,
+    /// Pages written by checkpoints since open.
+    pub pages_written: AtomicU64,
+    /// Length of the page file, in pages.
+    pub page_count: AtomicU64,
+    /// Free pages, including those waiting for readers.
+    pub free_pages: AtomicU64,
+    /// Bytes in the current WAL segment.
+    pub wal_bytes: AtomicU64,
+    /// Pages loaded into memory since the last checkpoint.
+    pub loaded_pages: AtomicU64,
+    /// Time spent in checkpoints, microseconds.
+    pub checkpoint_micros: AtomicU64,
+}
+
+/// What the writer shares with the provider.
+#[derive(Debug)]
+pub struct Shared {
+    /// The version readers use.
+    pub published: RwLock<Arc<Version>>,
+    /// Counters.
+    pub stats: Stats,
+    /// The page layout.
+    pub layout: Layout,
+}
+
+impl Shared {
+    /// The current version.
+    pub fn current(&self) -> Arc<Version> {
+        Arc::clone(
+            &self
+                .published
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+}
+
+/// The writer thread's state.
+pub struct Writer {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    settings: Settings,
+    store: Arc<PageStore>,
+    /// The working tree: the published one between batches.
+    root: Child,
+    /// The durable meta page.
+    meta: Meta,
+    alloc: Allocator,
+    /// Pages of the durable tree that `root` no longer uses.
+    retired: Vec<PageId>,
+    /// Pages of the durable free list.
+    freelist_pages: Vec<PageId>,
+    /// Pages handed to reader guards, not yet back.
+    in_guards: BTreeSet<PageId>,
+    /// Where guards return pages.
+    released: Arc<Mutex<Vec<PageId>>>,
+    guard: Arc<Guard>,
+    wal: LogWriter,
+    wal_seq: u64,
+    stager: ChangeStager,
+    lease_count: u64,
+    revision: u64,
+    loaded: u64,
+    last_checkpoint: Instant,
+    shared: Arc<Shared>,
+}
+
+fn read_meta(file: &dyn FsFile, at: u64) -> Result<Meta, String> {
+    let mut buf = [0u8; META_LEN];
+    match file.read_exact_at(&mut buf, at) {
+        Ok(()) => Meta::decode(&buf),
+        Err(e) => Err(format!("unreadable: {e}")),
+    }
+}
+
+impl Writer {
+    /// Opens (or creates) the store in `dir` and replays its WAL. The caller holds the
+    /// directory lock.
+    pub fn open(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        settings: Settings,
+    ) -> OrbitResult<(Writer, Arc<Shared>)> {
+        fs.create_dir_all(dir)?;
+        let path = dir.join(PAGE_FILE);
+        if !fs.exists(&path)? {
+            if !wal::list_segments(&*fs, dir)?.is_empty() {
+                return Err(OrbitError::corruption(
+                    &path,
+                    0,
+                    "page file missing, but WAL segments exist",
+                ));
+            }
+            let first = Meta {
+                page_size: settings.page_size as u32,
+                generation: 0,
+                page_count: 2,
+                wal_start: 1,
+                ..Meta::default()
+            };
+            let mut bytes = first.encode();
+            bytes.extend(
+                Meta {
+                    generation: 1,
+                    ..first
+                }
+                .encode(),
+            );
+            write_file_atomic(&*fs, &path, &bytes)?;
+        }
+        let file: Arc<dyn FsFile> = Arc::from(fs.open(&path, OpenMode::ReadWrite)?);
+        let first = read_meta(&*file, 0);
+        let page_size = first
+            .as_ref()
+            .map_or(settings.page_size, |m| m.page_size as usize);
+        let second = read_meta(&*file, page_size as u64);
+        let meta = match meta::newest(first.clone(), second.clone()) {
+            Ok(m) => m,
+            Err((a, b)) => {
+                return Err(OrbitError::corruption(
+                    &path,
+                    0,
+                    format!("no valid meta page: page 0 {a}; page 1 {b}"),
+                ));
+            }
+        };
+        for (slot, m) in [(0, &first), (1, &second)] {
+            match m {
+                Ok(m) if m.page_size != meta.page_size => {
+                    return Err(OrbitError::corruption(
+                        &path,
+                        slot * page_size as u64,
+                        "meta pages disagree on the page size",
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), slot, reason = %e, "ignoring an invalid meta page (torn checkpoint?)")
+                }
+                Ok(_) => {}
+            }
+        }
+        if meta.page_size as usize != settings.page_size {
+            return Err(OrbitError::Config(format!(
+                "cow_btree.page_size is {} but {} was created with pages of {} bytes",
+                settings.page_size,
+                path.display(),
+                meta.page_size
+            )));
+        }
+        let layout = Layout::new(page_size);
+        let file_pages = file.len()? / page_size as u64;
+        if file_pages < meta.page_count {
+            return Err(OrbitError::corruption(
+                &path,
+                file_pages * page_size as u64,
+                format!(
+                    "file holds {file_pages} pages, meta page says {}",
+                    meta.page_count
+                ),
+            ));
+        }
+        let store = Arc::new(PageStore::new(
+            &path,
+            layout,
+            Arc::clone(&file),
+            file_pages,
+        )?);
+        let (free, freelist_pages) =
+            checkpoint::read_freelist(&store, meta.freelist_head, meta.free_count)?;
+        let alloc = Allocator {
+            free: free.into_iter().collect(),
+            page_count: meta.page_count,
+        };
+        let root = if meta.root == 0 {
+            Child::empty(&layout)
+        } else {
+            Child::Page(meta.root)
+        };
+        let replayed = wal::recover(&*fs, dir, meta.wal_start, meta.generation <= 1)?;
+        let released = Arc::new(Mutex::new(Vec::new()));
+        let guard = Guard::new(Arc::clone(&released));
+        let shared = Arc::new(Shared {
+            published: RwLock::new(Arc::new(Version {
+                root: root.clone(),
+                store: Arc::clone(&store),
+                lease_count: meta.lease_count,
+                revision: meta.last_revision,
+                guard: Arc::clone(&guard),
+            })),
+            stats: Stats::default(),
+            layout,
+        });
+        let mut writer = Writer {
+            fs,
+            dir: dir.to_path_buf(),
+            settings,
+            store,
+            root,
+            meta,
+            alloc,
+            retired: Vec::new(),
+            freelist_pages,
+            in_guards: BTreeSet::new(),
+            released,
+            guard,
+            wal: replayed.writer,
+            wal_seq: replayed.seq,
+            stager: ChangeStager::new(0),
+            lease_count: meta.lease_count,
+            revision: meta.last_revision,
+            loaded: 0,
+            last_checkpoint: Instant::now(),
+            shared: Arc::clone(&shared),
+        };
+        for (path, record) in replayed.records {
+            // The payload starts after the 8-byte record header.
+            let changes = decode_changes(&record.payload)
+                .map_err(|e| e.into_corruption(&path, record.offset + 8))?;
+            for change in changes {
+                writer.apply(change)?;
+            }
+        }
+        writer.stager = ChangeStager::new(writer.revision);
+        writer.publish_version();
+        Ok((writer, shared))
+    }
+
+    fn ctx_apply(
+        &mut self,
+        f: impl FnOnce(&mut WriteCtx<'_>, &mut Child) -> OrbitResult<()>,
+    ) -> OrbitResult<()> {
+        let mut ctx = WriteCtx {
+            store: &self.store,
+            retired: &mut self.retired,
+            loaded: &mut self.loaded,
+        };
+        f(&mut ctx, &mut self.root)
+    }
+
+    fn decode_old(&self, bytes: &[u8]) -> OrbitResult<AddressableLease> {
+        decode_lease(bytes).map_err(|e| {
+            self.store
+                .corrupt(0, format!("undecodable stored lease: {e}"))
+        })
+    }
+
+    /// Applies one change to the working tree: the lease and its index entries.
+    fn apply(&mut self, change: LeaseChange) -> OrbitResult<()> {
+        self.revision = self.revision.max(change.revision());
+        match change {
+            LeaseChange::Put(lease) => {
+                let mut old = None;
+                self.ctx_apply(|ctx, root| {
+                    old = btree::insert(
+                        ctx,
+                        root,
+                        &lease_key(&lease.reference),
+                        &encode_lease(&lease),
+                    )?;
+                    Ok(())
+                })?;
+                let old = old.map(|b| self.decode_old(&b)).transpose()?;
+                if old.is_none() {
+                    self.lease_count += 1;
+                }
+                let r = &lease.reference;
+                self.ctx_apply(|ctx, root| {
+                    let node_moved = old.as_ref().is_none_or(|o| o.node_id != lease.node_id);
+                    let expiry_moved = old
+                        .as_ref()
+                        .is_none_or(|o| o.expires_at != lease.expires_at);
+                    if let Some(o) = &old {
+                        if node_moved {
+                            btree::remove(ctx, root, &node_key(&o.node_id, r))?;
+                        }
+                        if expiry_moved {
+                            btree::remove(ctx, root, &expiry_key(o.expires_at, r))?;
+                        }
+                    }
+                    if node_moved {
+                        btree::insert(ctx, root, &node_key(&lease.node_id, r), &[])?;
+                    }
+                    if expiry_moved {
+                        btree::insert(ctx, root, &expiry_key(lease.expires_at, r), &[])?;
+                    }
+                    Ok(())
+                })
+            }
+            LeaseChange::Delete { reference, .. } => {
+                let mut old = None;
+                self.ctx_apply(|ctx, root| {
+                    old = btree::remove(ctx, root, &lease_key(&reference))?;
+                    Ok(())
+                })?;
+                let Some(old) = old.map(|b| self.decode_old(&b)).transpose()? else {
+                    return Ok(());
+                };
+                self.lease_count -= 1;
+                self.ctx_apply(|ctx, root| {
+                    btree::remove(ctx, root, &node_key(&old.node_id, &reference))?;
+                    btree::remove(ctx, root, &expiry_key(old.expires_at, &reference))?;
+                    Ok(())
+                })
+            }
+        }
+    }
+
+    fn publish_version(&mut self) {
+        let version = Arc::new(Version {
+            root: self.root.clone(),
+            store: Arc::clone(&self.store),
+            lease_count: self.lease_count,
+            revision: self.revision,
+            guard: Arc::clone(&self.guard),
+        });
+        let old = {
+            let mut slot = self
+                .shared
+                .published
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            std::mem::replace(&mut *slot, version)
+        };
+        drop(old);
+        let stats = &self.shared.stats;
+        stats.wal_bytes.store(self.wal.len(), Ordering::Relaxed);
+        stats.loaded_pages.store(self.loaded, Ordering::Relaxed);
+        stats
+            .page_count
+            .store(self.alloc.page_count, Ordering::Relaxed);
+        stats.free_pages.store(
+            (self.alloc.free.len() + self.in_guards.len() + self.retired.len()) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        let logged = self.wal.len() > HEADER_LEN;
+        self.wal.len() >= self.settings.wal_size_limit
+            || self.loaded * self.settings.page_size as u64 >= self.settings.cache_size
+            || (logged && self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval)
+    }
+
+    /// Writes the working tree, syncs, starts a new WAL segment, switches the meta page, drops
+    /// the old segments and publishes the checkpointed tree. See [`crate::checkpoint`].
+    pub fn checkpoint(&mut self) -> OrbitResult<()> {
+        let started = Instant::now();
+        for page in
+            std::mem::take(&mut *self.released.lock().unwrap_or_else(PoisonError::into_inner))
+        {
+            self.in_guards.remove(&page);
+            self.alloc.free.insert(page);
+        }
+        let mut out = NodeWriter::new(&self.store, &mut self.alloc);
+        let root = out.write_tree(&self.root)?;
+        let free_at_next_open = self
+            .in_guards
+            .iter()
+            .chain(&self.retired)
+            .chain(&self.freelist_pages)
+            .copied();
+        let (freelist_head, freelist_pages, free_count) = out.write_freelist(free_at_next_open)?;
+        let written = out.finish()?;
+        let file = Arc::clone(self.store.file());
+        file.sync_data()?;
+
+        let seq = self.wal_seq + 1;
+        let wal = LogWriter::create(&*self.fs, &wal::segment_path(&self.dir, seq))?;
+        let meta = Meta {
+            page_size: self.meta.page_size,
+            generation: self.meta.generation + 1,
+            root,
+            page_count: self.alloc.page_count,
+            freelist_head,
+            free_count,
+            last_revision: self.revision,
+            lease_count: self.lease_count,
+            wal_start: seq,
+        };
+        file.write_at(&meta.encode(), meta.slot() * self.settings.page_size as u64)?;
+        file.sync_data()?;
+
+        // Durable: the old segments, free list and retired pages are no longer needed.
+        for old in self.meta.wal_start..seq {
+            let path = wal::segment_path(&self.dir, old);
+            if let Err(e) = self.fs.remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not delete a checkpointed WAL segment; the next open deletes it");
+            }
+        }
+        self.wal = wal;
+        self.wal_seq = seq;
+        self.meta = meta;
+        self.alloc
+            .free
+            .extend(std::mem::replace(&mut self.freelist_pages, freelist_pages));
+        let retired = std::mem::take(&mut self.retired);
+        self.in_guards.extend(&retired);
+        self.guard = self.guard.hand_over(retired);
+        self.root = if root == 0 {
+            Child::empty(&self.store.layout())
+        } else {
+            Child::Page(root)
+        };
+        self.loaded = 0;
+        self.last_checkpoint = Instant::now();
+        if self.store.mapped_pages() > 0 && self.alloc.page_count > self.store.mapped_pages() {
+            // Map the grown file; older versions keep the old mapping.
+            let pages = file.len()? / self.settings.page_size as u64;
+            self.store = Arc::new(PageStore::new(
+                self.store.path(),
+                self.store.layout(),
+                file,
+                pages,
+            )?);
+        }
+        self.publish_version();
+        let stats = &self.shared.stats;
+        stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        stats.pages_written.fetch_add(written, Ordering::Relaxed);
+        stats
+            .checkpoint_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        tracing::debug!(
+            generation = meta.generation,
+            pages = written,
+            micros = started.elapsed().as_micros() as u64,
+            "checkpoint"
+        );
+        Ok(())
+    }
+}
+
+impl CommitHandler for Writer {
+    type Request = WriteRequest;
+    type Response = WriteOutcome;
+
+    fn stage(&mut self, req: WriteRequest, batch: &mut LogBatch) -> OrbitResult<WriteOutcome> {
+        let view = TreeView {
+            store: &self.store,
+            root: &self.root,
+        };
+        self.stager.stage(&view, req, batch)
+    }
+
+    fn write(&mut self, batch: &LogBatch, sync: bool) -> OrbitResult<()> {
+        self.wal.append(batch)?;
+        if sync {
+            self.wal.sync()?;
+        }
+        for change in self.stager.take() {
+            self.apply(change)?;
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self) {
+        self.publish_version();
+    }
+
+    fn abort(&mut self) {
+        self.stager.abort();
+    }
+
+    fn sync(&mut self) -> OrbitResult<()> {
+        self.wal.sync()
+    }
+
+    fn after_batch(&mut self) -> OrbitResult<()> {
+        if self.checkpoint_due() {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> OrbitResult<()> {
+        if self.wal.len() > HEADER_LEN {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+}
