@@ -752,7 +752,11 @@ impl FaultFile {
                 Ok(())
             }
             Err(e) => {
-                if let Some(inode) = st.inodes.get_mut(&self.ino) {
+                // A halt is a power loss just before this call, not an fsync error: the dirty
+                // data is not dropped, so a torn crash may still find any of it written back.
+                if !st.halted
+                    && let Some(inode) = st.inodes.get_mut(&self.ino)
+                {
                     inode.sync_failed();
                 }
                 Err(e)
@@ -1002,6 +1006,27 @@ mod tests {
         assert!(fs.is_halted());
         assert!(f.len().is_err(), "a halted machine answers nothing");
         assert_eq!(read_file(&fs.crash(), &d.join("f")).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_halt_at_a_sync_leaves_the_unsynced_data_to_the_torn_crash() {
+        let (fs, d) = dir();
+        let p = d.join("f");
+        let f = fs.open(&p, OpenMode::CreateNew).unwrap();
+        fs.sync_dir(&d).unwrap();
+        f.write_at(&[1u8; 4096], 0).unwrap();
+        f.sync_data().unwrap();
+        f.write_at(&[2u8; 4096], 0).unwrap();
+        fs.halt_at_op(1);
+        assert!(f.sync_data().is_err());
+        // Not an fsync error: each sector may or may not have reached the disk.
+        let mut landed = std::collections::BTreeSet::new();
+        for seed in 0..32 {
+            let got = read_file(&fs.crash_torn(seed), &p).unwrap();
+            landed.extend(got.chunks(SECTOR).map(|s| s[0]));
+        }
+        assert_eq!(landed, [1u8, 2].into_iter().collect());
+        assert_eq!(read_file(&fs.crash(), &p).unwrap(), vec![1u8; 4096]);
     }
 
     #[test]
