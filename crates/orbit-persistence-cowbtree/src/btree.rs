@@ -695,40 +695,55 @@ fn remove_from(
     }
 }
 
-/// Merges child `idx` with a neighbour if both fit one page.
+/// Bytes of a subtree's root node, without loading a page.
+fn child_size(store: &PageStore, child: &Child) -> OrbitResult<usize> {
+    match child {
+        Child::Mem(node) => Ok(node.size()),
+        Child::Page(id) => Ok(store.node(*id)?.view().used()),
+    }
+}
+
+/// Merges the underfull child `idx` into its left or right neighbour, the first that fits
+/// with it in one page (left first: deletes in key order then cascade into one node).
 fn merge_with_neighbour(
     ctx: &mut WriteCtx<'_>,
     layout: &Layout,
     branch: &mut Branch,
     idx: usize,
 ) -> OrbitResult<()> {
-    if branch.children.len() < 2 {
-        return Ok(());
+    let n = branch.children.len();
+    let candidates = [idx.checked_sub(1), (idx + 1 < n).then_some(idx)];
+    for left_idx in candidates.into_iter().flatten() {
+        let sep_cell = layout.branch_cell_size(branch.keys[left_idx].len());
+        let (l, r) = (
+            child_size(ctx.store, &branch.children[left_idx])?,
+            child_size(ctx.store, &branch.children[left_idx + 1])?,
+        );
+        let leaves =
+            matches!(&branch.children[idx], Child::Mem(node) if matches!(&**node, Node::Leaf(_)));
+        let merged = if leaves {
+            l + r - layout.leaf_base()
+        } else {
+            l + r - layout.branch_base() + sep_cell
+        };
+        if merged <= layout.page_size {
+            return merge_pair(ctx, layout, branch, left_idx);
+        }
     }
-    let left_idx = if idx + 1 < branch.children.len() {
-        idx
-    } else {
-        idx - 1
-    };
+    Ok(())
+}
+
+/// Merges children `left_idx` and `left_idx + 1` (which fit one page) into the left one.
+fn merge_pair(
+    ctx: &mut WriteCtx<'_>,
+    layout: &Layout,
+    branch: &mut Branch,
+    left_idx: usize,
+) -> OrbitResult<()> {
     let (lo, hi) = branch.children.split_at_mut(left_idx + 1);
     let left = materialize(ctx, &mut lo[left_idx])?;
     let right = materialize(ctx, &mut hi[0])?;
     let sep = &branch.keys[left_idx];
-    let fits = match (&*left, &*right) {
-        (Node::Leaf(l), Node::Leaf(r)) => l.size + r.size - layout.leaf_base() <= layout.page_size,
-        (Node::Branch(l), Node::Branch(r)) => {
-            l.size + r.size - layout.branch_base() + layout.branch_cell_size(sep.len())
-                <= layout.page_size
-        }
-        _ => {
-            return Err(ctx
-                .store
-                .corrupt(0, "siblings of different levels in the tree"));
-        }
-    };
-    if !fits {
-        return Ok(());
-    }
     match (left, right) {
         (Node::Leaf(l), Node::Leaf(r)) => {
             for i in 0..r.len() {
@@ -741,7 +756,11 @@ fn merge_with_neighbour(
             l.keys.append(&mut r.keys);
             l.children.append(&mut r.children);
         }
-        _ => return Err(crate::internal("sibling kinds changed")),
+        _ => {
+            return Err(ctx
+                .store
+                .corrupt(0, "siblings of different levels in the tree"));
+        }
     }
     let sep = branch.keys.remove(left_idx);
     branch.size -= layout.branch_cell_size(sep.len());

@@ -253,6 +253,20 @@ impl<'a> NodePage<'a> {
         u16_at(self.bytes, 6).unwrap_or_default()
     }
 
+    /// Bytes the page's contents take (what the in-memory node of it counts as its size):
+    /// header, slots, and the cells, which are packed down from the page end.
+    pub fn used(&self) -> usize {
+        let (slots, n) = (
+            if self.is_leaf() { HEADER } else { BRANCH_SLOTS },
+            self.count(),
+        );
+        let lowest = match n.checked_sub(1) {
+            Some(last) => u16_at(self.bytes, slots + last * SLOT).unwrap_or(0),
+            None => self.layout.page_size,
+        };
+        slots + n * SLOT + self.layout.page_size.saturating_sub(lowest)
+    }
+
     /// A branch's child 0.
     pub fn first_child(&self) -> Result<PageId, String> {
         u64_at(self.bytes, HEADER).ok_or_else(|| "branch too short".to_string())
