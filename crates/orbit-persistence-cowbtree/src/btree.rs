@@ -83,6 +83,16 @@ impl Leaf {
         }
     }
 
+    /// An empty leaf with room for `entries` entries of `bytes` in all.
+    pub fn with_capacity(layout: &Layout, entries: usize, bytes: usize) -> Leaf {
+        Leaf {
+            data: Vec::with_capacity(bytes),
+            slots: Vec::with_capacity(entries + 1),
+            garbage: 0,
+            size: layout.leaf_base(),
+        }
+    }
+
     /// Entries.
     pub fn len(&self) -> usize {
         self.slots.len()
@@ -523,7 +533,7 @@ pub fn load_node(store: &PageStore, id: PageId, retired: &mut Vec<PageId>) -> Or
     let page = node.view();
     retired.push(id);
     if page.is_leaf() {
-        let mut leaf = Leaf::new(&layout);
+        let mut leaf = Leaf::with_capacity(&layout, page.count(), layout.page_size);
         for i in 0..page.count() {
             let cell = page_cell(store, id, &page, i)?;
             let payload: Cow<'_, [u8]> = match cell.overflow {

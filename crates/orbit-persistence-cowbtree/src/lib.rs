@@ -182,43 +182,9 @@ impl CowBTreeDirectory {
     }
 }
 
-/// Checks the fields this backend reads, naming the bad one.
+/// Checks the config (core's checks, which name the bad field).
 fn validate(config: &CowBTreeConfig) -> OrbitResult<()> {
-    let bad =
-        |field: &str, why: String| Err(OrbitError::Config(format!("cow_btree.{field}: {why}")));
-    let ps = config.page_size;
-    if !(1024..=65536).contains(&ps) || !ps.is_power_of_two() {
-        return bad(
-            "page_size",
-            format!("must be a power of two in 1024..=65536, got {ps}"),
-        );
-    }
-    if config.data_dir.as_os_str().is_empty() {
-        return bad("data_dir", "must not be empty".into());
-    }
-    if config.wal_size_limit < 64 << 10 {
-        return bad(
-            "wal_size_limit",
-            format!(
-                "must be at least 65536 bytes, got {}",
-                config.wal_size_limit
-            ),
-        );
-    }
-    if config.checkpoint_interval_ms == 0 {
-        return bad("checkpoint_interval_ms", "must be positive".into());
-    }
-    if config.cache_size < u64::from(ps) * 64 {
-        return bad(
-            "cache_size",
-            format!(
-                "must hold at least 64 pages ({} bytes), got {}",
-                u64::from(ps) * 64,
-                config.cache_size
-            ),
-        );
-    }
-    Ok(())
+    config.validate()
 }
 
 #[async_trait]

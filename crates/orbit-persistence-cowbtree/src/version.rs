@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use orbit_persistence_core::change::LeaseSource;
 use orbit_persistence_core::encoding::{
-    decode_expiry_index_key, decode_lease, decode_node_index_key, expiry_index_key,
+    decode_expiry_index_key, decode_lease, decode_reference, expiry_index_key,
     expiry_index_upper_bound, node_index_key, node_index_prefix, put_reference,
 };
 use orbit_persistence_core::{
@@ -121,15 +121,29 @@ impl TreeView<'_> {
     pub fn node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
         let start = tagged(NODES, &node_index_prefix(node));
         let end = prefix_end(&start);
-        let mut refs = Vec::new();
+        // An index key is the prefix followed by the encoded reference: the lease key is `L`
+        // and those same bytes, no decoding needed.
+        let mut lease_keys = Vec::new();
         btree::scan(self.store, self.root, &start, &end, &mut |k, _| {
-            let (_, r) = decode_node_index_key(&k[1..])
-                .map_err(|e| self.corrupt_value("node-index key", e))?;
-            refs.push(r);
+            let mut key = Vec::with_capacity(k.len() - start.len() + 1);
+            key.push(LEASES);
+            key.extend_from_slice(&k[start.len()..]);
+            lease_keys.push(key);
             Ok(true)
         })?;
-        refs.iter()
-            .map(|r| self.indexed_lease(r, "node-index"))
+        lease_keys
+            .iter()
+            .map(|key| {
+                btree::get(self.store, self.root, key, |v| {
+                    decode_lease(v).map_err(|e| self.corrupt_value("lease", e))
+                })?
+                .ok_or_else(|| {
+                    let r = decode_reference(&key[1..])
+                        .map_or_else(|e| e.to_string(), |r| format!("{r:?}"));
+                    self.store
+                        .corrupt(0, format!("node-index entry for {r} without a lease"))
+                })
+            })
             .collect()
     }
 

@@ -9,6 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use orbit_persistence_bench::peer::Peer;
+use orbit_persistence_bench::phases::{self, alternate};
+use orbit_persistence_bench::workload::{Data, HOUR, T0, dir_bytes, next};
 use orbit_persistence_core::encoding::{
     decode_lease, decode_reference, encode_lease, encode_reference, expiry_index_key,
     expiry_index_upper_bound, node_index_key, node_index_prefix,
@@ -20,76 +23,6 @@ use orbit_persistence_core::{
 use orbit_persistence_rocksdb::RocksDbDirectory;
 use orbit_persistence_rocksdb::options::{self, CF_BY_EXPIRY, CF_BY_NODE, CF_LEASES};
 use rocksdb::{DB, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
-
-const T0: Timestamp = Timestamp(1_700_000_000_000);
-const HOUR: u64 = 3_600_000;
-
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
-/// The workload's data: N leases over 16 types and 1,000 nodes, 10% loaded already expired
-/// (they expire one second after T0; the clock then moves past it).
-struct Data {
-    leases: Vec<AddressableLease>,
-    nodes: Vec<NodeId>,
-    zipf_cdf: Vec<f64>,
-}
-
-impl Data {
-    fn new(n: usize) -> Data {
-        let nodes: Vec<_> = (0..1_000)
-            .map(|i| NodeId::new(format!("node-{i:04}"), "bench"))
-            .collect();
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let leases = (0..n)
-            .map(|i| {
-                let r = next(&mut rng);
-                let reference = AddressableReference::new(
-                    format!("ActorType{:02}", i % 16),
-                    Key::string(format!("actor-{i:012}-{:06x}", r & 0xff_ffff)),
-                );
-                let expires = if i % 10 == 0 {
-                    T0.0 + 1_000
-                } else {
-                    T0.0 + HOUR
-                };
-                AddressableLease::new(
-                    reference,
-                    nodes[(r >> 24) as usize % nodes.len()].clone(),
-                    Timestamp(expires),
-                    Timestamp(expires - 500),
-                )
-            })
-            .collect();
-        // Zipf(0.99) over ranks, as a CDF to binary-search.
-        let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(0.99)).collect();
-        let total: f64 = weights.iter().sum();
-        let mut acc = 0.0;
-        let zipf_cdf = weights
-            .iter()
-            .map(|w| {
-                acc += w / total;
-                acc
-            })
-            .collect();
-        Data {
-            leases,
-            nodes,
-            zipf_cdf,
-        }
-    }
-
-    fn zipf(&self, rng: &mut u64) -> usize {
-        let u = (next(rng) >> 11) as f64 / (1u64 << 53) as f64;
-        self.zipf_cdf
-            .partition_point(|&c| c < u)
-            .min(self.leases.len() - 1)
-    }
-}
 
 /// The same workload directly on the rocksdb crate.
 struct Raw {
@@ -111,7 +44,7 @@ impl Raw {
         }
     }
 
-    fn upsert(&self, leases: &[AddressableLease], wo: &WriteOptions) {
+    fn write(&self, leases: &[AddressableLease], wo: &WriteOptions) {
         let (l, n, e) = (
             self.db.cf_handle(CF_LEASES).unwrap(),
             self.db.cf_handle(CF_BY_NODE).unwrap(),
@@ -134,6 +67,12 @@ impl Raw {
             b.put_cf(e, expiry_index_key(lease.expires_at, &lease.reference), []);
         }
         self.db.write_opt(b, wo).unwrap();
+    }
+}
+
+impl Peer for Raw {
+    fn upsert(&self, leases: &[AddressableLease], durable: bool) {
+        self.write(leases, if durable { &self.sync } else { &self.nosync });
     }
 
     fn get(&self, r: &AddressableReference) -> Option<AddressableLease> {
@@ -202,29 +141,12 @@ impl Raw {
                 b.delete_cf(e, expiry_index_key(old.expires_at, &old.reference));
                 total += 1;
             }
-            self.db.write_opt(b, &self.nosync).unwrap();
+            self.db.write_opt(b, &self.sync).unwrap();
             if refs.len() < 1024 {
                 return total;
             }
         }
     }
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| {
-                    let m = e.metadata().unwrap();
-                    if m.is_dir() {
-                        dir_bytes(&e.path())
-                    } else {
-                        m.len()
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 struct Row {
@@ -269,6 +191,7 @@ async fn main() {
         .unwrap(),
     );
     let raw = Arc::new(Raw::open(&raw_dir, &config(&raw_dir, SyncMode::Always)));
+    let (ours_dyn, raw_dyn): (phases::Ours, Arc<dyn Peer>) = (ours.clone(), raw.clone());
     let mut rows = Vec::new();
     let logical: u64 = data
         .leases
@@ -288,7 +211,7 @@ async fn main() {
     let (_, t_raw) = timed(|| {
         // Same durability as ours (SyncMode::Always): each batch synced.
         for chunk in data.leases.chunks(1_000) {
-            raw.upsert(chunk, &raw.sync);
+            raw.write(chunk, &raw.sync);
         }
         0
     });
@@ -309,8 +232,8 @@ async fn main() {
     for tasks in [1usize, 4, 16, 64] {
         eprintln!("durable_renew x{tasks}");
         let (o, r) = alternate(
-            async || ours_renew(&ours, &data, tasks).await,
-            || raw_renew(&raw, &data, tasks),
+            async || phases::ours_renew(&ours_dyn, &data, tasks).await,
+            || phases::peer_renew(&raw_dyn, &data, tasks),
         )
         .await;
         rows.push(Row {
@@ -326,8 +249,8 @@ async fn main() {
     for tasks in [1usize, 2] {
         eprintln!("get x{tasks}");
         let (o, r) = alternate(
-            async || ours_get(&ours, &data, tasks).await,
-            || raw_get(&raw, &data, tasks),
+            async || phases::ours_get(&ours_dyn, &data, tasks).await,
+            || phases::peer_get(&raw_dyn, &data, tasks),
         )
         .await;
         rows.push(Row {
@@ -414,6 +337,7 @@ async fn main() {
 
     // 7. recovery after a clean shutdown: open to first successful get.
     eprintln!("recovery");
+    drop((ours_dyn, raw_dyn));
     ours.shutdown().await.unwrap();
     drop(ours);
     drop(Arc::try_unwrap(raw).ok().expect("raw still shared"));
@@ -444,63 +368,13 @@ async fn main() {
     // Run after the reopen so ours runs with `interval_ms = 50`; cleaned-up leases are skipped.
     eprintln!("mixed");
     let ops = 200_000usize;
+    let (reopened_dyn, raw_dyn): (phases::Ours, Arc<dyn Peer>) = (reopened.clone(), raw.clone());
     let (ours_rate, raw_rate) = alternate(
-        async || {
-            let start = Instant::now();
-            let hs: Vec<_> = (0..2u64)
-                .map(|t| {
-                    let (ours, data) = (reopened.clone(), data.clone());
-                    tokio::spawn(async move {
-                        let mut rng = 99 + t;
-                        for k in 0..ops / 2 {
-                            let l = &data.leases[data.zipf(&mut rng)];
-                            let Some(cur) = ours.get_lease(&l.reference).await.unwrap() else {
-                                continue;
-                            };
-                            if k % 10 == 0 {
-                                let e = Timestamp(T0.0 + 3 * HOUR + k as u64);
-                                let _ = ours
-                                    .renew_lease(&l.reference, &cur.node_id, cur.revision, e, e)
-                                    .await
-                                    .unwrap();
-                            }
-                        }
-                    })
-                })
-                .collect();
-            for h in hs {
-                h.await.unwrap();
-            }
-            ops as f64 / start.elapsed().as_secs_f64()
-        },
-        || {
-            let start = Instant::now();
-            let ts: Vec<_> = (0..2u64)
-                .map(|t| {
-                    let (raw, data) = (raw.clone(), data.clone());
-                    std::thread::spawn(move || {
-                        let mut rng = 99 + t;
-                        for k in 0..ops / 2 {
-                            let l = &data.leases[data.zipf(&mut rng)];
-                            let Some(mut cur) = raw.get(&l.reference) else {
-                                continue;
-                            };
-                            if k % 10 == 0 {
-                                cur.expires_at = Timestamp(T0.0 + 3 * HOUR + k as u64);
-                                cur.renew_at = cur.expires_at;
-                                raw.upsert(std::slice::from_ref(&cur), &raw.nosync);
-                            }
-                        }
-                    })
-                })
-                .collect();
-            for t in ts {
-                t.join().unwrap();
-            }
-            ops as f64 / start.elapsed().as_secs_f64()
-        },
+        async || phases::ours_mixed(&reopened_dyn, &data, ops).await,
+        || phases::peer_mixed(&raw_dyn, &data, ops),
     )
     .await;
+    drop(raw_dyn);
     rows.push(Row {
         phase: "mixed 90/10 zipf, 2 tasks ops/s".into(),
         ours: ours_rate,
@@ -601,114 +475,7 @@ async fn kill9_child(mode: &str, dir: &Path) {
     } else {
         let raw = Raw::open(dir, &config);
         for i in 0.. {
-            raw.upsert(&[lease(i % 10_000)], &raw.sync);
+            raw.write(&[lease(i % 10_000)], &raw.sync);
         }
     }
-}
-
-/// How many times each repeatable phase runs per side.
-const REPS: usize = 3;
-
-/// Runs both sides REPS times, alternating which goes first; the best rate of each.
-async fn alternate(ours: impl AsyncFn() -> f64, raw: impl Fn() -> f64) -> (f64, f64) {
-    let (mut best_ours, mut best_raw) = (0f64, 0f64);
-    for rep in 0..REPS {
-        if rep % 2 == 0 {
-            best_ours = best_ours.max(ours().await);
-            best_raw = best_raw.max(raw());
-        } else {
-            best_raw = best_raw.max(raw());
-            best_ours = best_ours.max(ours().await);
-        }
-    }
-    (best_ours, best_raw)
-}
-
-async fn ours_renew(ours: &Arc<RocksDbDirectory>, data: &Arc<Data>, tasks: usize) -> f64 {
-    let per = 1_000 / tasks;
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            let (ours, data) = (ours.clone(), data.clone());
-            tokio::spawn(async move {
-                for k in 0..per {
-                    let r = &data.leases[(t * per + k) * 7 % data.leases.len()].reference;
-                    let cur = ours.get_lease(r).await.unwrap().unwrap();
-                    let e = Timestamp(T0.0 + 2 * HOUR + k as u64);
-                    ours.renew_lease(r, &cur.node_id, cur.revision, e, e)
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.await.unwrap();
-    }
-    (per * tasks) as f64 / start.elapsed().as_secs_f64()
-}
-
-fn raw_renew(raw: &Arc<Raw>, data: &Arc<Data>, tasks: usize) -> f64 {
-    let per = 1_000 / tasks;
-    let start = Instant::now();
-    let threads: Vec<_> = (0..tasks)
-        .map(|t| {
-            let (raw, data) = (raw.clone(), data.clone());
-            std::thread::spawn(move || {
-                for k in 0..per {
-                    let r = &data.leases[(t * per + k) * 7 % data.leases.len()].reference;
-                    let mut cur = raw.get(r).unwrap();
-                    cur.expires_at = Timestamp(T0.0 + 2 * HOUR + k as u64);
-                    cur.renew_at = cur.expires_at;
-                    raw.upsert(std::slice::from_ref(&cur), &raw.sync);
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    (per * tasks) as f64 / start.elapsed().as_secs_f64()
-}
-
-async fn ours_get(ours: &Arc<RocksDbDirectory>, data: &Arc<Data>, tasks: usize) -> f64 {
-    let gets = 1_000_000 / tasks;
-    let start = Instant::now();
-    let hs: Vec<_> = (0..tasks)
-        .map(|t| {
-            let (ours, data) = (ours.clone(), data.clone());
-            tokio::spawn(async move {
-                let mut rng = 77 + t as u64;
-                for _ in 0..gets {
-                    let i = (next(&mut rng) % data.leases.len() as u64) as usize;
-                    ours.get_lease(&data.leases[i].reference).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for h in hs {
-        h.await.unwrap();
-    }
-    (gets * tasks) as f64 / start.elapsed().as_secs_f64()
-}
-
-fn raw_get(raw: &Arc<Raw>, data: &Arc<Data>, tasks: usize) -> f64 {
-    let gets = 1_000_000 / tasks;
-    let start = Instant::now();
-    let ts: Vec<_> = (0..tasks)
-        .map(|t| {
-            let (raw, data) = (raw.clone(), data.clone());
-            std::thread::spawn(move || {
-                let mut rng = 77 + t as u64;
-                for _ in 0..gets {
-                    let i = (next(&mut rng) % data.leases.len() as u64) as usize;
-                    raw.get(&data.leases[i].reference);
-                }
-            })
-        })
-        .collect();
-    for t in ts {
-        t.join().unwrap();
-    }
-    (gets * tasks) as f64 / start.elapsed().as_secs_f64()
 }

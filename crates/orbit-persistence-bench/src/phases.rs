@@ -1,0 +1,206 @@
+//! The timed phases. Ours run as tokio tasks against a provider, as an application would call
+//! it; peers run on plain threads. [`alternate`] runs a repeatable phase on both sides several
+//! times, alternating who goes first, and keeps each side's best.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use orbit_persistence_core::{AddressableDirectoryProvider, Timestamp};
+
+use crate::peer::Peer;
+use crate::workload::{Data, HOUR, T0};
+
+/// A provider under test.
+pub type Ours = Arc<dyn AddressableDirectoryProvider>;
+
+/// How many times each repeatable phase runs per side.
+pub const REPS: usize = 3;
+
+/// Runs both sides [`REPS`] times, alternating which goes first; the best of each.
+pub async fn alternate(ours: impl AsyncFn() -> f64, peer: impl Fn() -> f64) -> (f64, f64) {
+    let (mut best_ours, mut best_peer) = (0f64, 0f64);
+    for rep in 0..REPS {
+        if rep % 2 == 0 {
+            best_ours = best_ours.max(ours().await);
+            best_peer = best_peer.max(peer());
+        } else {
+            best_peer = best_peer.max(peer());
+            best_ours = best_ours.max(ours().await);
+        }
+    }
+    (best_ours, best_peer)
+}
+
+/// Bulk load in batches of 1,000; leases/s.
+pub async fn ours_bulk_load(ours: &Ours, data: &Data) -> f64 {
+    let start = Instant::now();
+    for chunk in data.leases.chunks(1_000) {
+        ours.store_leases(chunk).await.unwrap();
+    }
+    data.leases.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Bulk load in durable transactions of 1,000; leases/s.
+pub fn peer_bulk_load(peer: &dyn Peer, data: &Data) -> f64 {
+    let start = Instant::now();
+    for chunk in data.leases.chunks(1_000) {
+        peer.upsert(chunk, true);
+    }
+    data.leases.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The lease renewal `k` of task `t` renews.
+fn renewed(data: &Data, t: usize, k: usize, per: usize) -> usize {
+    (t * per + k) * 7 % data.leases.len()
+}
+
+/// 1,000 durable renewals (get, then renew with its revision) from `tasks` tasks; ops/s.
+pub async fn ours_renew(ours: &Ours, data: &Arc<Data>, tasks: usize) -> f64 {
+    let per = 1_000 / tasks;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (ours, data) = (ours.clone(), data.clone());
+            tokio::spawn(async move {
+                for k in 0..per {
+                    let r = &data.leases[renewed(&data, t, k, per)].reference;
+                    let cur = ours.get_lease(r).await.unwrap().unwrap();
+                    let e = Timestamp(T0.0 + 2 * HOUR + k as u64);
+                    ours.renew_lease(r, &cur.node_id, cur.revision, e, e)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    (per * tasks) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The peer's 1,000 durable renewals (get, then upsert) from `tasks` threads; ops/s.
+pub fn peer_renew(peer: &Arc<dyn Peer>, data: &Arc<Data>, tasks: usize) -> f64 {
+    let per = 1_000 / tasks;
+    let start = Instant::now();
+    let threads: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (peer, data) = (peer.clone(), data.clone());
+            std::thread::spawn(move || {
+                for k in 0..per {
+                    let r = &data.leases[renewed(&data, t, k, per)].reference;
+                    let mut cur = peer.get(r).unwrap();
+                    cur.expires_at = Timestamp(T0.0 + 2 * HOUR + k as u64);
+                    cur.renew_at = cur.expires_at;
+                    peer.upsert(std::slice::from_ref(&cur), true);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    (per * tasks) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Uniform random gets from `tasks` tasks, 1,000,000 in all; gets/s.
+pub async fn ours_get(ours: &Ours, data: &Arc<Data>, tasks: usize) -> f64 {
+    let gets = 1_000_000 / tasks;
+    let start = Instant::now();
+    let hs: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (ours, data) = (ours.clone(), data.clone());
+            tokio::spawn(async move {
+                let mut rng = 77 + t as u64;
+                for _ in 0..gets {
+                    let i = data.uniform(&mut rng);
+                    ours.get_lease(&data.leases[i].reference).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.await.unwrap();
+    }
+    (gets * tasks) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The peer's uniform random gets from `tasks` threads; gets/s.
+pub fn peer_get(peer: &Arc<dyn Peer>, data: &Arc<Data>, tasks: usize) -> f64 {
+    let gets = 1_000_000 / tasks;
+    let start = Instant::now();
+    let ts: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (peer, data) = (peer.clone(), data.clone());
+            std::thread::spawn(move || {
+                let mut rng = 77 + t as u64;
+                for _ in 0..gets {
+                    let i = data.uniform(&mut rng);
+                    peer.get(&data.leases[i].reference);
+                }
+            })
+        })
+        .collect();
+    for t in ts {
+        t.join().unwrap();
+    }
+    (gets * tasks) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Zipf(0.99) 90% get / 10% renew from 2 tasks, `ops` in all; ops/s. Cleaned-up leases are
+/// skipped. Run it on a provider opened with interval sync.
+pub async fn ours_mixed(ours: &Ours, data: &Arc<Data>, ops: usize) -> f64 {
+    let start = Instant::now();
+    let hs: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (ours, data) = (ours.clone(), data.clone());
+            tokio::spawn(async move {
+                let mut rng = 99 + t;
+                for k in 0..ops / 2 {
+                    let l = &data.leases[data.zipf(&mut rng)];
+                    let Some(cur) = ours.get_lease(&l.reference).await.unwrap() else {
+                        continue;
+                    };
+                    if k % 10 == 0 {
+                        let e = Timestamp(T0.0 + 3 * HOUR + k as u64);
+                        ours.renew_lease(&l.reference, &cur.node_id, cur.revision, e, e)
+                            .await
+                            .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.await.unwrap();
+    }
+    ops as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The peer's mixed phase with unsynced writes; ops/s.
+pub fn peer_mixed(peer: &Arc<dyn Peer>, data: &Arc<Data>, ops: usize) -> f64 {
+    let start = Instant::now();
+    let ts: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (peer, data) = (peer.clone(), data.clone());
+            std::thread::spawn(move || {
+                let mut rng = 99 + t;
+                for k in 0..ops / 2 {
+                    let l = &data.leases[data.zipf(&mut rng)];
+                    let Some(mut cur) = peer.get(&l.reference) else {
+                        continue;
+                    };
+                    if k % 10 == 0 {
+                        cur.expires_at = Timestamp(T0.0 + 3 * HOUR + k as u64);
+                        cur.renew_at = cur.expires_at;
+                        peer.upsert(std::slice::from_ref(&cur), false);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in ts {
+        t.join().unwrap();
+    }
+    ops as f64 / start.elapsed().as_secs_f64()
+}
