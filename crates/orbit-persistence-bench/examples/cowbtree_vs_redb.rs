@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use orbit_persistence_bench::peer::{Peer, RedbPeer};
 use orbit_persistence_bench::phases::{self, Ours, alternate};
 use orbit_persistence_bench::report::{Row, print_table};
-use orbit_persistence_bench::workload::{Data, EXPIRED_AT, HOUR, T0, dir_bytes, next};
+use orbit_persistence_bench::workload::{Data, EXPIRED_AT, HOUR, T0, dir_bytes};
 use orbit_persistence_core::{
     AddressableLease, AddressableReference, Clock, CowBTreeConfig, Key, ManualClock, NodeId,
     SyncMode, Timestamp,
@@ -184,40 +184,13 @@ async fn main() {
     }
 
     eprintln!("list_node");
-    let mut rng = 5u64;
-    let picks: Vec<NodeId> = (0..100)
-        .map(|_| data.nodes[(next(&mut rng) % 1_000) as usize].clone())
-        .collect();
-    let mut listed = 0;
-    for node in &picks {
-        let ours_n = ours.list_node_leases(node).await.unwrap().len();
-        assert_eq!(ours_n, peer.list(node).len(), "stores disagree on {node:?}");
-        listed += ours_n;
-    }
-    // `alternate` keeps each side's best rate: calls/s, shown as ms per call.
-    let (o, p) = alternate(
-        async || {
-            let start = Instant::now();
-            for node in &picks {
-                ours.list_node_leases(node).await.unwrap();
-            }
-            100.0 / start.elapsed().as_secs_f64()
-        },
-        || {
-            let start = Instant::now();
-            for node in &picks {
-                peer.list(node);
-            }
-            100.0 / start.elapsed().as_secs_f64()
-        },
-    )
-    .await;
+    let (o, p, per_call) = phases::list_node(&ours, &peer, &data).await;
     rows.push(row(
-        format!("list_node (~{} leases)", listed / 100),
+        format!("list_node (~{per_call} leases)"),
         "ms/call",
         false,
-        1e3 / o,
-        1e3 / p,
+        o,
+        p,
     ));
 
     let space_load = (

@@ -204,3 +204,40 @@ pub fn peer_mixed(peer: &Arc<dyn Peer>, data: &Arc<Data>, ops: usize) -> f64 {
     }
     ops as f64 / start.elapsed().as_secs_f64()
 }
+
+/// The list_node phase: `list_node_leases` of 100 random nodes on both sides, checked to agree
+/// first, then timed with [`alternate`]. Returns (ms per call ours, ms per call peer, leases
+/// per call).
+pub async fn list_node(ours: &Ours, peer: &Arc<dyn Peer>, data: &Data) -> (f64, f64, usize) {
+    let mut rng = 5u64;
+    let picks: Vec<_> = (0..100)
+        .map(|_| {
+            data.nodes[(crate::workload::next(&mut rng) % data.nodes.len() as u64) as usize].clone()
+        })
+        .collect();
+    let mut listed = 0;
+    for node in &picks {
+        let n = ours.list_node_leases(node).await.unwrap().len();
+        assert_eq!(n, peer.list(node).len(), "the stores disagree on {node:?}");
+        listed += n;
+    }
+    // `alternate` keeps each side's best rate (calls/s); shown as ms per call.
+    let (o, p) = alternate(
+        async || {
+            let start = Instant::now();
+            for node in &picks {
+                ours.list_node_leases(node).await.unwrap();
+            }
+            picks.len() as f64 / start.elapsed().as_secs_f64()
+        },
+        || {
+            let start = Instant::now();
+            for node in &picks {
+                peer.list(node);
+            }
+            picks.len() as f64 / start.elapsed().as_secs_f64()
+        },
+    )
+    .await;
+    (1e3 / o, 1e3 / p, listed / picks.len())
+}

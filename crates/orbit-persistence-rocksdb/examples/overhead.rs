@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use orbit_persistence_bench::peer::Peer;
 use orbit_persistence_bench::phases::{self, alternate};
-use orbit_persistence_bench::workload::{Data, HOUR, T0, dir_bytes, next};
+use orbit_persistence_bench::workload::{Data, HOUR, T0, dir_bytes};
 use orbit_persistence_core::encoding::{
     decode_lease, decode_reference, encode_lease, encode_reference, expiry_index_key,
     expiry_index_upper_bound, node_index_key, node_index_prefix,
@@ -264,42 +264,11 @@ async fn main() {
 
     // 5. list_node: 100 random nodes (rates in calls/s, shown as ms per call).
     eprintln!("list_node");
-    let mut rng = 5u64;
-    let picks: Vec<_> = (0..100)
-        .map(|_| data.nodes[(next(&mut rng) % 1_000) as usize].clone())
-        .collect();
-    let listed: usize = {
-        let mut n = 0;
-        for node in &picks {
-            n += ours.list_node_leases(node).await.unwrap().len();
-        }
-        n
-    };
-    assert_eq!(
-        listed,
-        picks.iter().map(|n| raw.list(n).len()).sum::<usize>()
-    );
-    let (o, r) = alternate(
-        async || {
-            let start = Instant::now();
-            for node in &picks {
-                ours.list_node_leases(node).await.unwrap();
-            }
-            100.0 / start.elapsed().as_secs_f64()
-        },
-        || {
-            let start = Instant::now();
-            for node in &picks {
-                raw.list(node);
-            }
-            100.0 / start.elapsed().as_secs_f64()
-        },
-    )
-    .await;
+    let (o, r, per_call) = phases::list_node(&ours_dyn, &raw_dyn, &data).await;
     rows.push(Row {
-        phase: format!("list_node ms/call (~{} leases)", listed / 100),
-        ours: 1e3 / o,
-        raw: 1e3 / r,
+        phase: format!("list_node ms/call (~{per_call} leases)"),
+        ours: o,
+        raw: r,
         unit: "ms",
         higher_is_better: false,
     });
