@@ -333,6 +333,7 @@ async fn main() {
         after.1 as f64 / before.1 as f64,
     ));
 
+    let (append, overwrite) = phases::floor(root.path());
     println!("N = {n}, logical bytes = {logical:.0}");
     print_table(&["cowbtree", "redb"], &rows);
     println!(
@@ -342,6 +343,9 @@ async fn main() {
     println!(
         "| reopen after kill -9 with {:.1} MiB of WAL (ms) | {full_wal_ms:.0} | | |",
         wal_bytes as f64 / (1 << 20) as f64
+    );
+    println!(
+        "| floor: append 192 B + fdatasync (/s) | {append:.0} | | |\n| floor: 4 KiB overwrite + fdatasync (/s) | {overwrite:.0} | | |"
     );
     println!("(ratios: >= 1 means cowbtree is better; ms and space rows are lower-is-better)");
 }

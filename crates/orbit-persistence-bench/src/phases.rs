@@ -241,3 +241,34 @@ pub async fn list_node(ours: &Ours, peer: &Arc<dyn Peer>, data: &Data) -> (f64, 
     .await;
     (1e3 / o, 1e3 / p, listed / picks.len())
 }
+
+/// The physical limit of one durable write on the disk under `dir` (BENCHMARK.md phase 9):
+/// 1,000 x (append 192 bytes + `fdatasync`) and 1,000 x (4 KiB write at a preallocated
+/// offset + `fdatasync`). Returns both rates, per second.
+pub fn floor(dir: &std::path::Path) -> (f64, f64) {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("floor.tmp");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let record = [0x5au8; 192];
+    let start = Instant::now();
+    for _ in 0..1_000 {
+        f.write_all(&record).unwrap();
+        f.sync_data().unwrap();
+    }
+    let append = 1_000.0 / start.elapsed().as_secs_f64();
+    let page = [0xa5u8; 4096];
+    for i in 0..1_000u64 {
+        f.write_all_at(&page, i * 4096).unwrap();
+    }
+    f.sync_all().unwrap();
+    let start = Instant::now();
+    for i in 0..1_000u64 {
+        f.write_all_at(&page, i * 4096).unwrap();
+        f.sync_data().unwrap();
+    }
+    let overwrite = 1_000.0 / start.elapsed().as_secs_f64();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    (append, overwrite)
+}
