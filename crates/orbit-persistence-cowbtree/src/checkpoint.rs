@@ -20,11 +20,16 @@
 //! Its own pages come from the free pages. The previous free-list pages are free in memory as
 //! soon as the new meta page is durable: readers never read them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use std::path::PathBuf;
 
 use orbit_persistence_core::OrbitResult;
+use orbit_persistence_core::fs::FileSystem;
 
 use crate::btree::{Child, Node};
+use crate::meta::Meta;
 use crate::page::{self, Layout, PageBuilder, PageId};
 use crate::pagefile::{PageStore, PageWriter};
 
@@ -53,6 +58,8 @@ pub struct NodeWriter<'a> {
     alloc: &'a mut Allocator,
     out: PageWriter<'a>,
     buf: Vec<u8>,
+    /// For each node written (by the address of its `Arc`): its page, then its overflow pages.
+    pub written: HashMap<usize, Vec<PageId>>,
 }
 
 impl<'a> NodeWriter<'a> {
@@ -63,6 +70,7 @@ impl<'a> NodeWriter<'a> {
             alloc,
             out: PageWriter::new(store),
             buf: vec![0; store.layout().page_size],
+            written: HashMap::new(),
         }
     }
 
@@ -81,13 +89,15 @@ impl<'a> NodeWriter<'a> {
             Child::Mem(node) => node,
         };
         let layout = self.layout;
-        match &**node {
+        // This node's page goes first; `spill` appends overflow pages.
+        let mut pages = vec![0];
+        let id = match &**node {
             Node::Leaf(leaf) => {
                 let mut cells = Vec::with_capacity(leaf.len());
                 for i in 0..leaf.len() {
                     let payload = leaf.payload(i);
                     let klen = leaf.key(i).len();
-                    let spill = self.spill(payload)?;
+                    let spill = self.spill(payload, &mut pages)?;
                     cells.push((klen, payload.len() - klen, spill));
                 }
                 let id = self.alloc.alloc();
@@ -100,7 +110,7 @@ impl<'a> NodeWriter<'a> {
                 }
                 b.finish(id);
                 self.out.write(id, &self.buf)?;
-                Ok(id)
+                id
             }
             Node::Branch(branch) => {
                 let mut children = Vec::with_capacity(branch.children.len());
@@ -109,7 +119,7 @@ impl<'a> NodeWriter<'a> {
                 }
                 let mut spills = Vec::with_capacity(branch.keys.len());
                 for k in &branch.keys {
-                    spills.push(self.spill(k)?);
+                    spills.push(self.spill(k, &mut pages)?);
                 }
                 let id = self.alloc.alloc();
                 self.buf.fill(0);
@@ -121,13 +131,16 @@ impl<'a> NodeWriter<'a> {
                 }
                 b.finish(id);
                 self.out.write(id, &self.buf)?;
-                Ok(id)
+                id
             }
-        }
+        };
+        pages[0] = id;
+        self.written.insert(Arc::as_ptr(node) as usize, pages);
+        Ok(id)
     }
 
     /// Writes the part of `payload` that does not stay inline to an overflow chain.
-    fn spill(&mut self, payload: &[u8]) -> OrbitResult<Option<PageId>> {
+    fn spill(&mut self, payload: &[u8], pages: &mut Vec<PageId>) -> OrbitResult<Option<PageId>> {
         if payload.len() <= self.layout.max_inline {
             return Ok(None);
         }
@@ -142,6 +155,7 @@ impl<'a> NodeWriter<'a> {
             page::write_overflow(&mut self.buf, ids[i], next, chunk);
             self.out.write(ids[i], &self.buf)?;
         }
+        pages.extend(&ids);
         Ok(ids.first().copied())
     }
 
@@ -226,4 +240,122 @@ pub fn read_freelist(
         ));
     }
     Ok((free, own))
+}
+
+/// Everything a checkpoint needs, handed by the writer to the checkpoint thread.
+pub struct Job {
+    /// Where WAL segments live.
+    pub fs: Arc<dyn FileSystem>,
+    /// The data directory.
+    pub dir: PathBuf,
+    /// Pages of the durable tree, and the file to write.
+    pub store: Arc<PageStore>,
+    /// Free pages (the writer gets it back with [`Done`]).
+    pub alloc: Allocator,
+    /// The tree to write, as of the moment the WAL was rotated.
+    pub snapshot: Child,
+    /// Pages free at the next open besides the allocator's: those waiting for readers, those
+    /// the snapshot no longer uses, and the current free list's own pages.
+    pub also_free: Vec<PageId>,
+    /// The current free list's own pages: free in memory once the new meta page is durable.
+    pub old_freelist: Vec<PageId>,
+    /// The new meta page, but for the tree, page count and free-list fields.
+    pub meta: Meta,
+    /// WAL segments the new meta page makes unnecessary.
+    pub old_segments: std::ops::Range<u64>,
+}
+
+/// What a finished checkpoint hands back to the writer.
+pub struct Done {
+    /// The allocator, free pages updated.
+    pub alloc: Allocator,
+    /// The meta page now durable.
+    pub meta: Meta,
+    /// The tree written; kept alive until the writer adopted its nodes (their addresses key
+    /// `written`).
+    pub snapshot: Child,
+    /// Page(s) of each node written, by node address.
+    pub written: HashMap<usize, Vec<PageId>>,
+    /// The new free list's own pages.
+    pub freelist_pages: Vec<PageId>,
+    /// Pages written.
+    pub pages_written: u64,
+}
+
+impl Job {
+    /// Writes the snapshot's nodes and the free list, syncs, writes and syncs the meta page,
+    /// then deletes the WAL segments it covers. See the module docs for why each step is safe
+    /// at any crash point.
+    pub fn run(mut self) -> OrbitResult<Done> {
+        let mut out = NodeWriter::new(&self.store, &mut self.alloc);
+        let root = out.write_tree(&self.snapshot)?;
+        let (freelist_head, freelist_pages, free_count) = out.write_freelist(self.also_free)?;
+        let written = std::mem::take(&mut out.written);
+        let pages_written = out.finish()?;
+        let file = self.store.file();
+        file.sync_data()?;
+        let meta = Meta {
+            root,
+            page_count: self.alloc.page_count,
+            freelist_head,
+            free_count,
+            ..self.meta
+        };
+        file.write_at(
+            &meta.encode(),
+            meta.slot() * self.store.layout().page_size as u64,
+        )?;
+        file.sync_data()?;
+        for old in self.old_segments {
+            let path = crate::wal::segment_path(&self.dir, old);
+            if let Err(e) = self.fs.remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not delete a checkpointed WAL segment; the next open deletes it");
+            }
+        }
+        self.alloc.free.extend(self.old_freelist);
+        Ok(Done {
+            alloc: self.alloc,
+            meta,
+            snapshot: self.snapshot,
+            written,
+            freelist_pages,
+            pages_written,
+        })
+    }
+}
+
+/// Replaces, in the writer's tree, every node the checkpoint wrote and the writer has not
+/// changed since with its page, removing it from `written`: what is left there was written but
+/// replaced since, and is retired.
+pub fn adopt(child: &mut Child, written: &mut HashMap<usize, Vec<PageId>>) {
+    let Child::Mem(node) = child else {
+        return;
+    };
+    if let Some(pages) = written.remove(&(Arc::as_ptr(node) as usize)) {
+        // Its whole subtree is on those pages now: none of it is "replaced".
+        forget_subtree(node, written);
+        *child = Child::Page(pages[0]);
+        return;
+    }
+    // Changed or created since the snapshot: its subtree may hold written nodes. Copy it only
+    // if it has a child in memory (a reader may share it).
+    let descend =
+        matches!(&**node, Node::Branch(b) if b.children.iter().any(|c| matches!(c, Child::Mem(_))));
+    if descend && let Node::Branch(b) = Arc::make_mut(node) {
+        for c in &mut b.children {
+            adopt(c, written);
+        }
+    }
+}
+
+/// Removes the nodes below `node` (adopted with it) from `written`.
+fn forget_subtree(node: &Node, written: &mut HashMap<usize, Vec<PageId>>) {
+    if let Node::Branch(b) = node {
+        for c in &b.children {
+            if let Child::Mem(n) = c {
+                written.remove(&(Arc::as_ptr(n) as usize));
+                forget_subtree(n, written);
+            }
+        }
+    }
 }

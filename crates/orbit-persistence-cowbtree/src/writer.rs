@@ -17,7 +17,7 @@ use orbit_persistence_core::log::{HEADER_LEN, LogBatch, LogWriter};
 use orbit_persistence_core::{AddressableLease, OrbitError, OrbitResult};
 
 use crate::btree::{self, Child, WriteCtx};
-use crate::checkpoint::{self, Allocator, NodeWriter};
+use crate::checkpoint::{self, Allocator, Done, Job};
 use crate::meta::{self, META_LEN, Meta};
 use crate::page::{Layout, PageId};
 use crate::pagefile::PageStore;
@@ -109,6 +109,7 @@ pub struct Writer {
     revision: u64,
     loaded: u64,
     last_checkpoint: Instant,
+    in_flight: Option<InFlight>,
     shared: Arc<Shared>,
 }
 
@@ -257,6 +258,7 @@ impl Writer {
             revision: meta.last_revision,
             loaded: 0,
             last_checkpoint: Instant::now(),
+            in_flight: None,
             shared: Arc::clone(&shared),
         };
         for (path, record) in replayed.records {
@@ -372,13 +374,14 @@ impl Writer {
         let stats = &self.shared.stats;
         stats.wal_bytes.store(self.wal.len(), Ordering::Relaxed);
         stats.loaded_pages.store(self.loaded, Ordering::Relaxed);
-        stats
-            .page_count
-            .store(self.alloc.page_count, Ordering::Relaxed);
-        stats.free_pages.store(
-            (self.alloc.free.len() + self.in_guards.len() + self.retired.len()) as u64,
-            Ordering::Relaxed,
-        );
+        if self.in_flight.is_none() {
+            // Otherwise the checkpoint thread holds the allocator.
+            stats
+                .page_count
+                .store(self.alloc.page_count, Ordering::Relaxed);
+            let free = self.alloc.free.len() + self.in_guards.len() + self.retired.len();
+            stats.free_pages.store(free as u64, Ordering::Relaxed);
+        }
     }
 
     fn checkpoint_due(&self) -> bool {
@@ -388,70 +391,80 @@ impl Writer {
             || (logged && self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval)
     }
 
-    /// Writes the working tree, syncs, starts a new WAL segment, switches the meta page, drops
-    /// the old segments and publishes the checkpointed tree. See [`crate::checkpoint`].
-    pub fn checkpoint(&mut self) -> OrbitResult<()> {
-        let started = Instant::now();
+    /// Starts a checkpoint of the working tree on its own thread: rotates the WAL (the
+    /// checkpoint covers every segment before the new one) and hands the tree, the allocator
+    /// and the free-list inputs over. See [`crate::checkpoint`].
+    fn start_checkpoint(&mut self) -> OrbitResult<()> {
         for page in
             std::mem::take(&mut *self.released.lock().unwrap_or_else(PoisonError::into_inner))
         {
             self.in_guards.remove(&page);
             self.alloc.free.insert(page);
         }
-        let mut out = NodeWriter::new(&self.store, &mut self.alloc);
-        let root = out.write_tree(&self.root)?;
-        let free_at_next_open = self
-            .in_guards
-            .iter()
-            .chain(&self.retired)
-            .chain(&self.freelist_pages)
-            .copied();
-        let (freelist_head, freelist_pages, free_count) = out.write_freelist(free_at_next_open)?;
-        let written = out.finish()?;
-        let file = Arc::clone(self.store.file());
-        file.sync_data()?;
-
         let seq = self.wal_seq + 1;
         let wal = LogWriter::create(&*self.fs, &wal::segment_path(&self.dir, seq))?;
-        let meta = Meta {
-            page_size: self.meta.page_size,
-            generation: self.meta.generation + 1,
-            root,
-            page_count: self.alloc.page_count,
-            freelist_head,
-            free_count,
-            last_revision: self.revision,
-            lease_count: self.lease_count,
-            wal_start: seq,
+        let retired = std::mem::take(&mut self.retired);
+        let also_free = self
+            .in_guards
+            .iter()
+            .chain(&retired)
+            .chain(&self.freelist_pages)
+            .copied()
+            .collect();
+        let job = Job {
+            fs: Arc::clone(&self.fs),
+            dir: self.dir.clone(),
+            store: Arc::clone(&self.store),
+            alloc: std::mem::take(&mut self.alloc),
+            snapshot: self.root.clone(),
+            also_free,
+            old_freelist: self.freelist_pages.clone(),
+            meta: Meta {
+                generation: self.meta.generation + 1,
+                last_revision: self.revision,
+                lease_count: self.lease_count,
+                wal_start: seq,
+                ..self.meta
+            },
+            old_segments: self.meta.wal_start..seq,
         };
-        file.write_at(&meta.encode(), meta.slot() * self.settings.page_size as u64)?;
-        file.sync_data()?;
-
-        // Durable: the old segments, free list and retired pages are no longer needed.
-        for old in self.meta.wal_start..seq {
-            let path = wal::segment_path(&self.dir, old);
-            if let Err(e) = self.fs.remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not delete a checkpointed WAL segment; the next open deletes it");
-            }
-        }
+        let handle = std::thread::Builder::new()
+            .name("cowbtree-checkpoint".into())
+            .spawn(move || {
+                let started = Instant::now();
+                job.run().map(|done| (done, started.elapsed()))
+            })
+            .map_err(|e| OrbitError::io("spawn checkpoint thread", &self.dir, e))?;
         self.wal = wal;
         self.wal_seq = seq;
-        self.meta = meta;
-        self.alloc
-            .free
-            .extend(std::mem::replace(&mut self.freelist_pages, freelist_pages));
-        let retired = std::mem::take(&mut self.retired);
-        self.in_guards.extend(&retired);
-        self.guard = self.guard.hand_over(retired);
-        self.root = if root == 0 {
-            Child::empty(&self.store.layout())
-        } else {
-            Child::Page(root)
-        };
         self.loaded = 0;
         self.last_checkpoint = Instant::now();
+        self.in_flight = Some(InFlight { handle, retired });
+        Ok(())
+    }
+
+    /// Waits for the checkpoint in flight, if any, and takes its result in: its pages replace
+    /// the nodes it wrote, the pages it made unnecessary go to the readers' guard.
+    fn finish_checkpoint(&mut self) -> OrbitResult<()> {
+        let Some(InFlight { handle, retired }) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (done, took) = handle
+            .join()
+            .map_err(|_| crate::internal("the checkpoint thread panicked"))??;
+        self.alloc = done.alloc;
+        self.meta = done.meta;
+        self.freelist_pages = done.freelist_pages;
+        self.in_guards.extend(&retired);
+        self.guard = self.guard.hand_over(retired);
+        let mut written = done.written;
+        checkpoint::adopt(&mut self.root, &mut written);
+        // Written, but replaced since the snapshot: part of the durable tree only.
+        self.retired.extend(written.into_values().flatten());
+        drop(done.snapshot);
         if self.store.mapped_pages() > 0 && self.alloc.page_count > self.store.mapped_pages() {
             // Map the grown file; older versions keep the old mapping.
+            let file = Arc::clone(self.store.file());
             let pages = file.len()? / self.settings.page_size as u64;
             self.store = Arc::new(PageStore::new(
                 self.store.path(),
@@ -463,18 +476,44 @@ impl Writer {
         self.publish_version();
         let stats = &self.shared.stats;
         stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-        stats.pages_written.fetch_add(written, Ordering::Relaxed);
+        stats
+            .pages_written
+            .fetch_add(done.pages_written, Ordering::Relaxed);
         stats
             .checkpoint_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         tracing::debug!(
-            generation = meta.generation,
-            pages = written,
-            micros = started.elapsed().as_micros() as u64,
+            generation = self.meta.generation,
+            pages = done.pages_written,
+            micros = took.as_micros() as u64,
             "checkpoint"
         );
         Ok(())
     }
+
+    /// Checkpoints now and waits for it (after any in flight): used at close and in tests.
+    pub fn checkpoint(&mut self) -> OrbitResult<()> {
+        self.finish_checkpoint()?;
+        self.start_checkpoint()?;
+        self.finish_checkpoint()
+    }
+}
+
+impl Drop for Writer {
+    /// A checkpoint in flight finishes before the writer is gone, so no thread of this store
+    /// writes its files after it is closed (or poisoned) and the directory is unlocked.
+    fn drop(&mut self) {
+        if let Some(f) = self.in_flight.take() {
+            let _ = f.handle.join();
+        }
+    }
+}
+
+/// A checkpoint running on its own thread.
+struct InFlight {
+    handle: std::thread::JoinHandle<OrbitResult<(Done, Duration)>>,
+    /// Pages the snapshot no longer uses: to the readers' guard once the checkpoint is durable.
+    retired: Vec<PageId>,
 }
 
 impl CommitHandler for Writer {
@@ -513,13 +552,24 @@ impl CommitHandler for Writer {
     }
 
     fn after_batch(&mut self) -> OrbitResult<()> {
-        if self.checkpoint_due() {
-            self.checkpoint()?;
+        let finished = self.in_flight.as_ref().map(|f| f.handle.is_finished());
+        match finished {
+            Some(true) => self.finish_checkpoint()?,
+            // The WAL (and so recovery) grows past twice its limit only if checkpoints cannot
+            // keep up: then writers wait for this one.
+            Some(false) if self.wal.len() >= 2 * self.settings.wal_size_limit => {
+                self.finish_checkpoint()?
+            }
+            _ => {}
+        }
+        if self.in_flight.is_none() && self.checkpoint_due() {
+            self.start_checkpoint()?;
         }
         Ok(())
     }
 
     fn close(&mut self) -> OrbitResult<()> {
+        self.finish_checkpoint()?;
         if self.wal.len() > HEADER_LEN {
             self.checkpoint()?;
         }
