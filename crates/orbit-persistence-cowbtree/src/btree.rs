@@ -70,6 +70,8 @@ pub struct Leaf {
     slots: Vec<Slot>,
     garbage: usize,
     size: usize,
+    /// Where the last new key went (`usize::MAX`: none yet), to spot ascending runs.
+    last_insert: usize,
 }
 
 impl Leaf {
@@ -80,6 +82,7 @@ impl Leaf {
             slots: Vec::new(),
             garbage: 0,
             size: layout.leaf_base(),
+            last_insert: usize::MAX,
         }
     }
 
@@ -90,6 +93,7 @@ impl Leaf {
             slots: Vec::with_capacity(entries + 1),
             garbage: 0,
             size: layout.leaf_base(),
+            last_insert: usize::MAX,
         }
     }
 
@@ -186,6 +190,7 @@ impl Leaf {
                 slots: Vec::with_capacity(self.slots.len()),
                 garbage: 0,
                 size: self.size,
+                last_insert: self.last_insert,
             };
             for i in 0..self.slots.len() {
                 let s = self.slots[i];
@@ -197,32 +202,43 @@ impl Leaf {
         }
     }
 
-    /// Splits off the upper part; returns its first key (the separator) and the part. An insert
-    /// at the end (`appended`) keeps this leaf full, so ascending inserts fill pages.
-    fn split(&mut self, layout: &Layout, appended: bool) -> (Arc<[u8]>, Leaf) {
+    /// Splits off the upper part; returns its first key (the separator) and the part.
+    ///
+    /// After an ascending run of inserts ending at `pos` (the leaf's last insert followed the one
+    /// before it), the split keeps everything up to `pos` here, so this leaf stays full: an
+    /// insert at the very end moves only the new key out, one in the middle (a run of keys
+    /// arriving in order inside the tree, as one addressable type's) keeps the run here and the
+    /// keys after it go right. Otherwise it splits in the middle by bytes.
+    fn split(&mut self, layout: &Layout, run_end: Option<usize>) -> (Arc<[u8]>, Leaf) {
         let n = self.len();
-        let at = if appended {
-            n - 1
-        } else {
-            let half = (self.size - layout.leaf_base()) / 2;
-            let mut acc = 0;
-            let mut at = n / 2;
-            for i in 0..n {
-                let s = self.slots[i];
-                acc += layout.leaf_cell_size(s.klen as usize, s.vlen as usize);
-                if acc > half {
-                    at = i;
-                    break;
+        let cell = |s: &Slot| layout.leaf_cell_size(s.klen as usize, s.vlen as usize);
+        let by_run = run_end
+            .map(|pos| if pos + 1 >= n { n - 1 } else { pos + 1 })
+            .filter(|&at| {
+                layout.leaf_base() + self.slots[..at].iter().map(cell).sum::<usize>()
+                    <= layout.page_size
+            });
+        let at = by_run
+            .unwrap_or_else(|| {
+                let half = (self.size - layout.leaf_base()) / 2;
+                let mut acc = 0;
+                for (i, s) in self.slots.iter().enumerate() {
+                    acc += cell(s);
+                    if acc > half {
+                        return i;
+                    }
                 }
-            }
-            at
-        }
-        .clamp(1, n - 1);
+                n / 2
+            })
+            .clamp(1, n - 1);
         let mut left = Leaf::new(layout);
         let mut right = Leaf::new(layout);
         for i in 0..n {
             let part = if i < at { &mut left } else { &mut right };
             part.push(layout, self.key(i), self.value(i));
+        }
+        if by_run.is_some() {
+            left.last_insert = self.last_insert;
         }
         *self = left;
         (Arc::from(right.key(0)), right)
@@ -624,15 +640,18 @@ fn insert_into(
 ) -> OrbitResult<(Option<Vec<u8>>, Split)> {
     match node {
         Node::Leaf(leaf) => {
-            let (old, appended) = match leaf.search(key) {
-                Ok(i) => (Some(leaf.replace_at(layout, i, value)), false),
+            let (old, run_end) = match leaf.search(key) {
+                Ok(i) => (Some(leaf.replace_at(layout, i, value)), None),
                 Err(i) => {
+                    let ascending =
+                        leaf.last_insert.wrapping_add(1) == i || i + 1 == leaf.len() + 1;
                     leaf.insert_at(layout, i, key, value);
-                    (None, i + 1 == leaf.len())
+                    leaf.last_insert = i;
+                    (None, ascending.then_some(i))
                 }
             };
             let split = if leaf.size > layout.page_size && leaf.len() > 1 {
-                let (sep, right) = leaf.split(layout, appended);
+                let (sep, right) = leaf.split(layout, run_end);
                 Some((sep, Node::Leaf(right)))
             } else {
                 None
@@ -790,7 +809,7 @@ mod tests {
             leaf.push(&layout, format!("key{i:04}").as_bytes(), &[7u8; 20]);
         }
         let before = leaf.size;
-        let (sep, right) = leaf.split(&layout, false);
+        let (sep, right) = leaf.split(&layout, None);
         assert_eq!(&*sep, right.key(0));
         assert!(leaf.key(leaf.len() - 1) < right.key(0));
         assert_eq!(leaf.size + right.size - layout.leaf_base(), before);

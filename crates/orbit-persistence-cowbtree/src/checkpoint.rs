@@ -1,5 +1,7 @@
 //! Checkpoints: write the nodes changed since the last checkpoint to free pages, write the free
-//! list, sync, then switch the meta page.
+//! list, sync, then switch the meta page. A checkpoint runs on its own thread ([`Job`]) over a
+//! snapshot of the writer's tree, while the writer goes on committing; the writer then
+//! [`adopt`]s the pages written for the nodes it has not changed since.
 //!
 //! # Page lifecycle
 //!
@@ -43,6 +45,16 @@ pub struct Allocator {
 }
 
 impl Allocator {
+    /// Gives back the free pages at the end of the file (the file is cut to `page_count` once
+    /// a meta page saying so is durable); returns how many.
+    pub fn trim(&mut self) -> u64 {
+        let before = self.page_count;
+        while self.page_count > 2 && self.free.remove(&(self.page_count - 1)) {
+            self.page_count -= 1;
+        }
+        before - self.page_count
+    }
+
     /// A free page, or a new one at the end of the file.
     pub fn alloc(&mut self) -> PageId {
         self.free.pop_first().unwrap_or_else(|| {
@@ -301,11 +313,15 @@ impl Job {
             free_count,
             ..self.meta
         };
-        file.write_at(
-            &meta.encode(),
-            meta.slot() * self.store.layout().page_size as u64,
-        )?;
+        let page_size = self.store.layout().page_size as u64;
+        file.write_at(&meta.encode(), meta.slot() * page_size)?;
         file.sync_data()?;
+        // Free pages at the end were trimmed off the allocator: no tree, free list or reader
+        // uses them, and the durable meta page no longer counts them. A crash before the cut
+        // only leaves the file longer than needed.
+        if file.len()? > meta.page_count * page_size {
+            file.set_len(meta.page_count * page_size)?;
+        }
         for old in self.old_segments {
             let path = crate::wal::segment_path(&self.dir, old);
             if let Err(e) = self.fs.remove_file(&path) {

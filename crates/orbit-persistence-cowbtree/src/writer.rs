@@ -401,6 +401,7 @@ impl Writer {
             self.in_guards.remove(&page);
             self.alloc.free.insert(page);
         }
+        self.alloc.trim();
         let seq = self.wal_seq + 1;
         let wal = LogWriter::create(&*self.fs, &wal::segment_path(&self.dir, seq))?;
         let retired = std::mem::take(&mut self.retired);
