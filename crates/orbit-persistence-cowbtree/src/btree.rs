@@ -209,7 +209,7 @@ impl Leaf {
     /// insert at the very end moves only the new key out, one in the middle (a run of keys
     /// arriving in order inside the tree, as one addressable type's) keeps the run here and the
     /// keys after it go right. Otherwise it splits in the middle by bytes.
-    fn split(&mut self, layout: &Layout, run_end: Option<usize>) -> (Arc<[u8]>, Leaf) {
+    fn split(&mut self, layout: &Layout, run_end: Option<usize>) -> (Vec<u8>, Leaf) {
         let n = self.len();
         let cell = |s: &Slot| layout.leaf_cell_size(s.klen as usize, s.vlen as usize);
         let by_run = run_end
@@ -241,22 +241,115 @@ impl Leaf {
             left.last_insert = self.last_insert;
         }
         *self = left;
-        (Arc::from(right.key(0)), right)
+        (right.key(0).to_vec(), right)
     }
 }
 
-/// A branch in memory: `keys[i]` separates `children[i]` from `children[i + 1]`.
+/// The separator keys of a branch, back to back in one buffer: copying a branch (which the
+/// writer does for every branch on a changed path a reader still shares) is two `memcpy`s, and
+/// a binary search touches one allocation.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    data: Vec<u8>,
+    /// End of key `i` in `data`; key `i` starts where key `i - 1` ends.
+    ends: Vec<u32>,
+}
+
+impl Keys {
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn start(&self, i: usize) -> usize {
+        if i == 0 { 0 } else { self.ends[i - 1] as usize }
+    }
+
+    /// Key `i`.
+    pub fn get(&self, i: usize) -> &[u8] {
+        &self.data[self.start(i)..self.ends[i] as usize]
+    }
+
+    /// The keys in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Appends a key.
+    pub fn push(&mut self, key: &[u8]) {
+        self.data.extend_from_slice(key);
+        self.ends.push(self.data.len() as u32);
+    }
+
+    fn insert(&mut self, i: usize, key: &[u8]) {
+        let at = self.start(i);
+        self.data.splice(at..at, key.iter().copied());
+        self.ends.insert(i, (at + key.len()) as u32);
+        for end in &mut self.ends[i + 1..] {
+            *end += key.len() as u32;
+        }
+    }
+
+    fn remove(&mut self, i: usize) -> Vec<u8> {
+        let (from, to) = (self.start(i), self.ends[i] as usize);
+        let key: Vec<u8> = self.data.drain(from..to).collect();
+        self.ends.remove(i);
+        for end in &mut self.ends[i..] {
+            *end -= key.len() as u32;
+        }
+        key
+    }
+
+    fn split_off(&mut self, at: usize) -> Keys {
+        let cut = self.start(at);
+        let data = self.data.split_off(cut);
+        let ends = self
+            .ends
+            .split_off(at)
+            .into_iter()
+            .map(|e| e - cut as u32)
+            .collect();
+        Keys { data, ends }
+    }
+
+    fn append(&mut self, other: &Keys) {
+        for key in other.iter() {
+            self.push(key);
+        }
+    }
+
+    /// Index of the first key for which `pred` is false (keys are sorted).
+    fn partition_point(&self, mut pred: impl FnMut(&[u8]) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if pred(self.get(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
+/// A branch in memory: key `i` separates `children[i]` from `children[i + 1]`.
 #[derive(Debug, Clone)]
 pub struct Branch {
     /// Separators.
-    pub keys: Vec<Arc<[u8]>>,
+    pub keys: Keys,
     /// One more child than separators.
     pub children: Vec<Child>,
     size: usize,
 }
 
 impl Branch {
-    fn new(layout: &Layout, keys: Vec<Arc<[u8]>>, children: Vec<Child>) -> Branch {
+    fn new(layout: &Layout, keys: Keys, children: Vec<Child>) -> Branch {
         let size = layout.branch_base()
             + keys
                 .iter()
@@ -271,11 +364,11 @@ impl Branch {
 
     /// The child whose range holds `key`.
     fn child_index(&self, key: &[u8]) -> usize {
-        self.keys.partition_point(|k| &**k <= key)
+        self.keys.partition_point(|k| k <= key)
     }
 
     /// Splits off the upper part; returns the separator that moves up and the part.
-    fn split(&mut self, layout: &Layout) -> (Arc<[u8]>, Branch) {
+    fn split(&mut self, layout: &Layout) -> (Vec<u8>, Branch) {
         let n = self.keys.len();
         let half = (self.size - layout.branch_base()) / 2;
         let mut acc = 0;
@@ -289,7 +382,7 @@ impl Branch {
         }
         let mid = mid.clamp(1, n.saturating_sub(2).max(1));
         let right_keys = self.keys.split_off(mid + 1);
-        let sep = self.keys.pop().unwrap_or_else(|| Arc::from(&[][..]));
+        let sep = self.keys.remove(mid);
         let right_children = self.children.split_off(mid + 1);
         let right = Branch::new(layout, right_keys, right_children);
         *self = Branch::new(
@@ -475,7 +568,7 @@ fn scan_child(
             }
             Node::Branch(b) => {
                 for i in b.child_index(start)..b.children.len() {
-                    if i > 0 && &*b.keys[i - 1] >= end {
+                    if i > 0 && b.keys.get(i - 1) >= end {
                         break;
                     }
                     if !scan_child(store, &b.children[i], start, end, f, depth + 1)? {
@@ -564,22 +657,20 @@ pub fn load_node(store: &PageStore, id: PageId, retired: &mut Vec<PageId>) -> Or
         }
         Ok(Node::Leaf(leaf))
     } else {
-        let mut keys = Vec::with_capacity(page.count());
+        let mut keys = Keys::default();
         let mut children = Vec::with_capacity(page.count() + 1);
         children.push(Child::Page(
             page.first_child().map_err(|e| store.corrupt(id, e))?,
         ));
         for i in 0..page.count() {
             let cell = page_cell(store, id, &page, i)?;
-            let key: Arc<[u8]> = match cell.overflow {
-                None => Arc::from(cell.local),
+            match cell.overflow {
+                None => keys.push(cell.local),
                 Some(_) => {
-                    let mut payload = store.spilled_payload(id, &cell, Some(retired))?;
-                    payload.truncate(cell.klen);
-                    Arc::from(payload)
+                    let payload = store.spilled_payload(id, &cell, Some(retired))?;
+                    keys.push(&payload[..cell.klen]);
                 }
-            };
-            keys.push(key);
+            }
             children.push(Child::Page(cell.child));
         }
         Ok(Node::Branch(Branch::new(&layout, keys, children)))
@@ -623,13 +714,15 @@ pub fn insert(
     let (old, split) = insert_into(ctx, &layout, node, key, value)?;
     if let Some((sep, right)) = split {
         let left = std::mem::replace(root, Child::Page(0));
-        let branch = Branch::new(&layout, vec![sep], vec![left, Child::Mem(Arc::new(right))]);
+        let mut keys = Keys::default();
+        keys.push(&sep);
+        let branch = Branch::new(&layout, keys, vec![left, Child::Mem(Arc::new(right))]);
         *root = Child::Mem(Arc::new(Node::Branch(branch)));
     }
     Ok(old)
 }
 
-type Split = Option<(Arc<[u8]>, Node)>;
+type Split = Option<(Vec<u8>, Node)>;
 
 fn insert_into(
     ctx: &mut WriteCtx<'_>,
@@ -664,7 +757,7 @@ fn insert_into(
             let (old, split) = insert_into(ctx, layout, child, key, value)?;
             if let Some((sep, right)) = split {
                 branch.size += layout.branch_cell_size(sep.len());
-                branch.keys.insert(idx, sep);
+                branch.keys.insert(idx, &sep);
                 branch.children.insert(idx + 1, Child::Mem(Arc::new(right)));
             }
             let split = if branch.size > layout.page_size && branch.keys.len() > 2 {
@@ -743,7 +836,7 @@ fn merge_with_neighbour(
     let n = branch.children.len();
     let candidates = [idx.checked_sub(1), (idx + 1 < n).then_some(idx)];
     for left_idx in candidates.into_iter().flatten() {
-        let sep_cell = layout.branch_cell_size(branch.keys[left_idx].len());
+        let sep_cell = layout.branch_cell_size(branch.keys.get(left_idx).len());
         let (l, r) = (
             child_size(ctx.store, &branch.children[left_idx])?,
             child_size(ctx.store, &branch.children[left_idx + 1])?,
@@ -772,7 +865,7 @@ fn merge_pair(
     let (lo, hi) = branch.children.split_at_mut(left_idx + 1);
     let left = materialize(ctx, &mut lo[left_idx])?;
     let right = materialize(ctx, &mut hi[0])?;
-    let sep = &branch.keys[left_idx];
+    let sep = branch.keys.get(left_idx);
     match (left, right) {
         (Node::Leaf(l), Node::Leaf(r)) => {
             for i in 0..r.len() {
@@ -781,8 +874,8 @@ fn merge_pair(
         }
         (Node::Branch(l), Node::Branch(r)) => {
             l.size += layout.branch_cell_size(sep.len()) + r.size - layout.branch_base();
-            l.keys.push(sep.clone());
-            l.keys.append(&mut r.keys);
+            l.keys.push(sep);
+            l.keys.append(&r.keys);
             l.children.append(&mut r.children);
         }
         _ => {

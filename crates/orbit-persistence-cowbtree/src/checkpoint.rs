@@ -130,7 +130,7 @@ impl<'a> NodeWriter<'a> {
                     children.push(self.write_child(c)?);
                 }
                 let mut spills = Vec::with_capacity(branch.keys.len());
-                for k in &branch.keys {
+                for k in branch.keys.iter() {
                     spills.push(self.spill(k, &mut pages)?);
                 }
                 let id = self.alloc.alloc();

@@ -2,32 +2,20 @@
 //! (one WAL record per batch of 1,000, no checkpoint), abandons the store without closing it,
 //! and times the reopen (meta page + WAL replay) to the first successful get.
 //!
-//! `cargo run --release -p orbit-persistence-cowbtree --example recovery -- [N] [M]`
-//! (defaults 1,000,000 and 350,000).
+//! `cargo run --release -p orbit-persistence-bench --example cowbtree_recovery -- [N] [M]`
+//! (defaults 1,000,000 and 50,000: a WAL of about the default `wal_size_limit`, 4 MiB; the WAL
+//! reaches twice that at worst).
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use orbit_persistence_bench::workload::{Data, HOUR, T0};
 use orbit_persistence_core::fs::StdFileSystem;
 use orbit_persistence_core::{
-    AddressableDirectoryProvider, AddressableLease, AddressableReference, CowBTreeConfig, Key,
-    ManualClock, NodeId, PersistenceProvider, SyncMode, Timestamp,
+    AddressableDirectoryProvider, AddressableLease, CowBTreeConfig, ManualClock,
+    PersistenceProvider, SyncMode, Timestamp,
 };
 use orbit_persistence_cowbtree::CowBTreeDirectory;
-
-const T0: Timestamp = Timestamp(1_700_000_000_000);
-
-fn lease(i: usize, expires: u64) -> AddressableLease {
-    AddressableLease::new(
-        AddressableReference::new(
-            format!("ActorType{:02}", i % 16),
-            Key::string(format!("actor-{i:012}-{:06x}", (i * 7919) & 0xff_ffff)),
-        ),
-        NodeId::new(format!("node-{:04}", (i * 31) % 1000), "bench"),
-        Timestamp(expires),
-        Timestamp(expires - 500),
-    )
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -37,7 +25,7 @@ async fn main() {
         .collect();
     let (n, m) = (
         *args.first().unwrap_or(&1_000_000),
-        *args.get(1).unwrap_or(&350_000),
+        *args.get(1).unwrap_or(&50_000),
     );
     let dir = tempfile::tempdir_in(".").unwrap();
     let clock = Arc::new(ManualClock::new(T0));
@@ -45,12 +33,12 @@ async fn main() {
         data_dir: dir.path().to_path_buf(),
         sync: SyncMode::Never,
         wal_size_limit: 1 << 40,
-        checkpoint_interval_ms: 1 << 40,
+        checkpoint_interval_ms: 3_600_000,
         cache_size: 1 << 40,
         ..CowBTreeConfig::default()
     };
     let store = CowBTreeDirectory::open(&config, clock.clone()).unwrap();
-    let leases: Vec<_> = (0..n).map(|i| lease(i, T0.0 + 3_600_000)).collect();
+    let leases = Data::new(n).leases;
     for chunk in leases.chunks(1_000) {
         store.store_leases(chunk).await.unwrap();
     }
@@ -58,8 +46,15 @@ async fn main() {
     drop(store);
     let fs = Arc::new(StdFileSystem::new());
     let store = CowBTreeDirectory::open_on(fs.clone(), &config, clock.clone()).unwrap();
-    let updates: Vec<_> = (0..m)
-        .map(|i| lease(i * 7 % n, T0.0 + 7_200_000 + i as u64))
+    let updates: Vec<AddressableLease> = (0..m)
+        .map(|i| {
+            let e = Timestamp(T0.0 + 2 * HOUR + i as u64);
+            AddressableLease {
+                expires_at: e,
+                renew_at: e,
+                ..leases[i * 7 % n].clone()
+            }
+        })
         .collect();
     for chunk in updates.chunks(1_000) {
         store.store_leases(chunk).await.unwrap();
