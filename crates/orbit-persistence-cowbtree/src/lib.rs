@@ -91,7 +91,7 @@ impl CowBTreeDirectory {
     /// from the file's; `Locked` if another open store holds the directory; `Corruption`
     /// naming the file and offset of any bad byte recovery needs.
     pub fn open(config: &CowBTreeConfig, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
-        validate(config)?;
+        config.validate()?;
         let lock = DirLock::acquire(&config.data_dir)?;
         Self::open_inner(Arc::new(StdFileSystem::new()), config, clock, Some(lock))
     }
@@ -112,7 +112,7 @@ impl CowBTreeDirectory {
         config: &CowBTreeConfig,
         clock: Arc<dyn Clock>,
     ) -> OrbitResult<Self> {
-        validate(config)?;
+        config.validate()?;
         Self::open_inner(fs, config, clock, None)
     }
 
@@ -180,11 +180,6 @@ impl CowBTreeDirectory {
             .filter_map(|f| f.len().ok())
             .sum()
     }
-}
-
-/// Checks the config (core's checks, which name the bad field).
-fn validate(config: &CowBTreeConfig) -> OrbitResult<()> {
-    config.validate()
 }
 
 #[async_trait]

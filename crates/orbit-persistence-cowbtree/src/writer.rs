@@ -492,8 +492,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Checkpoints now and waits for it (after any in flight): used at close and in tests.
-    pub fn checkpoint(&mut self) -> OrbitResult<()> {
+    /// Checkpoints now and waits for it (after any in flight): the final checkpoint at close.
+    fn checkpoint(&mut self) -> OrbitResult<()> {
         self.finish_checkpoint()?;
         self.start_checkpoint()?;
         self.finish_checkpoint()
