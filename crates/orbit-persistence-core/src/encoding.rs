@@ -339,6 +339,45 @@ pub fn decode_lease(bytes: &[u8]) -> Result<AddressableLease, DecodeError> {
     })
 }
 
+/// The value encoding of a lease without its reference, for stores whose key already is the
+/// encoded reference: format version, node key and namespace (u16 length + bytes each), then
+/// `expires_at`, `renew_at` and `revision` (u64 BE). The node bytes are
+/// `value[1..len - 24]` and `expires_at` is `value[len - 24..len - 16]`, so a store can tell
+/// whether a new version moves the lease's index entries without decoding the old one.
+pub fn encode_lease_value(lease: &AddressableLease) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lease.node_id.key.len() + lease.node_id.namespace.len() + 29);
+    out.push(FORMAT_VERSION);
+    put_sized(&mut out, lease.node_id.key.as_bytes());
+    put_sized(&mut out, lease.node_id.namespace.as_bytes());
+    out.extend_from_slice(&lease.expires_at.0.to_be_bytes());
+    out.extend_from_slice(&lease.renew_at.0.to_be_bytes());
+    out.extend_from_slice(&lease.revision.to_be_bytes());
+    out
+}
+
+/// Decodes [`encode_lease_value`]'s output into the lease of `reference`; the whole slice must
+/// be consumed.
+pub fn decode_lease_value(
+    reference: AddressableReference,
+    bytes: &[u8],
+) -> Result<AddressableLease, DecodeError> {
+    let mut r = Reader::new(bytes);
+    r.version()?;
+    let key = r.sized_string("node key")?;
+    let namespace = r.sized_string("node namespace")?;
+    let expires_at = Timestamp(r.u64("expires_at")?);
+    let renew_at = Timestamp(r.u64("renew_at")?);
+    let revision = r.u64("revision")?;
+    r.finish("lease value")?;
+    Ok(AddressableLease {
+        reference,
+        node_id: NodeId { key, namespace },
+        expires_at,
+        renew_at,
+        revision,
+    })
+}
+
 /// The prefix shared by every node-index key of `node`.
 pub fn node_index_prefix(node: &NodeId) -> Vec<u8> {
     encode_node(node)
@@ -450,6 +489,15 @@ mod tests {
         }
 
         #[test]
+        fn lease_value_round_trips_and_exposes_node_and_expiry(l in lease_strategy(), m in lease_strategy()) {
+            let (v, w) = (encode_lease_value(&l), encode_lease_value(&m));
+            prop_assert_eq!(decode_lease_value(l.reference.clone(), &v).unwrap(), l.clone());
+            let node = |v: &[u8]| v[1..v.len() - 24].to_vec();
+            prop_assert_eq!(node(&v) == node(&w), l.node_id == m.node_id);
+            prop_assert_eq!(&v[v.len() - 24..v.len() - 16], &l.expires_at.0.to_be_bytes()[..]);
+        }
+
+        #[test]
         fn index_keys_round_trip(l in lease_strategy()) {
             let nk = node_index_key(&l.node_id, &l.reference);
             prop_assert!(nk.starts_with(&node_index_prefix(&l.node_id)));
@@ -470,6 +518,7 @@ mod tests {
             let _ = decode_lease(&bytes);
             let _ = decode_node_index_key(&bytes);
             let _ = decode_expiry_index_key(&bytes);
+            let _ = decode_lease_value(AddressableReference::new("T", Key::NoKey), &bytes);
         }
 
         #[test]

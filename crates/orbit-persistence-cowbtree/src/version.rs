@@ -7,7 +7,7 @@
 //!
 //! | range | key | value |
 //! |---|---|---|
-//! | leases | `L` ++ encoded reference | encoded lease |
+//! | leases | `L` ++ encoded reference | the lease without its reference (`encode_lease_value`) |
 //! | node index | `N` ++ encoded node ++ encoded reference | empty |
 //! | expiry index | `E` ++ `expires_at` (u64 BE) ++ encoded reference | empty |
 //!
@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use orbit_persistence_core::change::LeaseSource;
 use orbit_persistence_core::encoding::{
-    decode_expiry_index_key, decode_lease, decode_reference, expiry_index_key,
+    decode_expiry_index_key, decode_lease_value, decode_reference, expiry_index_key,
     expiry_index_upper_bound, node_index_key, node_index_prefix, put_reference,
 };
 use orbit_persistence_core::{
@@ -102,8 +102,17 @@ impl TreeView<'_> {
     /// The lease of `r`.
     pub fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
         btree::get(self.store, self.root, &lease_key(r), |v| {
-            decode_lease(v).map_err(|e| self.corrupt_value("lease", e))
+            self.decode_value(r.clone(), v)
         })
+    }
+
+    fn decode_value(&self, r: AddressableReference, v: &[u8]) -> OrbitResult<AddressableLease> {
+        decode_lease_value(r, v).map_err(|e| self.corrupt_value("lease", e))
+    }
+
+    /// The reference of a lease key (`L` ++ encoded reference).
+    fn key_reference(&self, key: &[u8]) -> OrbitResult<AddressableReference> {
+        decode_reference(&key[1..]).map_err(|e| self.corrupt_value("lease key", e))
     }
 
     fn indexed_lease(
@@ -122,7 +131,7 @@ impl TreeView<'_> {
         let start = tagged(NODES, &node_index_prefix(node));
         let end = prefix_end(&start);
         // An index key is the prefix followed by the encoded reference: the lease key is `L`
-        // and those same bytes, no decoding needed.
+        // and those same bytes.
         let mut lease_keys = Vec::new();
         btree::scan(self.store, self.root, &start, &end, &mut |k, _| {
             let mut key = Vec::with_capacity(k.len() - start.len() + 1);
@@ -134,14 +143,13 @@ impl TreeView<'_> {
         lease_keys
             .iter()
             .map(|key| {
+                let r = self.key_reference(key)?;
                 btree::get(self.store, self.root, key, |v| {
-                    decode_lease(v).map_err(|e| self.corrupt_value("lease", e))
+                    self.decode_value(r.clone(), v)
                 })?
                 .ok_or_else(|| {
-                    let r = decode_reference(&key[1..])
-                        .map_or_else(|e| e.to_string(), |r| format!("{r:?}"));
                     self.store
-                        .corrupt(0, format!("node-index entry for {r} without a lease"))
+                        .corrupt(0, format!("node-index entry for {r:?} without a lease"))
                 })
             })
             .collect()
@@ -181,8 +189,8 @@ impl TreeView<'_> {
         };
         let mut out = Vec::new();
         if limit > 0 {
-            btree::scan(self.store, self.root, &start, &[LEASES + 1], &mut |_, v| {
-                out.push(decode_lease(v).map_err(|e| self.corrupt_value("lease", e))?);
+            btree::scan(self.store, self.root, &start, &[LEASES + 1], &mut |k, v| {
+                out.push(self.decode_value(self.key_reference(k)?, v)?);
                 Ok(out.len() < limit)
             })?;
         }

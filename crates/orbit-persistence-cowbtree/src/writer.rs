@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use orbit_persistence_core::change::{
     ChangeStager, LeaseChange, WriteOutcome, WriteRequest, decode_changes,
 };
-use orbit_persistence_core::encoding::{decode_lease, encode_lease};
+use orbit_persistence_core::encoding::{decode_lease_value, encode_lease_value};
 use orbit_persistence_core::fs::{FileSystem, FsFile, OpenMode, write_file_atomic};
 use orbit_persistence_core::group_commit::CommitHandler;
 use orbit_persistence_core::log::{HEADER_LEN, LogBatch, LogWriter};
-use orbit_persistence_core::{AddressableLease, OrbitError, OrbitResult};
+use orbit_persistence_core::{
+    AddressableLease, AddressableReference, OrbitError, OrbitResult, Timestamp,
+};
 
 use crate::btree::{self, Child, WriteCtx};
 use crate::checkpoint::{self, Allocator, Done, Job};
@@ -286,10 +288,14 @@ impl Writer {
         f(&mut ctx, &mut self.root)
     }
 
-    fn decode_old(&self, bytes: &[u8]) -> OrbitResult<AddressableLease> {
-        decode_lease(bytes).map_err(|e| {
+    fn decode_old(
+        &self,
+        reference: &AddressableReference,
+        bytes: &[u8],
+    ) -> OrbitResult<AddressableLease> {
+        decode_lease_value(reference.clone(), bytes).map_err(|e| {
             self.store
-                .corrupt(0, format!("undecodable stored lease: {e}"))
+                .corrupt(0, format!("undecodable stored lease of {reference:?}: {e}"))
         })
     }
 
@@ -298,38 +304,49 @@ impl Writer {
         self.revision = self.revision.max(change.revision());
         match change {
             LeaseChange::Put(lease) => {
+                let r = &lease.reference;
+                let value = encode_lease_value(&lease);
                 let mut old = None;
                 self.ctx_apply(|ctx, root| {
-                    old = btree::insert(
-                        ctx,
-                        root,
-                        &lease_key(&lease.reference),
-                        &encode_lease(&lease),
-                    )?;
+                    old = btree::insert(ctx, root, &lease_key(r), &value)?;
                     Ok(())
                 })?;
-                let old = old.map(|b| self.decode_old(&b)).transpose()?;
-                if old.is_none() {
-                    self.lease_count += 1;
-                }
-                let r = &lease.reference;
+                // Which index entries move, read off the two values (a renewal keeps its node).
+                let (node_moved, old_expiry) = match &old {
+                    None => {
+                        self.lease_count += 1;
+                        (true, None)
+                    }
+                    Some(o) if o.len() < 25 => {
+                        return Err(self
+                            .decode_old(r, o)
+                            .err()
+                            .unwrap_or_else(|| crate::internal("a short lease value decoded")));
+                    }
+                    Some(o) => {
+                        let exp: [u8; 8] =
+                            o[o.len() - 24..o.len() - 16].try_into().unwrap_or_default();
+                        (
+                            o[1..o.len() - 24] != value[1..value.len() - 24],
+                            Some(Timestamp(u64::from_be_bytes(exp))),
+                        )
+                    }
+                };
+                let old_node = match (&old, node_moved) {
+                    (Some(o), true) => Some(self.decode_old(r, o)?.node_id),
+                    _ => None,
+                };
                 self.ctx_apply(|ctx, root| {
-                    let node_moved = old.as_ref().is_none_or(|o| o.node_id != lease.node_id);
-                    let expiry_moved = old
-                        .as_ref()
-                        .is_none_or(|o| o.expires_at != lease.expires_at);
-                    if let Some(o) = &old {
-                        if node_moved {
-                            btree::remove(ctx, root, &node_key(&o.node_id, r))?;
-                        }
-                        if expiry_moved {
-                            btree::remove(ctx, root, &expiry_key(o.expires_at, r))?;
-                        }
+                    if let Some(node) = &old_node {
+                        btree::remove(ctx, root, &node_key(node, r))?;
                     }
                     if node_moved {
                         btree::insert(ctx, root, &node_key(&lease.node_id, r), &[])?;
                     }
-                    if expiry_moved {
+                    if old_expiry != Some(lease.expires_at) {
+                        if let Some(expires_at) = old_expiry {
+                            btree::remove(ctx, root, &expiry_key(expires_at, r))?;
+                        }
                         btree::insert(ctx, root, &expiry_key(lease.expires_at, r), &[])?;
                     }
                     Ok(())
@@ -341,7 +358,7 @@ impl Writer {
                     old = btree::remove(ctx, root, &lease_key(&reference))?;
                     Ok(())
                 })?;
-                let Some(old) = old.map(|b| self.decode_old(&b)).transpose()? else {
+                let Some(old) = old.map(|b| self.decode_old(&reference, &b)).transpose()? else {
                     return Ok(());
                 };
                 self.lease_count -= 1;
