@@ -117,7 +117,9 @@ impl PageStore {
 
     /// A `Corruption` error at page `id`.
     pub fn corrupt(&self, id: PageId, detail: impl Into<String>) -> OrbitError {
-        OrbitError::corruption(&self.path, id * self.layout.page_size as u64, detail)
+        // A corrupt link can name any number: no overflow on the way to the error.
+        let offset = id.saturating_mul(self.layout.page_size as u64);
+        OrbitError::corruption(&self.path, offset, detail)
     }
 
     /// Page `id`, checked (CRC, version, own number); returns its kind too.
@@ -141,9 +143,12 @@ impl PageStore {
             };
             return Ok((PageBytes::Mapped(bytes), kind));
         }
+        let offset = id
+            .checked_mul(ps as u64)
+            .ok_or_else(|| self.corrupt(id, format!("link to page {id}, beyond any file")))?;
         let mut buf = vec![0u8; ps];
         self.file
-            .read_exact_at(&mut buf, id * ps as u64)
+            .read_exact_at(&mut buf, offset)
             .map_err(|e| match e {
                 OrbitError::Io { source, .. }
                     if source.kind() == std::io::ErrorKind::UnexpectedEof =>
