@@ -701,6 +701,17 @@ fn check_lengths(key: &[u8], value: &[u8]) -> OrbitResult<()> {
     Ok(())
 }
 
+/// A descent deeper than any valid tree follows corrupt links in a cycle: stop before the
+/// stack does.
+fn check_depth(ctx: &WriteCtx<'_>, depth: usize) -> OrbitResult<()> {
+    if depth > MAX_DEPTH {
+        return Err(ctx
+            .store
+            .corrupt(0, "tree deeper than 64 levels: the links form a cycle"));
+    }
+    Ok(())
+}
+
 /// Inserts or replaces `key`; returns the old value.
 pub fn insert(
     ctx: &mut WriteCtx<'_>,
@@ -711,7 +722,7 @@ pub fn insert(
     check_lengths(key, value)?;
     let layout = ctx.store.layout();
     let node = materialize(ctx, root)?;
-    let (old, split) = insert_into(ctx, &layout, node, key, value)?;
+    let (old, split) = insert_into(ctx, &layout, node, key, value, 0)?;
     if let Some((sep, right)) = split {
         let left = std::mem::replace(root, Child::Page(0));
         let mut keys = Keys::default();
@@ -730,7 +741,9 @@ fn insert_into(
     node: &mut Node,
     key: &[u8],
     value: &[u8],
+    depth: usize,
 ) -> OrbitResult<(Option<Vec<u8>>, Split)> {
+    check_depth(ctx, depth)?;
     match node {
         Node::Leaf(leaf) => {
             let (old, run_end) = match leaf.search(key) {
@@ -754,7 +767,7 @@ fn insert_into(
         Node::Branch(branch) => {
             let idx = branch.child_index(key);
             let child = materialize(ctx, &mut branch.children[idx])?;
-            let (old, split) = insert_into(ctx, layout, child, key, value)?;
+            let (old, split) = insert_into(ctx, layout, child, key, value, depth + 1)?;
             if let Some((sep, right)) = split {
                 branch.size += layout.branch_cell_size(sep.len());
                 branch.keys.insert(idx, &sep);
@@ -779,7 +792,7 @@ pub fn remove(
 ) -> OrbitResult<Option<Vec<u8>>> {
     let layout = ctx.store.layout();
     let node = materialize(ctx, root)?;
-    let old = remove_from(ctx, &layout, node, key)?;
+    let old = remove_from(ctx, &layout, node, key, 0)?;
     // A root branch left with one child hands the root to it.
     while let Some(only) = sole_child(root) {
         *root = only;
@@ -802,13 +815,15 @@ fn remove_from(
     layout: &Layout,
     node: &mut Node,
     key: &[u8],
+    depth: usize,
 ) -> OrbitResult<Option<Vec<u8>>> {
+    check_depth(ctx, depth)?;
     match node {
         Node::Leaf(leaf) => Ok(leaf.search(key).ok().map(|i| leaf.remove_at(layout, i))),
         Node::Branch(branch) => {
             let idx = branch.child_index(key);
             let child = materialize(ctx, &mut branch.children[idx])?;
-            let old = remove_from(ctx, layout, child, key)?;
+            let old = remove_from(ctx, layout, child, key, depth + 1)?;
             if old.is_some() && child.size() < layout.page_size / 4 {
                 merge_with_neighbour(ctx, layout, branch, idx)?;
             }
