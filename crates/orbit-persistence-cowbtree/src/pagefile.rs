@@ -77,7 +77,10 @@ impl PageStore {
                 // mapped page a reader looks at never changes under it nor disappears.
                 let map = unsafe { MmapOptions::new().len(len as usize).map(std_file) }
                     .map_err(|e| OrbitError::io("mmap", path, e))?;
-                // Lookups jump around: do not read ahead.
+                // Ask the kernel to bring the whole file into the page cache in the background
+                // (reads run in place on async tasks: a resident page never blocks them), then
+                // not to read ahead on the faults that remain: lookups jump around.
+                let _ = map.advise(memmap2::Advice::WillNeed);
                 let _ = map.advise(memmap2::Advice::Random);
                 Some(map)
             }
