@@ -419,6 +419,10 @@ impl Writer {
             self.alloc.free.insert(page);
         }
         self.alloc.trim();
+        // Under `interval`/`never` sync the old segment may hold unsynced records that are
+        // already acknowledged; they must not wait for the checkpoint to become durable (the
+        // interval promise holds while it runs, and a failed checkpoint leaves them to the WAL).
+        self.wal.sync()?;
         let seq = self.wal_seq + 1;
         let wal = LogWriter::create(&*self.fs, &wal::segment_path(&self.dir, seq))?;
         let retired = std::mem::take(&mut self.retired);
