@@ -8,8 +8,11 @@
 //! 1. A checkpoint writes a node to a page taken from the free pages, or past the end of the file.
 //! 2. The writer materializes the page to change it: the page is *retired*. The durable tree
 //!    (the last meta page) still uses it, and readers holding an older root may read it.
-//! 3. The next checkpoint's meta page is durable: the page is no longer part of the durable tree.
-//!    It is handed to the reader guard of the versions that could see it ([`crate::version`]).
+//! 3. The meta page of the first checkpoint whose snapshot was taken after the retirement is
+//!    durable: the page is no longer part of the durable tree. It is handed to the reader guard
+//!    of the versions that could see it ([`crate::version`]). (A page retired while a checkpoint
+//!    runs is still in that checkpoint's snapshot, so it waits for the next one; so does a page
+//!    the checkpoint wrote for a node the writer changed meanwhile.)
 //! 4. Every such version is dropped: the page is free again, and goes back to step 1.
 //!
 //! Nothing a checkpoint writes overwrites a page of the durable tree, so a crash at any point
@@ -23,9 +26,8 @@
 //! soon as the new meta page is durable: readers never read them.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
-
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use orbit_persistence_core::OrbitResult;
 use orbit_persistence_core::fs::FileSystem;

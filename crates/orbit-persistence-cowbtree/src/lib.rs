@@ -19,9 +19,10 @@
 //! A write is decided on the writer thread (core's `ChangeStager`), appended to the WAL with
 //! every other write of its batch and synced once (core's group commit), applied to the working
 //! tree in memory, and published as a new [`version::Version`]: readers never wait for the
-//! writer and never see half a batch. A checkpoint writes the changed nodes to free pages,
-//! syncs, starts a new WAL segment, then switches the meta page; recovery is the newest valid
-//! meta page plus a replay of the WAL since (bounded by `wal_size_limit`).
+//! writer and never see half a batch. A checkpoint starts a new WAL segment, then, on its own
+//! thread while the writer goes on, writes the changed nodes to free pages, syncs and switches
+//! the meta page; recovery is the newest valid meta page plus a replay of the WAL since (bounded
+//! by about twice `wal_size_limit`).
 //!
 //! Reads run in place on the calling task: the lookup is a walk over the memory-mapped pages
 //! of the last checkpoint and the nodes changed since, with no lock held and no thread hop.
