@@ -285,3 +285,37 @@ fn a_bad_record_inside_the_wal_is_corruption_and_a_torn_tail_is_cut() {
     }
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn bad_configs_are_refused_before_any_io_and_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
+    let bad = CowBTreeConfig {
+        page_size: 3000,
+        ..small(&dir.path().join("never-created"))
+    };
+    match CowBTreeDirectory::open(&bad, clock.clone()) {
+        Err(OrbitError::Config(m)) => assert!(m.contains("cow_btree.page_size"), "{m}"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    assert!(
+        !dir.path().join("never-created").exists(),
+        "nothing may be created"
+    );
+    // A file keeps the page size it was created with.
+    checkpointed_store(dir.path());
+    let other = CowBTreeConfig {
+        page_size: 4096,
+        ..small(dir.path())
+    };
+    match CowBTreeDirectory::open(&other, clock) {
+        Err(OrbitError::Config(m)) => {
+            assert!(
+                m.contains("cow_btree.page_size") && m.contains("1024"),
+                "{m}"
+            )
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    assert_eq!(open_and_read_all(dir.path()).unwrap(), 500);
+}
