@@ -306,12 +306,45 @@ pub fn encode_lease(lease: &AddressableLease) -> Vec<u8> {
     );
     out.push(FORMAT_VERSION);
     put_sized(&mut out, &reference);
-    put_sized(&mut out, lease.node_id.key.as_bytes());
-    put_sized(&mut out, lease.node_id.namespace.as_bytes());
+    put_lease_fields(&mut out, lease);
+    out
+}
+
+/// Appends what follows the reference in both lease encodings: node key and namespace (sized),
+/// `expires_at`, `renew_at`, `revision` (u64 BE).
+fn put_lease_fields(out: &mut Vec<u8>, lease: &AddressableLease) {
+    put_sized(out, lease.node_id.key.as_bytes());
+    put_sized(out, lease.node_id.namespace.as_bytes());
     out.extend_from_slice(&lease.expires_at.0.to_be_bytes());
     out.extend_from_slice(&lease.renew_at.0.to_be_bytes());
     out.extend_from_slice(&lease.revision.to_be_bytes());
-    out
+}
+
+/// Bytes of [`put_lease_fields`] after the node: three u64.
+const LEASE_TIMES_LEN: usize = 24;
+
+impl Reader<'_> {
+    /// Reads [`put_lease_fields`]' output into the lease of `reference`, then checks that
+    /// nothing follows.
+    fn lease_fields(
+        &mut self,
+        reference: AddressableReference,
+        what: &str,
+    ) -> Result<AddressableLease, DecodeError> {
+        let key = self.sized_string("node key")?;
+        let namespace = self.sized_string("node namespace")?;
+        let expires_at = Timestamp(self.u64("expires_at")?);
+        let renew_at = Timestamp(self.u64("renew_at")?);
+        let revision = self.u64("revision")?;
+        self.finish(what)?;
+        Ok(AddressableLease {
+            reference,
+            node_id: NodeId { key, namespace },
+            expires_at,
+            renew_at,
+            revision,
+        })
+    }
 }
 
 /// Decodes [`encode_lease`]'s output; the whole slice must be consumed.
@@ -324,34 +357,17 @@ pub fn decode_lease(bytes: &[u8]) -> Result<AddressableLease, DecodeError> {
         offset: ref_start + e.offset,
         detail: e.detail,
     })?;
-    let key = r.sized_string("node key")?;
-    let namespace = r.sized_string("node namespace")?;
-    let expires_at = Timestamp(r.u64("expires_at")?);
-    let renew_at = Timestamp(r.u64("renew_at")?);
-    let revision = r.u64("revision")?;
-    r.finish("lease")?;
-    Ok(AddressableLease {
-        reference,
-        node_id: NodeId { key, namespace },
-        expires_at,
-        renew_at,
-        revision,
-    })
+    r.lease_fields(reference, "lease")
 }
 
 /// The value encoding of a lease without its reference, for stores whose key already is the
 /// encoded reference: format version, node key and namespace (u16 length + bytes each), then
-/// `expires_at`, `renew_at` and `revision` (u64 BE). The node bytes are
-/// `value[1..len - 24]` and `expires_at` is `value[len - 24..len - 16]`, so a store can tell
-/// whether a new version moves the lease's index entries without decoding the old one.
+/// `expires_at`, `renew_at` and `revision` (u64 BE). [`lease_value_index_fields`] reads the two
+/// fields the indexes use straight off these bytes.
 pub fn encode_lease_value(lease: &AddressableLease) -> Vec<u8> {
     let mut out = Vec::with_capacity(lease.node_id.key.len() + lease.node_id.namespace.len() + 29);
     out.push(FORMAT_VERSION);
-    put_sized(&mut out, lease.node_id.key.as_bytes());
-    put_sized(&mut out, lease.node_id.namespace.as_bytes());
-    out.extend_from_slice(&lease.expires_at.0.to_be_bytes());
-    out.extend_from_slice(&lease.renew_at.0.to_be_bytes());
-    out.extend_from_slice(&lease.revision.to_be_bytes());
+    put_lease_fields(&mut out, lease);
     out
 }
 
@@ -363,19 +379,19 @@ pub fn decode_lease_value(
 ) -> Result<AddressableLease, DecodeError> {
     let mut r = Reader::new(bytes);
     r.version()?;
-    let key = r.sized_string("node key")?;
-    let namespace = r.sized_string("node namespace")?;
-    let expires_at = Timestamp(r.u64("expires_at")?);
-    let renew_at = Timestamp(r.u64("renew_at")?);
-    let revision = r.u64("revision")?;
-    r.finish("lease value")?;
-    Ok(AddressableLease {
-        reference,
-        node_id: NodeId { key, namespace },
-        expires_at,
-        renew_at,
-        revision,
-    })
+    r.lease_fields(reference, "lease value")
+}
+
+/// The encoded node (comparable between two values for equality) and the `expires_at` of an
+/// [`encode_lease_value`] value, without decoding it: what a store needs to tell whether a new
+/// version of a lease moves its index entries. `None` if the value is too short to be one.
+pub fn lease_value_index_fields(value: &[u8]) -> Option<(&[u8], Timestamp)> {
+    let times = value
+        .len()
+        .checked_sub(LEASE_TIMES_LEN)
+        .filter(|&at| at >= 1)?;
+    let expires = u64::from_be_bytes(value.get(times..times + 8)?.try_into().ok()?);
+    Some((&value[1..times], Timestamp(expires)))
 }
 
 /// The prefix shared by every node-index key of `node`.
@@ -492,9 +508,10 @@ mod tests {
         fn lease_value_round_trips_and_exposes_node_and_expiry(l in lease_strategy(), m in lease_strategy()) {
             let (v, w) = (encode_lease_value(&l), encode_lease_value(&m));
             prop_assert_eq!(decode_lease_value(l.reference.clone(), &v).unwrap(), l.clone());
-            let node = |v: &[u8]| v[1..v.len() - 24].to_vec();
-            prop_assert_eq!(node(&v) == node(&w), l.node_id == m.node_id);
-            prop_assert_eq!(&v[v.len() - 24..v.len() - 16], &l.expires_at.0.to_be_bytes()[..]);
+            let (node_l, exp_l) = lease_value_index_fields(&v).unwrap();
+            let (node_m, _) = lease_value_index_fields(&w).unwrap();
+            prop_assert_eq!(node_l == node_m, l.node_id == m.node_id);
+            prop_assert_eq!(exp_l, l.expires_at);
         }
 
         #[test]
@@ -519,6 +536,7 @@ mod tests {
             let _ = decode_node_index_key(&bytes);
             let _ = decode_expiry_index_key(&bytes);
             let _ = decode_lease_value(AddressableReference::new("T", Key::NoKey), &bytes);
+            let _ = lease_value_index_fields(&bytes);
         }
 
         #[test]

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use orbit_persistence_core::change::{
     ChangeStager, LeaseChange, WriteOutcome, WriteRequest, decode_changes,
 };
-use orbit_persistence_core::encoding::{decode_lease_value, encode_lease_value};
+use orbit_persistence_core::encoding::{
+    decode_lease_value, encode_lease_value, lease_value_index_fields,
+};
 use orbit_persistence_core::fs::{FileSystem, FsFile, OpenMode, write_file_atomic};
 use orbit_persistence_core::group_commit::CommitHandler;
 use orbit_persistence_core::log::{HEADER_LEN, LogBatch, LogWriter};
-use orbit_persistence_core::{
-    AddressableLease, AddressableReference, OrbitError, OrbitResult, Timestamp,
-};
+use orbit_persistence_core::{AddressableLease, AddressableReference, OrbitError, OrbitResult};
 
 use crate::btree::{self, Child, WriteCtx};
 use crate::checkpoint::{self, Allocator, Done, Job};
@@ -317,19 +317,16 @@ impl Writer {
                         self.lease_count += 1;
                         (true, None)
                     }
-                    Some(o) if o.len() < 25 => {
-                        return Err(self
-                            .decode_old(r, o)
-                            .err()
-                            .unwrap_or_else(|| crate::internal("a short lease value decoded")));
-                    }
                     Some(o) => {
-                        let exp: [u8; 8] =
-                            o[o.len() - 24..o.len() - 16].try_into().unwrap_or_default();
-                        (
-                            o[1..o.len() - 24] != value[1..value.len() - 24],
-                            Some(Timestamp(u64::from_be_bytes(exp))),
-                        )
+                        let fields =
+                            lease_value_index_fields(o).zip(lease_value_index_fields(&value));
+                        let Some(((old_node, old_expiry), (new_node, _))) = fields else {
+                            // Not a lease value: report why.
+                            return Err(self.decode_old(r, o).err().unwrap_or_else(|| {
+                                crate::internal("a short lease value decoded")
+                            }));
+                        };
+                        (old_node != new_node, Some(old_expiry))
                     }
                 };
                 let old_node = match (&old, node_moved) {
