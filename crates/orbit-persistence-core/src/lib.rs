@@ -21,6 +21,7 @@ pub mod encoding;
 pub mod error;
 pub mod fs;
 pub mod group_commit;
+pub mod keyspace;
 pub mod lease_writes;
 pub mod lock;
 pub mod log;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod provider;
 pub mod rules;
 pub mod types;
+pub mod wal;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{

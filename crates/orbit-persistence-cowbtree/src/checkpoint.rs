@@ -325,7 +325,7 @@ impl Job {
             file.set_len(meta.page_count * page_size)?;
         }
         for old in self.old_segments {
-            let path = crate::wal::segment_path(&self.dir, old);
+            let path = orbit_persistence_core::wal::segment_path(&self.dir, old);
             if let Err(e) = self.fs.remove_file(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "could not delete a checkpointed WAL segment; the next open deletes it");
             }

@@ -12,7 +12,6 @@
 //! | [`pagefile`] | reading pages (memory map, CRC checked once) and writing them |
 //! | [`btree`] | the copy-on-write B+tree: lookups, scans, inserts, removals |
 //! | [`checkpoint`] | writing changed nodes and the free list; the page lifecycle |
-//! | [`wal`] | the write-ahead log segments |
 //! | [`version`] | published versions, reader guards, key layout, [`Snapshot`] |
 //! | [`writer`] | recovery, and the group-commit handler that applies and checkpoints |
 //!
@@ -36,7 +35,6 @@ pub mod meta;
 pub mod page;
 pub mod pagefile;
 pub mod version;
-pub mod wal;
 pub mod writer;
 
 use std::path::Path;
@@ -47,6 +45,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use orbit_persistence_core::fs::{FileSystem, StdFileSystem};
 use orbit_persistence_core::group_commit::GroupCommit;
+use orbit_persistence_core::keyspace::LeaseKv;
 use orbit_persistence_core::lease_writes::LeaseWrites;
 use orbit_persistence_core::lock::DirLock;
 use orbit_persistence_core::metrics::MetricsRecorder;
@@ -260,7 +259,7 @@ impl AddressableDirectoryProvider for CowBTreeDirectory {
 
     async fn get_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
         rules::validate_reference(r)?;
-        self.read(|v| v.view().lease(r))
+        self.read(|v| LeaseKv(&v.view()).lease(r))
     }
 
     async fn remove_lease(&self, r: &AddressableReference) -> OrbitResult<bool> {
@@ -270,7 +269,7 @@ impl AddressableDirectoryProvider for CowBTreeDirectory {
 
     async fn list_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
         rules::validate_node(node)?;
-        self.read(|v| v.view().node_leases(node))
+        self.read(|v| LeaseKv(&v.view()).node_leases(node))
     }
 
     async fn cleanup_expired_leases(&self) -> OrbitResult<u64> {

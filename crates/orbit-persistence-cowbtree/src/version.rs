@@ -1,17 +1,8 @@
 //! Published versions of the tree, the reader guards that keep retired pages alive, and the
 //! lease-level reads over a tree.
 //!
-//! # Key layout
-//!
-//! One tree holds the leases and both indexes as key ranges, so one commit updates all three:
-//!
-//! | range | key | value |
-//! |---|---|---|
-//! | leases | `L` ++ encoded reference | the lease without its reference (`encode_lease_value`) |
-//! | node index | `N` ++ encoded node ++ encoded reference | empty |
-//! | expiry index | `E` ++ `expires_at` (u64 BE) ++ encoded reference | empty |
-//!
-//! (encodings from `orbit_persistence_core::encoding`, which preserve order).
+//! One tree holds the leases and both indexes as key ranges (the layout of
+//! `orbit_persistence_core::keyspace`), so one commit updates all three.
 //!
 //! # Reader guards
 //!
@@ -23,64 +14,16 @@
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use orbit_persistence_core::change::LeaseSource;
-use orbit_persistence_core::encoding::{
-    decode_expiry_index_key, decode_lease_value, decode_reference, expiry_index_key,
-    expiry_index_upper_bound, node_index_key, node_index_prefix, put_reference,
-};
+use orbit_persistence_core::keyspace::{LeaseKv, OrderedKv, ScanVisitor};
 use orbit_persistence_core::{
-    AddressableLease, AddressableReference, NodeId, OrbitResult, Timestamp,
+    AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult,
 };
 
 use crate::btree::{self, Child};
 use crate::page::PageId;
 use crate::pagefile::PageStore;
 
-/// Tag of the lease range.
-pub const LEASES: u8 = b'L';
-/// Tag of the node-index range.
-pub const NODES: u8 = b'N';
-/// Tag of the expiry-index range.
-pub const EXPIRY: u8 = b'E';
-
-/// Tree key of a lease.
-pub fn lease_key(r: &AddressableReference) -> Vec<u8> {
-    let mut k = Vec::with_capacity(r.addressable_type.len() + 40);
-    k.push(LEASES);
-    put_reference(&mut k, r);
-    k
-}
-
-/// Tree key of a node-index entry.
-pub fn node_key(node: &NodeId, r: &AddressableReference) -> Vec<u8> {
-    tagged(NODES, &node_index_key(node, r))
-}
-
-/// Tree key of an expiry-index entry.
-pub fn expiry_key(expires_at: Timestamp, r: &AddressableReference) -> Vec<u8> {
-    tagged(EXPIRY, &expiry_index_key(expires_at, r))
-}
-
-fn tagged(tag: u8, rest: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(rest.len() + 1);
-    k.push(tag);
-    k.extend_from_slice(rest);
-    k
-}
-
-/// The smallest key greater than every key starting with `prefix` (which must not be all 0xFF).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while end.last() == Some(&0xFF) {
-        end.pop();
-    }
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    end
-}
-
-/// Lease-level reads over one tree.
+/// One tree as the ordered key space of [`orbit_persistence_core::keyspace`].
 #[derive(Clone, Copy)]
 pub struct TreeView<'a> {
     /// Where its pages are.
@@ -89,122 +32,21 @@ pub struct TreeView<'a> {
     pub root: &'a Child,
 }
 
-impl TreeView<'_> {
-    fn corrupt_value(
+impl OrderedKv for TreeView<'_> {
+    fn get<T>(
         &self,
-        what: &str,
-        e: impl std::fmt::Display,
-    ) -> orbit_persistence_core::OrbitError {
-        self.store
-            .corrupt(0, format!("undecodable {what} in the tree: {e}"))
+        key: &[u8],
+        f: impl FnOnce(&[u8]) -> OrbitResult<T>,
+    ) -> OrbitResult<Option<T>> {
+        btree::get(self.store, self.root, key, f)
     }
 
-    /// The lease of `r`.
-    pub fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
-        btree::get(self.store, self.root, &lease_key(r), |v| {
-            self.decode_value(r.clone(), v)
-        })
+    fn scan(&self, start: &[u8], end: &[u8], f: &mut ScanVisitor<'_>) -> OrbitResult<()> {
+        btree::scan(self.store, self.root, start, end, f).map(drop)
     }
 
-    fn decode_value(&self, r: AddressableReference, v: &[u8]) -> OrbitResult<AddressableLease> {
-        decode_lease_value(r, v).map_err(|e| self.corrupt_value("lease", e))
-    }
-
-    /// The reference of a lease key (`L` ++ encoded reference).
-    fn key_reference(&self, key: &[u8]) -> OrbitResult<AddressableReference> {
-        decode_reference(&key[1..]).map_err(|e| self.corrupt_value("lease key", e))
-    }
-
-    fn indexed_lease(
-        &self,
-        r: &AddressableReference,
-        index: &str,
-    ) -> OrbitResult<AddressableLease> {
-        self.lease(r)?.ok_or_else(|| {
-            self.store
-                .corrupt(0, format!("{index} entry for {r:?} without a lease"))
-        })
-    }
-
-    /// Every lease of `node`, through the node index.
-    pub fn node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
-        let start = tagged(NODES, &node_index_prefix(node));
-        let end = prefix_end(&start);
-        // An index key is the prefix followed by the encoded reference: the lease key is `L`
-        // and those same bytes.
-        let mut lease_keys = Vec::new();
-        btree::scan(self.store, self.root, &start, &end, &mut |k, _| {
-            let mut key = Vec::with_capacity(k.len() - start.len() + 1);
-            key.push(LEASES);
-            key.extend_from_slice(&k[start.len()..]);
-            lease_keys.push(key);
-            Ok(true)
-        })?;
-        lease_keys
-            .iter()
-            .map(|key| {
-                let r = self.key_reference(key)?;
-                btree::get(self.store, self.root, key, |v| {
-                    self.decode_value(r.clone(), v)
-                })?
-                .ok_or_else(|| {
-                    self.store
-                        .corrupt(0, format!("node-index entry for {r:?} without a lease"))
-                })
-            })
-            .collect()
-    }
-
-    /// Up to `limit` leases with `expires_at <= now`, earliest first, through the expiry index.
-    pub fn expired(&self, now: Timestamp, limit: usize) -> OrbitResult<Vec<AddressableLease>> {
-        let end = tagged(EXPIRY, &expiry_index_upper_bound(now));
-        let mut refs = Vec::new();
-        if limit > 0 {
-            btree::scan(self.store, self.root, &[EXPIRY], &end, &mut |k, _| {
-                let (_, r) = decode_expiry_index_key(&k[1..])
-                    .map_err(|e| self.corrupt_value("expiry-index key", e))?;
-                refs.push(r);
-                Ok(refs.len() < limit)
-            })?;
-        }
-        refs.iter()
-            .map(|r| self.indexed_lease(r, "expiry-index"))
-            .collect()
-    }
-
-    /// Up to `limit` leases with references after `after` (all from the start if `None`), in
-    /// reference order.
-    pub fn leases_after(
-        &self,
-        after: Option<&AddressableReference>,
-        limit: usize,
-    ) -> OrbitResult<Vec<AddressableLease>> {
-        let start = match after {
-            Some(r) => {
-                let mut k = lease_key(r);
-                k.push(0); // the smallest key after it
-                k
-            }
-            None => vec![LEASES],
-        };
-        let mut out = Vec::new();
-        if limit > 0 {
-            btree::scan(self.store, self.root, &start, &[LEASES + 1], &mut |k, v| {
-                out.push(self.decode_value(self.key_reference(k)?, v)?);
-                Ok(out.len() < limit)
-            })?;
-        }
-        Ok(out)
-    }
-}
-
-impl LeaseSource for TreeView<'_> {
-    fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
-        TreeView::lease(self, r)
-    }
-
-    fn expired(&self, now: Timestamp, limit: usize) -> OrbitResult<Vec<AddressableLease>> {
-        TreeView::expired(self, now, limit)
+    fn corrupt(&self, detail: String) -> OrbitError {
+        self.store.corrupt(0, format!("{detail} (in the tree)"))
     }
 }
 
@@ -313,12 +155,12 @@ impl Snapshot {
 
     /// The lease of `r` as of the snapshot.
     pub fn get(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
-        self.version.view().lease(r)
+        LeaseKv(&self.version.view()).lease(r)
     }
 
     /// Every lease of `node` as of the snapshot.
     pub fn node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
-        self.version.view().node_leases(node)
+        LeaseKv(&self.version.view()).node_leases(node)
     }
 
     /// Number of leases in the snapshot.
@@ -365,12 +207,7 @@ impl Iterator for Leases {
         if self.done {
             return None;
         }
-        match self
-            .snapshot
-            .version
-            .view()
-            .leases_after(self.last.as_ref(), CHUNK)
-        {
+        match LeaseKv(&self.snapshot.version.view()).leases_after(self.last.as_ref(), CHUNK) {
             Ok(chunk) => {
                 self.done = chunk.len() < CHUNK;
                 self.chunk = chunk.into_iter();
@@ -428,11 +265,5 @@ mod tests {
         drop(g);
         drop(first);
         assert_eq!(drain(&sink).len(), 200_000);
-    }
-
-    #[test]
-    fn prefix_end_bounds_the_prefix() {
-        assert_eq!(prefix_end(b"N\x01ab"), b"N\x01ac");
-        assert_eq!(prefix_end(b"N\xff\xff"), b"O");
     }
 }

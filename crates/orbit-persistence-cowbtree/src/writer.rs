@@ -10,21 +10,19 @@ use std::time::{Duration, Instant};
 use orbit_persistence_core::change::{
     ChangeStager, LeaseChange, WriteOutcome, WriteRequest, decode_changes,
 };
-use orbit_persistence_core::encoding::{
-    decode_lease_value, encode_lease_value, lease_value_index_fields,
-};
 use orbit_persistence_core::fs::{FileSystem, FsFile, OpenMode, write_file_atomic};
 use orbit_persistence_core::group_commit::CommitHandler;
+use orbit_persistence_core::keyspace::{self, CountChange, LeaseKv, OrderedKvWrite};
 use orbit_persistence_core::log::{HEADER_LEN, LogBatch, LogWriter};
-use orbit_persistence_core::{AddressableLease, AddressableReference, OrbitError, OrbitResult};
+use orbit_persistence_core::wal;
+use orbit_persistence_core::{OrbitError, OrbitResult};
 
 use crate::btree::{self, Child, WriteCtx};
 use crate::checkpoint::{self, Allocator, Done, Job};
 use crate::meta::{self, META_LEN, Meta};
 use crate::page::{Layout, PageId};
 use crate::pagefile::PageStore;
-use crate::version::{Guard, TreeView, Version, expiry_key, lease_key, node_key};
-use crate::wal;
+use crate::version::{Guard, TreeView, Version};
 
 /// Name of the page file in the data directory.
 pub const PAGE_FILE: &str = "pages.cow";
@@ -276,96 +274,23 @@ impl Writer {
         Ok((writer, shared))
     }
 
-    fn ctx_apply(
-        &mut self,
-        f: impl FnOnce(&mut WriteCtx<'_>, &mut Child) -> OrbitResult<()>,
-    ) -> OrbitResult<()> {
-        let mut ctx = WriteCtx {
-            store: &self.store,
-            retired: &mut self.retired,
-            loaded: &mut self.loaded,
-        };
-        f(&mut ctx, &mut self.root)
-    }
-
-    fn decode_old(
-        &self,
-        reference: &AddressableReference,
-        bytes: &[u8],
-    ) -> OrbitResult<AddressableLease> {
-        decode_lease_value(reference.clone(), bytes).map_err(|e| {
-            self.store
-                .corrupt(0, format!("undecodable stored lease of {reference:?}: {e}"))
-        })
-    }
-
     /// Applies one change to the working tree: the lease and its index entries.
     fn apply(&mut self, change: LeaseChange) -> OrbitResult<()> {
         self.revision = self.revision.max(change.revision());
-        match change {
-            LeaseChange::Put(lease) => {
-                let r = &lease.reference;
-                let value = encode_lease_value(&lease);
-                let mut old = None;
-                self.ctx_apply(|ctx, root| {
-                    old = btree::insert(ctx, root, &lease_key(r), &value)?;
-                    Ok(())
-                })?;
-                // Which index entries move, read off the two values (a renewal keeps its node).
-                let (node_moved, old_expiry) = match &old {
-                    None => {
-                        self.lease_count += 1;
-                        (true, None)
-                    }
-                    Some(o) => {
-                        let fields =
-                            lease_value_index_fields(o).zip(lease_value_index_fields(&value));
-                        let Some(((old_node, old_expiry), (new_node, _))) = fields else {
-                            // Not a lease value: report why.
-                            return Err(self.decode_old(r, o).err().unwrap_or_else(|| {
-                                crate::internal("a short lease value decoded")
-                            }));
-                        };
-                        (old_node != new_node, Some(old_expiry))
-                    }
-                };
-                let old_node = match (&old, node_moved) {
-                    (Some(o), true) => Some(self.decode_old(r, o)?.node_id),
-                    _ => None,
-                };
-                self.ctx_apply(|ctx, root| {
-                    if let Some(node) = &old_node {
-                        btree::remove(ctx, root, &node_key(node, r))?;
-                    }
-                    if node_moved {
-                        btree::insert(ctx, root, &node_key(&lease.node_id, r), &[])?;
-                    }
-                    if old_expiry != Some(lease.expires_at) {
-                        if let Some(expires_at) = old_expiry {
-                            btree::remove(ctx, root, &expiry_key(expires_at, r))?;
-                        }
-                        btree::insert(ctx, root, &expiry_key(lease.expires_at, r), &[])?;
-                    }
-                    Ok(())
-                })
-            }
-            LeaseChange::Delete { reference, .. } => {
-                let mut old = None;
-                self.ctx_apply(|ctx, root| {
-                    old = btree::remove(ctx, root, &lease_key(&reference))?;
-                    Ok(())
-                })?;
-                let Some(old) = old.map(|b| self.decode_old(&reference, &b)).transpose()? else {
-                    return Ok(());
-                };
-                self.lease_count -= 1;
-                self.ctx_apply(|ctx, root| {
-                    btree::remove(ctx, root, &node_key(&old.node_id, &reference))?;
-                    btree::remove(ctx, root, &expiry_key(old.expires_at, &reference))?;
-                    Ok(())
-                })
-            }
+        let mut tree = WorkingTree {
+            ctx: WriteCtx {
+                store: &self.store,
+                retired: &mut self.retired,
+                loaded: &mut self.loaded,
+            },
+            root: &mut self.root,
+        };
+        match keyspace::apply_change(&mut tree, &change)? {
+            CountChange::Added => self.lease_count += 1,
+            CountChange::Removed => self.lease_count -= 1,
+            CountChange::Same => {}
         }
+        Ok(())
     }
 
     fn publish_version(&mut self) {
@@ -535,6 +460,34 @@ struct InFlight {
     retired: Vec<PageId>,
 }
 
+/// The working tree as the key space [`keyspace::apply_change`] writes.
+struct WorkingTree<'a> {
+    ctx: WriteCtx<'a>,
+    root: &'a mut Child,
+}
+
+impl OrderedKvWrite for WorkingTree<'_> {
+    fn replace(&mut self, key: &[u8], value: &[u8]) -> OrbitResult<Option<Vec<u8>>> {
+        btree::insert(&mut self.ctx, self.root, key, value)
+    }
+
+    fn take(&mut self, key: &[u8]) -> OrbitResult<Option<Vec<u8>>> {
+        btree::remove(&mut self.ctx, self.root, key)
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> OrbitResult<()> {
+        btree::insert(&mut self.ctx, self.root, key, value).map(drop)
+    }
+
+    fn delete(&mut self, key: &[u8]) -> OrbitResult<()> {
+        btree::remove(&mut self.ctx, self.root, key).map(drop)
+    }
+
+    fn corrupt(&self, detail: String) -> OrbitError {
+        self.ctx.store.corrupt(0, detail)
+    }
+}
+
 impl CommitHandler for Writer {
     type Request = WriteRequest;
     type Response = WriteOutcome;
@@ -544,7 +497,7 @@ impl CommitHandler for Writer {
             store: &self.store,
             root: &self.root,
         };
-        self.stager.stage(&view, req, batch)
+        self.stager.stage(&LeaseKv(&view), req, batch)
     }
 
     fn write(&mut self, batch: &LogBatch, sync: bool) -> OrbitResult<()> {

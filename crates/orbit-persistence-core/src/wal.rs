@@ -1,19 +1,20 @@
-//! The write-ahead log: numbered segments of core's CRC32-framed log
-//! (`orbit_persistence_core::log`), one record per write request, each the request's lease
-//! changes (`orbit_persistence_core::change`).
+//! Write-ahead logs of numbered segments: core's CRC32-framed log ([`crate::log`]), one record
+//! per write request, each the request's lease changes ([`crate::change`]). Shared by the disk
+//! engines that apply writes in memory and make them durable elsewhere later (the COW B+tree's
+//! checkpoints, the LSM's memtable flushes).
 //!
-//! Segments are `wal-<16 hex digits>.log`. A checkpoint starts a new segment before it
-//! switches the meta page, and the meta page names the first segment recovery must replay;
-//! older segments are deleted once it is durable (and at open, if a crash came first).
-//! Recovery replays the named segment and every later one, which must follow without a gap.
-//! Only the last segment may end in a torn write (it is cut); a torn end anywhere else, or
-//! a missing segment, is `Corruption`.
+//! Segments are `wal-<16 hex digits>.log`. Before the engine makes the data of the segments so
+//! far durable elsewhere, it starts a new segment; its durable root (meta page, manifest) then
+//! names the first segment recovery must replay, and older segments are deleted (and at open, if
+//! a crash came first). Recovery replays the named segment and every later one, which must
+//! follow without a gap. Only the last segment may end in a torn write (it is cut); a torn end
+//! anywhere else, or a missing segment, is `Corruption`.
 
 use std::path::{Path, PathBuf};
 
-use orbit_persistence_core::fs::FileSystem;
-use orbit_persistence_core::log::{LogRecord, LogWriter, read_log};
-use orbit_persistence_core::{OrbitError, OrbitResult};
+use crate::fs::FileSystem;
+use crate::log::{LogRecord, LogWriter, read_log};
+use crate::{OrbitError, OrbitResult};
 
 /// Path of segment `seq` in `dir`.
 pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -48,7 +49,7 @@ pub struct Replayed {
 }
 
 /// Replays segments `start..` of `dir`, deleting older ones; creates segment `start` if none
-/// exists and `fresh` (no checkpoint ever named a segment that could be missing).
+/// exists and `fresh` (no durable root ever named a segment that could be missing).
 pub fn recover(fs: &dyn FileSystem, dir: &Path, start: u64, fresh: bool) -> OrbitResult<Replayed> {
     let all = list_segments(fs, dir)?;
     for &old in all.iter().filter(|&&s| s < start) {
@@ -80,10 +81,8 @@ pub fn recover(fs: &dyn FileSystem, dir: &Path, start: u64, fresh: bool) -> Orbi
         }
     }
     let mut records = Vec::new();
-    let (&last, older) = live
-        .split_last()
-        .ok_or_else(|| crate::internal("no segment"))?;
-    for &seq in older {
+    let last = start + live.len() as u64 - 1;
+    for seq in start..last {
         let path = segment_path(dir, seq);
         let replay = read_log(fs, &path)?;
         if replay.torn_tail {

@@ -1,0 +1,450 @@
+//! The lease directory as one ordered byte map: the key layout every ordered disk engine
+//! (the COW B+tree, the LSM) stores, and the lease-level reads and writes over it, written once.
+//!
+//! # Key layout
+//!
+//! One key space holds the leases and both indexes as key ranges, so one atomic commit of the
+//! engine updates all three:
+//!
+//! | range | key | value |
+//! |---|---|---|
+//! | leases | `L` ++ encoded reference | the lease without its reference ([`encode_lease_value`]) |
+//! | node index | `N` ++ encoded node ++ encoded reference | empty |
+//! | expiry index | `E` ++ `expires_at` (u64 BE) ++ encoded reference | empty |
+//!
+//! (encodings from [`crate::encoding`], which preserve order). An engine provides
+//! [`OrderedKv`] (point reads and range scans) and [`OrderedKvWrite`]; [`LeaseKv`] answers the
+//! provider's reads and the writer's [`LeaseSource`] questions, and [`apply_change`] turns a
+//! durable [`LeaseChange`] into key writes, keeping both indexes in step.
+
+use crate::change::{LeaseChange, LeaseSource};
+use crate::encoding::{
+    decode_expiry_index_key, decode_lease_value, decode_reference, encode_lease_value,
+    expiry_index_key, expiry_index_upper_bound, lease_value_index_fields, node_index_key,
+    node_index_prefix, put_reference,
+};
+use crate::{AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult, Timestamp};
+
+/// Tag of the lease range.
+pub const LEASES: u8 = b'L';
+/// Tag of the node-index range.
+pub const NODES: u8 = b'N';
+/// Tag of the expiry-index range.
+pub const EXPIRY: u8 = b'E';
+
+/// Key of a lease.
+pub fn lease_key(r: &AddressableReference) -> Vec<u8> {
+    let mut k = Vec::with_capacity(r.addressable_type.len() + 40);
+    k.push(LEASES);
+    put_reference(&mut k, r);
+    k
+}
+
+/// Key of a node-index entry.
+pub fn node_key(node: &NodeId, r: &AddressableReference) -> Vec<u8> {
+    tagged(NODES, &node_index_key(node, r))
+}
+
+/// Key of an expiry-index entry.
+pub fn expiry_key(expires_at: Timestamp, r: &AddressableReference) -> Vec<u8> {
+    tagged(EXPIRY, &expiry_index_key(expires_at, r))
+}
+
+fn tagged(tag: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(rest.len() + 1);
+    k.push(tag);
+    k.extend_from_slice(rest);
+    k
+}
+
+/// The smallest key greater than every key starting with `prefix` (which must not be all 0xFF).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while end.last() == Some(&0xFF) {
+        end.pop();
+    }
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+/// What [`OrderedKv::scan`] calls with each key and value; `false` stops the scan.
+pub type ScanVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> OrbitResult<bool> + 'a;
+
+/// Read access to an engine's ordered key space, as of one consistent state.
+pub trait OrderedKv {
+    /// Calls `f` with the value of `key`, if present.
+    fn get<T>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> OrbitResult<T>)
+    -> OrbitResult<Option<T>>;
+
+    /// Calls `f` with each pair of `start <= key < end`, in key order, until it returns false.
+    fn scan(&self, start: &[u8], end: &[u8], f: &mut ScanVisitor<'_>) -> OrbitResult<()>;
+
+    /// The error for stored bytes that do not decode (naming the engine's file).
+    fn corrupt(&self, detail: String) -> OrbitError;
+}
+
+/// Lease-level reads over an [`OrderedKv`].
+#[derive(Clone, Copy)]
+pub struct LeaseKv<'a, K: ?Sized>(pub &'a K);
+
+impl<K: OrderedKv> LeaseKv<'_, K> {
+    fn corrupt_value(&self, what: &str, e: impl std::fmt::Display) -> OrbitError {
+        self.0.corrupt(format!("undecodable {what}: {e}"))
+    }
+
+    fn decode_value(&self, r: AddressableReference, v: &[u8]) -> OrbitResult<AddressableLease> {
+        decode_lease_value(r, v).map_err(|e| self.corrupt_value("lease", e))
+    }
+
+    /// The reference of a lease key (`L` ++ encoded reference).
+    fn key_reference(&self, key: &[u8]) -> OrbitResult<AddressableReference> {
+        decode_reference(key.get(1..).unwrap_or_default())
+            .map_err(|e| self.corrupt_value("lease key", e))
+    }
+
+    /// The lease of `r`.
+    pub fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        self.0
+            .get(&lease_key(r), |v| self.decode_value(r.clone(), v))
+    }
+
+    fn indexed_lease(
+        &self,
+        r: &AddressableReference,
+        index: &str,
+    ) -> OrbitResult<AddressableLease> {
+        self.lease(r)?.ok_or_else(|| {
+            self.0
+                .corrupt(format!("{index} entry for {r:?} without a lease"))
+        })
+    }
+
+    /// Every lease of `node`, through the node index.
+    pub fn node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        let start = tagged(NODES, &node_index_prefix(node));
+        let end = prefix_end(&start);
+        // An index key is the prefix followed by the encoded reference: the lease key is `L`
+        // and those same bytes.
+        let mut lease_keys = Vec::new();
+        self.0.scan(&start, &end, &mut |k, _| {
+            let mut key = Vec::with_capacity(k.len() - start.len() + 1);
+            key.push(LEASES);
+            key.extend_from_slice(&k[start.len()..]);
+            lease_keys.push(key);
+            Ok(true)
+        })?;
+        lease_keys
+            .iter()
+            .map(|key| {
+                let r = self.key_reference(key)?;
+                self.0
+                    .get(key, |v| self.decode_value(r.clone(), v))?
+                    .ok_or_else(|| {
+                        self.0
+                            .corrupt(format!("node-index entry for {r:?} without a lease"))
+                    })
+            })
+            .collect()
+    }
+
+    /// Up to `limit` leases with `expires_at <= now`, earliest first, through the expiry index.
+    pub fn expired(&self, now: Timestamp, limit: usize) -> OrbitResult<Vec<AddressableLease>> {
+        let end = tagged(EXPIRY, &expiry_index_upper_bound(now));
+        let mut refs = Vec::new();
+        if limit > 0 {
+            self.0.scan(&[EXPIRY], &end, &mut |k, _| {
+                let (_, r) = decode_expiry_index_key(&k[1..])
+                    .map_err(|e| self.corrupt_value("expiry-index key", e))?;
+                refs.push(r);
+                Ok(refs.len() < limit)
+            })?;
+        }
+        refs.iter()
+            .map(|r| self.indexed_lease(r, "expiry-index"))
+            .collect()
+    }
+
+    /// Up to `limit` leases with references after `after` (all from the start if `None`), in
+    /// reference order.
+    pub fn leases_after(
+        &self,
+        after: Option<&AddressableReference>,
+        limit: usize,
+    ) -> OrbitResult<Vec<AddressableLease>> {
+        let start = match after {
+            Some(r) => {
+                let mut k = lease_key(r);
+                k.push(0); // the smallest key after it
+                k
+            }
+            None => vec![LEASES],
+        };
+        let mut out = Vec::new();
+        if limit > 0 {
+            self.0.scan(&start, &[LEASES + 1], &mut |k, v| {
+                out.push(self.decode_value(self.key_reference(k)?, v)?);
+                Ok(out.len() < limit)
+            })?;
+        }
+        Ok(out)
+    }
+}
+
+impl<K: OrderedKv> LeaseSource for LeaseKv<'_, K> {
+    fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        LeaseKv::lease(self, r)
+    }
+
+    fn expired(&self, now: Timestamp, limit: usize) -> OrbitResult<Vec<AddressableLease>> {
+        LeaseKv::expired(self, now, limit)
+    }
+}
+
+/// Write access to an engine's working key space (on its writer thread).
+pub trait OrderedKvWrite {
+    /// Sets `key` to `value` and returns the previous value.
+    fn replace(&mut self, key: &[u8], value: &[u8]) -> OrbitResult<Option<Vec<u8>>>;
+    /// Removes `key` and returns the previous value.
+    fn take(&mut self, key: &[u8]) -> OrbitResult<Option<Vec<u8>>>;
+    /// Sets `key` to `value` when the previous value does not matter (an engine may write
+    /// blindly).
+    fn put(&mut self, key: &[u8], value: &[u8]) -> OrbitResult<()>;
+    /// Removes `key`, present or not (an engine may write a tombstone blindly).
+    fn delete(&mut self, key: &[u8]) -> OrbitResult<()>;
+    /// The error for a stored lease that does not decode.
+    fn corrupt(&self, detail: String) -> OrbitError;
+}
+
+/// How a change moved the number of leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountChange {
+    /// A lease appeared.
+    Added,
+    /// A lease was replaced, or a removal found nothing.
+    Same,
+    /// A lease was removed.
+    Removed,
+}
+
+/// Applies one durable change: the lease key and the index entries that follow from it.
+pub fn apply_change(
+    kv: &mut impl OrderedKvWrite,
+    change: &LeaseChange,
+) -> OrbitResult<CountChange> {
+    fn decode_old(
+        kv: &impl OrderedKvWrite,
+        r: &AddressableReference,
+        bytes: &[u8],
+    ) -> OrbitResult<AddressableLease> {
+        decode_lease_value(r.clone(), bytes)
+            .map_err(|e| kv.corrupt(format!("undecodable stored lease of {r:?}: {e}")))
+    }
+    match change {
+        LeaseChange::Put(lease) => {
+            let r = &lease.reference;
+            let value = encode_lease_value(lease);
+            let old = kv.replace(&lease_key(r), &value)?;
+            // Which index entries move, read off the two values (a renewal keeps its node).
+            let (old_node, old_expiry) = match &old {
+                None => (None, None),
+                Some(o) => {
+                    let fields = lease_value_index_fields(o).zip(lease_value_index_fields(&value));
+                    let Some(((old_node, old_expiry), (new_node, _))) = fields else {
+                        // Not a lease value: report why.
+                        return Err(decode_old(kv, r, o)
+                            .err()
+                            .unwrap_or_else(|| kv.corrupt("a short lease value decoded".into())));
+                    };
+                    let old_node = if old_node == new_node {
+                        None
+                    } else {
+                        Some(decode_old(kv, r, o)?.node_id)
+                    };
+                    (old_node, Some(old_expiry))
+                }
+            };
+            if old.is_none() || old_node.is_some() {
+                if let Some(node) = &old_node {
+                    kv.delete(&node_key(node, r))?;
+                }
+                kv.put(&node_key(&lease.node_id, r), &[])?;
+            }
+            if old_expiry != Some(lease.expires_at) {
+                if let Some(expires_at) = old_expiry {
+                    kv.delete(&expiry_key(expires_at, r))?;
+                }
+                kv.put(&expiry_key(lease.expires_at, r), &[])?;
+            }
+            Ok(if old.is_none() {
+                CountChange::Added
+            } else {
+                CountChange::Same
+            })
+        }
+        LeaseChange::Delete { reference, .. } => {
+            let Some(old) = kv.take(&lease_key(reference))? else {
+                return Ok(CountChange::Same);
+            };
+            let old = decode_old(kv, reference, &old)?;
+            kv.delete(&node_key(&old.node_id, reference))?;
+            kv.delete(&expiry_key(old.expires_at, reference))?;
+            Ok(CountChange::Removed)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A plain ordered map as the engine.
+    #[derive(Default)]
+    struct Map(BTreeMap<Vec<u8>, Vec<u8>>);
+
+    impl OrderedKv for Map {
+        fn get<T>(
+            &self,
+            key: &[u8],
+            f: impl FnOnce(&[u8]) -> OrbitResult<T>,
+        ) -> OrbitResult<Option<T>> {
+            self.0.get(key).map(|v| f(v)).transpose()
+        }
+
+        fn scan(&self, start: &[u8], end: &[u8], f: &mut ScanVisitor<'_>) -> OrbitResult<()> {
+            for (k, v) in self.0.range(start.to_vec()..end.to_vec()) {
+                if !f(k, v)? {
+                    break;
+                }
+            }
+            Ok(())
+        }
+
+        fn corrupt(&self, detail: String) -> OrbitError {
+            OrbitError::corruption("map", 0, detail)
+        }
+    }
+
+    impl OrderedKvWrite for Map {
+        fn replace(&mut self, key: &[u8], value: &[u8]) -> OrbitResult<Option<Vec<u8>>> {
+            Ok(self.0.insert(key.to_vec(), value.to_vec()))
+        }
+        fn take(&mut self, key: &[u8]) -> OrbitResult<Option<Vec<u8>>> {
+            Ok(self.0.remove(key))
+        }
+        fn put(&mut self, key: &[u8], value: &[u8]) -> OrbitResult<()> {
+            self.0.insert(key.to_vec(), value.to_vec());
+            Ok(())
+        }
+        fn delete(&mut self, key: &[u8]) -> OrbitResult<()> {
+            self.0.remove(key);
+            Ok(())
+        }
+        fn corrupt(&self, detail: String) -> OrbitError {
+            OrbitError::corruption("map", 0, detail)
+        }
+    }
+
+    fn lease(id: &str, node: &str, expires_at: u64, revision: u64) -> AddressableLease {
+        AddressableLease {
+            reference: AddressableReference::new("T", crate::Key::string(id)),
+            node_id: NodeId::new(node, "ns"),
+            expires_at: Timestamp(expires_at),
+            renew_at: Timestamp(expires_at / 2),
+            revision,
+        }
+    }
+
+    #[test]
+    fn indexes_follow_puts_moves_and_deletes() {
+        let mut m = Map::default();
+        let a = lease("a", "n1", 100, 1);
+        assert_eq!(
+            apply_change(&mut m, &LeaseChange::Put(a.clone())).unwrap(),
+            CountChange::Added
+        );
+        // Renewal: the expiry entry moves, the node entry stays.
+        let renewed = AddressableLease {
+            expires_at: Timestamp(200),
+            revision: 2,
+            ..a.clone()
+        };
+        assert_eq!(
+            apply_change(&mut m, &LeaseChange::Put(renewed.clone())).unwrap(),
+            CountChange::Same
+        );
+        // Taken over by another node: the node entry moves.
+        let moved = AddressableLease {
+            node_id: NodeId::new("n2", "ns"),
+            revision: 3,
+            ..renewed.clone()
+        };
+        apply_change(&mut m, &LeaseChange::Put(moved.clone())).unwrap();
+        let view = LeaseKv(&m);
+        assert_eq!(view.lease(&a.reference).unwrap(), Some(moved.clone()));
+        assert!(
+            view.node_leases(&NodeId::new("n1", "ns"))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            view.node_leases(&NodeId::new("n2", "ns")).unwrap(),
+            vec![moved.clone()]
+        );
+        assert!(view.expired(Timestamp(199), 10).unwrap().is_empty());
+        assert_eq!(
+            view.expired(Timestamp(200), 10).unwrap(),
+            vec![moved.clone()]
+        );
+        assert_eq!(
+            m.0.len(),
+            3,
+            "one lease and one entry per index: {:?}",
+            m.0.keys()
+        );
+        let delete = LeaseChange::Delete {
+            reference: a.reference.clone(),
+            revision: 4,
+        };
+        assert_eq!(apply_change(&mut m, &delete).unwrap(), CountChange::Removed);
+        assert!(m.0.is_empty());
+        assert_eq!(apply_change(&mut m, &delete).unwrap(), CountChange::Same);
+    }
+
+    #[test]
+    fn leases_after_pages_through_in_reference_order() {
+        let mut m = Map::default();
+        for (i, id) in ["c", "a", "b"].iter().enumerate() {
+            apply_change(&mut m, &LeaseChange::Put(lease(id, "n", 100, i as u64 + 1))).unwrap();
+        }
+        let view = LeaseKv(&m);
+        let first = view.leases_after(None, 2).unwrap();
+        assert_eq!(first.len(), 2);
+        let rest = view.leases_after(Some(&first[1].reference), 2).unwrap();
+        let keys: Vec<_> = first
+            .iter()
+            .chain(&rest)
+            .map(|l| l.reference.key.clone())
+            .collect();
+        assert_eq!(keys, ["a", "b", "c"].map(crate::Key::string));
+    }
+
+    #[test]
+    fn an_undecodable_stored_lease_is_corruption() {
+        let mut m = Map::default();
+        let a = lease("a", "n1", 100, 1);
+        m.0.insert(lease_key(&a.reference), vec![1, 2, 3]);
+        let err = apply_change(&mut m, &LeaseChange::Put(a.clone())).unwrap_err();
+        assert!(matches!(err, OrbitError::Corruption { .. }), "{err}");
+        m.0.insert(lease_key(&a.reference), vec![1, 2, 3]);
+        assert!(LeaseKv(&m).lease(&a.reference).is_err());
+    }
+
+    #[test]
+    fn prefix_end_bounds_the_prefix() {
+        assert_eq!(prefix_end(b"N\x01ab"), b"N\x01ac");
+        assert_eq!(prefix_end(b"N\xff\xff"), b"O");
+    }
+}
