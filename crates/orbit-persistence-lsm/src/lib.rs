@@ -1,0 +1,376 @@
+//! # orbit-persistence-lsm
+//!
+//! The LSM-tree backend of orbit-persistence: the write-heavy embedded store of the lease
+//! directory.
+//!
+//! ## Architecture
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`memtable`] | the skiplist memtable, versioned by batch sequence number |
+//! | [`block`] | data blocks: prefix-compressed keys, restart points |
+//! | [`sstable`] | table files: blocks, bloom filter, index, footer |
+//! | [`cache`] | the block cache |
+//! | [`merge`] | iterators over memtables, tables and levels, and their merge |
+//! | [`levels`] | the tables by level |
+//! | [`manifest`] | the durable list of tables and the WAL start |
+//! | [`compaction`] | compaction strategies (leveled) and running a compaction |
+//! | [`flush`] | writing new tables; flushing a frozen memtable |
+//! | [`state`] | the published state readers use |
+//! | [`tree`] | what the threads share |
+//! | [`writer`] | recovery, the group-commit handler, the background threads |
+//!
+//! A write is decided on the writer thread (core's `ChangeStager`), appended to the WAL with
+//! every other write of its batch and synced once (core's group commit), inserted into the
+//! active memtable under the batch's sequence number, and published: readers read as of the
+//! sequence number of the state they took, so they never see half a batch. A full memtable is
+//! frozen (a new WAL segment starts) and flushed to a level-0 table by the flush thread; the
+//! compaction thread merges tables down the levels. Leases and both indexes are key ranges of
+//! one tree (core's `keyspace`), so every lease change is one atomic batch.
+#![warn(missing_docs)]
+
+pub mod block;
+pub mod cache;
+pub mod compaction;
+pub mod flush;
+pub mod levels;
+pub mod manifest;
+pub mod memtable;
+pub mod merge;
+pub mod sstable;
+pub mod state;
+pub mod tree;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use orbit_persistence_core::change::{WriteOp, WriteRequest};
+use orbit_persistence_core::fs::{FileSystem, OpenMode, StdFileSystem};
+use orbit_persistence_core::group_commit::GroupCommit;
+use orbit_persistence_core::keyspace::LeaseKv;
+use orbit_persistence_core::lease_writes::LeaseWrites;
+use orbit_persistence_core::lock::DirLock;
+use orbit_persistence_core::metrics::MetricsRecorder;
+use orbit_persistence_core::{
+    Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock,
+    LsmTreeConfig, NodeId, OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider,
+    ProviderHealth, Renew, Timestamp, rules,
+};
+
+use compaction::Leveled;
+use tree::{Settings, Tree};
+use writer::Writer;
+
+/// Level-0 tables that trigger a compaction into level 1.
+pub const L0_COMPACTION_TRIGGER: usize = 4;
+
+/// An error that means a bug in this crate, not bad input or bad bytes.
+pub(crate) fn internal(what: impl std::fmt::Display) -> OrbitError {
+    OrbitError::Unavailable(format!("lsm internal error: {what}"))
+}
+
+/// The lease directory on an LSM tree. Open it with [`LsmDirectory::open`].
+pub struct LsmDirectory {
+    tree: Arc<Tree>,
+    writes: Arc<LeaseWrites<Writer>>,
+    metrics: Arc<MetricsRecorder>,
+    lock: Mutex<Option<DirLock>>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for LsmDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LsmDirectory")
+            .field("dir", &self.tree.dir)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl LsmDirectory {
+    /// Opens (creating if needed) the store in `config.data_dir`: the manifest's tables plus a
+    /// replay of the WAL of the memtables not yet flushed. Blocking: call it from
+    /// `spawn_blocking` inside a runtime.
+    ///
+    /// Errors: `Config` for an invalid config (naming the field); `Locked` if another open
+    /// store holds the directory; `Corruption` naming the file and offset of any bad byte
+    /// recovery needs.
+    pub fn open(config: &LsmTreeConfig, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
+        config.validate()?;
+        let lock = DirLock::acquire(&config.data_dir)?;
+        Self::open_inner(Arc::new(StdFileSystem::new()), config, clock, Some(lock))
+    }
+
+    /// Opens the store in `dir` with the default settings.
+    pub fn open_dir(dir: &Path, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
+        let config = LsmTreeConfig {
+            data_dir: dir.to_path_buf(),
+            ..LsmTreeConfig::default()
+        };
+        Self::open(&config, clock)
+    }
+
+    /// Opens the store on another file system (the fault-injecting one of the tests). No OS
+    /// lock is taken: the caller guarantees nobody else opens the directory.
+    pub fn open_on(
+        fs: Arc<dyn FileSystem>,
+        config: &LsmTreeConfig,
+        clock: Arc<dyn Clock>,
+    ) -> OrbitResult<Self> {
+        config.validate()?;
+        Self::open_inner(fs, config, clock, None)
+    }
+
+    fn open_inner(
+        fs: Arc<dyn FileSystem>,
+        config: &LsmTreeConfig,
+        clock: Arc<dyn Clock>,
+        lock: Option<DirLock>,
+    ) -> OrbitResult<Self> {
+        let settings = Settings {
+            memtable_size: config.memtable_size,
+            max_immutable_memtables: config.max_immutable_memtables as usize,
+            bloom_fp_rate: config.bloom_filter_fp_rate,
+            block_size: config.block_size as usize,
+            table_size: (config.level1_size / 8).max(u64::from(config.block_size) * 4),
+            compaction_rate_limit: config.compaction_rate_limit,
+        };
+        let strategy = Box::new(Leveled::new(
+            L0_COMPACTION_TRIGGER,
+            config.level1_size,
+            config.level_fanout.into(),
+        ));
+        let (writer, tree) = Writer::open(
+            fs,
+            &config.data_dir,
+            settings,
+            config.block_cache_size,
+            strategy,
+        )?;
+        let writer = GroupCommit::spawn("lsm-writer", writer, config.sync)?;
+        let metrics = Arc::new(MetricsRecorder::default());
+        Ok(LsmDirectory {
+            tree,
+            writes: Arc::new(LeaseWrites::new(writer, clock, Arc::clone(&metrics))),
+            metrics,
+            lock: Mutex::new(lock),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &PathBuf {
+        &self.tree.dir
+    }
+
+    /// Flushes every memtable and merges every table into one sorted run at the deepest level,
+    /// dropping every tombstone: what is left on disk is the live data only. Reads and writes go
+    /// on meanwhile. Useful after a large purge, or before a backup.
+    pub async fn compact(&self) -> OrbitResult<()> {
+        self.check_open()?;
+        self.tree.freeze_requested.store(true, Ordering::Release);
+        // A request that changes nothing: the writer freezes the memtable after its batch.
+        let now = self.writes.clock().now();
+        self.writes
+            .writer()
+            .submit(WriteRequest {
+                op: WriteOp::Cleanup { limit: 0 },
+                now,
+            })
+            .await?;
+        let tree = Arc::clone(&self.tree);
+        tokio::task::spawn_blocking(move || writer::full_compaction_blocking(&tree))
+            .await
+            .unwrap_or_else(|e| Err(internal(format!("compaction task failed: {e}"))))
+    }
+
+    fn check_open(&self) -> OrbitResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(OrbitError::Closed);
+        }
+        Ok(())
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&state::State) -> OrbitResult<T>) -> OrbitResult<T> {
+        self.check_open()?;
+        let start = Instant::now();
+        let out = f(&self.tree.current());
+        self.metrics.read_done(start);
+        out
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        let fs = &self.tree.fs;
+        let Ok(names) = fs.list_dir(&self.tree.dir) else {
+            return 0;
+        };
+        names
+            .iter()
+            .filter_map(|n| fs.open(&self.tree.dir.join(n), OpenMode::Read).ok())
+            .filter_map(|f| f.len().ok())
+            .sum()
+    }
+}
+
+#[async_trait]
+impl PersistenceProvider for LsmDirectory {
+    async fn initialize(&self) -> OrbitResult<()> {
+        self.check_open()
+    }
+
+    async fn shutdown(&self) -> OrbitResult<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let writes = Arc::clone(&self.writes);
+        // The final flush writes files: keep it off the runtime's worker threads.
+        let result = tokio::task::spawn_blocking(move || writes.writer().shutdown())
+            .await
+            .unwrap_or_else(|e| Err(internal(format!("shutdown task failed: {e}"))));
+        self.lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        result
+    }
+
+    async fn health_check(&self) -> ProviderHealth {
+        if self.closed.load(Ordering::Acquire) {
+            return ProviderHealth::Unhealthy {
+                reason: "closed".into(),
+            };
+        }
+        if let Err(e) = self.tree.check_background() {
+            return ProviderHealth::Unhealthy {
+                reason: format!("{e}; reopen to recover"),
+            };
+        }
+        if self.writes.writer().is_poisoned() {
+            return ProviderHealth::Unhealthy {
+                reason: "poisoned by a failed write or sync; reopen to recover".into(),
+            };
+        }
+        let state = self.tree.current();
+        if state.frozen.len() > self.tree.settings.max_immutable_memtables {
+            return ProviderHealth::Degraded {
+                reason: format!(
+                    "{} memtables wait for flush: writes stall",
+                    state.frozen.len()
+                ),
+            };
+        }
+        ProviderHealth::Healthy
+    }
+
+    async fn metrics(&self) -> PersistenceMetrics {
+        let state = self.tree.current();
+        let s = &self.tree.stats;
+        let gc = self.writes.writer().stats();
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let memtable_bytes =
+            state.active.bytes() + state.frozen.iter().map(|f| f.mem.bytes()).sum::<u64>();
+        let mut engine: std::collections::BTreeMap<String, u64> = [
+            ("memtable_bytes", memtable_bytes),
+            ("frozen_memtables", state.frozen.len() as u64),
+            ("tables", state.levels.table_count() as u64),
+            ("table_bytes", state.levels.total_bytes()),
+            ("flushes", load(&s.flushes)),
+            ("flush_bytes", load(&s.flush_bytes)),
+            ("compactions", load(&s.compactions)),
+            ("compaction_bytes", load(&s.compaction_bytes)),
+            ("write_stalls", load(&s.stalls)),
+            ("write_stall_micros", load(&s.stall_micros)),
+            ("wal_bytes", load(&s.wal_bytes)),
+            (
+                "block_cache_bytes",
+                self.tree.cache.as_ref().map_or(0, |c| c.bytes()),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (level, tables) in state.levels.levels.iter().enumerate() {
+            engine.insert(format!("level{level}_tables"), tables.len() as u64);
+            engine.insert(
+                format!("level{level}_bytes"),
+                state.levels.level_bytes(level),
+            );
+        }
+        PersistenceMetrics {
+            lease_count: state.lease_count,
+            last_revision: state.revision,
+            write_batches: gc.batches,
+            syncs: gc.syncs,
+            disk_bytes: self.disk_bytes(),
+            memory_bytes: memtable_bytes + self.tree.cache.as_ref().map_or(0, |c| c.bytes()),
+            engine: engine.into_iter().collect(),
+            ..self.metrics.snapshot()
+        }
+    }
+}
+
+#[async_trait]
+impl AddressableDirectoryProvider for LsmDirectory {
+    async fn store_lease(&self, lease: &AddressableLease) -> OrbitResult<()> {
+        self.check_open()?;
+        self.writes.store(std::slice::from_ref(lease)).await
+    }
+
+    async fn get_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        rules::validate_reference(r)?;
+        self.read(|s| LeaseKv(&s.view()).lease(r))
+    }
+
+    async fn remove_lease(&self, r: &AddressableReference) -> OrbitResult<bool> {
+        self.check_open()?;
+        self.writes.remove(r).await
+    }
+
+    async fn list_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        rules::validate_node(node)?;
+        self.read(|s| LeaseKv(&s.view()).node_leases(node))
+    }
+
+    async fn cleanup_expired_leases(&self) -> OrbitResult<u64> {
+        self.check_open()?;
+        self.writes.cleanup().await
+    }
+
+    async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
+        self.check_open()?;
+        self.writes.acquire(lease).await
+    }
+
+    async fn renew_lease(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+        expires_at: Timestamp,
+        renew_at: Timestamp,
+    ) -> OrbitResult<Renew> {
+        self.check_open()?;
+        self.writes
+            .renew(r, owner, revision, expires_at, renew_at)
+            .await
+    }
+
+    async fn release_lease(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+    ) -> OrbitResult<bool> {
+        self.check_open()?;
+        self.writes.release(r, owner, revision).await
+    }
+
+    async fn store_leases(&self, leases: &[AddressableLease]) -> OrbitResult<()> {
+        self.check_open()?;
+        self.writes.store(leases).await
+    }
+}

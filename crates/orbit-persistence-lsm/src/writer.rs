@@ -1,0 +1,510 @@
+//! Recovery at open, the group-commit handler that logs and applies each batch, and the
+//! background threads' loops.
+//!
+//! Recovery: the manifest names the live tables and the first WAL segment to replay; tables
+//! the manifest does not name (a flush or compaction that crashed before its edit, or one whose
+//! inputs were not deleted yet) are deleted; the WAL segments from the manifest's start on are
+//! replayed into a fresh memtable. Replay is bounded by the memtables that were not flushed:
+//! at most `(max_immutable_memtables + 1) * memtable_size` of log.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use orbit_persistence_core::change::{ChangeStager, WriteOutcome, WriteRequest, decode_changes};
+use orbit_persistence_core::fs::{FileSystem, tmp_path};
+use orbit_persistence_core::group_commit::CommitHandler;
+use orbit_persistence_core::keyspace::{self, CountChange, LeaseKv, OrderedKv, OrderedKvWrite};
+use orbit_persistence_core::log::{LogBatch, LogWriter};
+use orbit_persistence_core::wal;
+use orbit_persistence_core::{OrbitError, OrbitResult};
+
+use crate::cache::BlockCache;
+use crate::compaction::{self, CompactionStrategy};
+use crate::flush;
+use crate::levels::{Levels, MAX_LEVELS, TableHandle};
+use crate::manifest::{MANIFEST, Manifest};
+use crate::memtable::Memtable;
+use crate::sstable::{Lookup, Table, parse_table_name, table_path};
+use crate::state::{Frozen, State};
+use crate::tree::{L0_STALL_TABLES, Settings, Signals, Stats, Tree};
+
+/// The body of a background thread.
+type BackgroundLoop = fn(&Tree);
+
+/// The writer thread's state.
+pub struct Writer {
+    tree: Arc<Tree>,
+    wal: LogWriter,
+    wal_seq: u64,
+    stager: ChangeStager,
+    seq: u64,
+    lease_count: u64,
+    revision: u64,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// The active memtable as the key space [`keyspace::apply_change`] writes, at one sequence
+/// number.
+struct MemWriter<'a> {
+    state: &'a State,
+    seq: u64,
+}
+
+impl OrderedKvWrite for MemWriter<'_> {
+    fn replace(&mut self, key: &[u8], value: &[u8]) -> OrbitResult<Option<Vec<u8>>> {
+        let old = self.state.latest().lookup(key)?;
+        self.state.active.insert(key, Some(value), self.seq);
+        Ok(match old {
+            Lookup::Value(v) => Some(v),
+            Lookup::Deleted | Lookup::Absent => None,
+        })
+    }
+
+    fn take(&mut self, key: &[u8]) -> OrbitResult<Option<Vec<u8>>> {
+        match self.state.latest().lookup(key)? {
+            Lookup::Value(v) => {
+                self.state.active.insert(key, None, self.seq);
+                Ok(Some(v))
+            }
+            Lookup::Deleted | Lookup::Absent => Ok(None),
+        }
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> OrbitResult<()> {
+        self.state.active.insert(key, Some(value), self.seq);
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &[u8]) -> OrbitResult<()> {
+        self.state.active.insert(key, None, self.seq);
+        Ok(())
+    }
+
+    fn corrupt(&self, detail: String) -> OrbitError {
+        self.state.latest().corrupt(detail)
+    }
+}
+
+/// Opens the tables the manifest names, in levels, after deleting the files nobody names.
+fn open_levels(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    manifest: &Manifest,
+    cache: &Option<Arc<BlockCache>>,
+) -> OrbitResult<Levels> {
+    let tables = &manifest.state().tables;
+    for name in fs.list_dir(dir)? {
+        let orphan = parse_table_name(&name).is_some_and(|id| !tables.contains_key(&id));
+        if orphan || name == format!("{MANIFEST}.tmp") {
+            tracing::info!(file = %name, "deleting a file no manifest edit names");
+            fs.remove_file(&dir.join(&name))?;
+        }
+    }
+    let mut levels = Levels::default();
+    for meta in tables.values() {
+        let path = table_path(dir, meta.id);
+        if !fs.exists(&path)? {
+            return Err(OrbitError::corruption(
+                &path,
+                0,
+                "table named by the manifest is missing",
+            ));
+        }
+        let table = Table::open(fs, &path, meta.id, cache.clone())?;
+        levels.levels[meta.level as usize].push(Arc::new(TableHandle {
+            meta: meta.clone(),
+            table: Arc::new(table),
+        }));
+    }
+    // Level 0: newest (highest id) first. Deeper levels: by key, without overlap.
+    levels.levels[0].sort_by_key(|t| std::cmp::Reverse(t.meta.id));
+    for level in 1..MAX_LEVELS {
+        let tables = &mut levels.levels[level];
+        tables.sort_by(|a, b| a.meta.smallest.cmp(&b.meta.smallest));
+        if let Some(w) = tables
+            .windows(2)
+            .find(|w| w[0].meta.largest >= w[1].meta.smallest)
+        {
+            return Err(OrbitError::corruption(
+                dir.join(MANIFEST),
+                0,
+                format!(
+                    "tables {:016x} and {:016x} of level {level} overlap",
+                    w[0].meta.id, w[1].meta.id
+                ),
+            ));
+        }
+    }
+    Ok(levels)
+}
+
+impl Writer {
+    /// Opens (or creates) the tree in `dir`, replays its WAL and starts the background
+    /// threads. The caller holds the directory lock.
+    pub fn open(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        settings: Settings,
+        cache_size: u64,
+        strategy: Box<dyn CompactionStrategy>,
+    ) -> OrbitResult<(Writer, Arc<Tree>)> {
+        fs.create_dir_all(dir)?;
+        let manifest_path = dir.join(MANIFEST);
+        let fresh = !fs.exists(&manifest_path)?;
+        let manifest = if fresh {
+            let stray = fs
+                .list_dir(dir)?
+                .into_iter()
+                .find(|n| parse_table_name(n).is_some() || n.starts_with("wal-"));
+            if let Some(name) = stray {
+                return Err(OrbitError::corruption(
+                    &manifest_path,
+                    0,
+                    format!("manifest missing, but {name} exists"),
+                ));
+            }
+            let tmp = tmp_path(&manifest_path);
+            if fs.exists(&tmp)? {
+                fs.remove_file(&tmp)?;
+            }
+            Manifest::create(Arc::clone(&fs), dir)?
+        } else {
+            Manifest::open(Arc::clone(&fs), dir)?
+        };
+        let cache =
+            (cache_size > 0).then(|| Arc::new(BlockCache::new(cache_size, settings.block_size)));
+        let levels = open_levels(&*fs, dir, &manifest, &cache)?;
+        let ms = manifest.state().clone();
+        let replayed = wal::recover(&*fs, dir, ms.log_start, fresh)?;
+        let tree = Arc::new(Tree {
+            fs,
+            dir: dir.to_path_buf(),
+            settings,
+            published: RwLock::new(Arc::new(State {
+                active: Arc::new(Memtable::default()),
+                frozen: Vec::new(),
+                levels: Arc::new(levels),
+                seq: 0,
+                lease_count: ms.lease_count,
+                revision: ms.last_revision,
+                dir: Arc::new(dir.to_path_buf()),
+            })),
+            manifest: Mutex::new(manifest),
+            next_table_id: AtomicU64::new(ms.next_table_id),
+            cache,
+            strategy,
+            stats: Stats::default(),
+            signals: Mutex::new(Signals::default()),
+            changed: Condvar::new(),
+            freeze_requested: AtomicBool::new(false),
+        });
+        let mut writer = Writer {
+            tree: Arc::clone(&tree),
+            wal: replayed.writer,
+            wal_seq: replayed.seq,
+            stager: ChangeStager::new(ms.last_revision),
+            seq: 0,
+            lease_count: ms.lease_count,
+            revision: ms.last_revision,
+            threads: Vec::new(),
+        };
+        let state = tree.current();
+        for (path, record) in &replayed.records {
+            // The payload starts after the 8-byte record header.
+            let changes = decode_changes(&record.payload)
+                .map_err(|e| e.into_corruption(path, record.offset + 8))?;
+            writer.apply(&state, 1, &changes)?;
+        }
+        writer.seq = 1;
+        writer.stager = ChangeStager::new(writer.revision);
+        writer.publish_state();
+        writer.spawn_threads()?;
+        if tree.current().active.bytes() >= tree.settings.memtable_size {
+            writer.freeze()?;
+        }
+        Ok((writer, tree))
+    }
+
+    fn spawn_threads(&mut self) -> OrbitResult<()> {
+        let loops: [(&str, BackgroundLoop); 2] = [
+            ("lsm-flush", flush_loop),
+            ("lsm-compaction", compaction_loop),
+        ];
+        for (name, body) in loops {
+            let tree = Arc::clone(&self.tree);
+            let handle = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || body(&tree))
+                .map_err(|e| OrbitError::io("spawn thread", &self.tree.dir, e))?;
+            self.threads.push(handle);
+        }
+        Ok(())
+    }
+
+    /// Applies `changes` to the active memtable of `state` as batch `seq`.
+    fn apply(
+        &mut self,
+        state: &State,
+        seq: u64,
+        changes: &[orbit_persistence_core::change::LeaseChange],
+    ) -> OrbitResult<()> {
+        let mut mem = MemWriter { state, seq };
+        for change in changes {
+            self.revision = self.revision.max(change.revision());
+            match keyspace::apply_change(&mut mem, change)? {
+                CountChange::Added => self.lease_count += 1,
+                CountChange::Removed => self.lease_count -= 1,
+                CountChange::Same => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn publish_state(&self) {
+        let (seq, lease_count, revision) = (self.seq, self.lease_count, self.revision);
+        self.tree.publish(|s| State {
+            seq,
+            lease_count,
+            revision,
+            ..s.clone()
+        });
+        self.tree
+            .stats
+            .wal_bytes
+            .store(self.wal.len(), Ordering::Relaxed);
+    }
+
+    /// Freezes the active memtable (if it holds anything): syncs its WAL segment, starts the
+    /// next one and hands the memtable to the flush thread.
+    fn freeze(&mut self) -> OrbitResult<()> {
+        let state = self.tree.current();
+        if state.active.is_empty() {
+            return Ok(());
+        }
+        // Under `interval`/`never` sync the segment may end in acknowledged, unsynced records;
+        // a later segment must never be durable while an earlier one is torn.
+        self.wal.sync()?;
+        let next = self.wal_seq + 1;
+        self.wal = LogWriter::create(&*self.tree.fs, &wal::segment_path(&self.tree.dir, next))?;
+        self.wal_seq = next;
+        let frozen = Arc::new(Frozen {
+            mem: Arc::clone(&state.active),
+            next_log: next,
+            last_revision: self.revision,
+            lease_count: self.lease_count,
+        });
+        self.tree.publish(|s| {
+            let mut frozen_list = vec![Arc::clone(&frozen)];
+            frozen_list.extend(s.frozen.iter().cloned());
+            State {
+                active: Arc::new(Memtable::default()),
+                frozen: frozen_list,
+                ..s.clone()
+            }
+        });
+        self.tree.notify();
+        Ok(())
+    }
+
+    /// Waits while too many memtables wait for flush or level 0 is too deep.
+    fn stall_if_needed(&self) -> OrbitResult<()> {
+        let tree = &self.tree;
+        let max_frozen = tree.settings.max_immutable_memtables;
+        let started = Instant::now();
+        let mut stalled = false;
+        let mut signals = tree.signals();
+        loop {
+            if let Some(e) = &signals.error {
+                return Err(OrbitError::Unavailable(format!(
+                    "lsm background thread: {e}"
+                )));
+            }
+            let state = tree.current();
+            if state.frozen.len() <= max_frozen && state.levels.levels[0].len() < L0_STALL_TABLES {
+                break;
+            }
+            stalled = true;
+            signals = tree.wait(signals, Duration::from_millis(100));
+        }
+        drop(signals);
+        if stalled {
+            tree.stats.stalls.fetch_add(1, Ordering::Relaxed);
+            tree.stats
+                .stall_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Waits until every frozen memtable is flushed.
+    fn drain_frozen(&self) -> OrbitResult<()> {
+        let mut signals = self.tree.signals();
+        while !self.tree.current().frozen.is_empty() {
+            if let Some(e) = &signals.error {
+                return Err(OrbitError::Unavailable(format!(
+                    "lsm background thread: {e}"
+                )));
+            }
+            signals = self.tree.wait(signals, Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    fn stop_threads(&mut self) {
+        self.tree.signals().closing = true;
+        self.tree.changed.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    /// The background threads end before the writer is gone, so no thread of this store writes
+    /// its files after it is closed (or poisoned) and the directory is unlocked.
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}
+
+impl CommitHandler for Writer {
+    type Request = WriteRequest;
+    type Response = WriteOutcome;
+
+    fn stage(&mut self, req: WriteRequest, batch: &mut LogBatch) -> OrbitResult<WriteOutcome> {
+        let state = self.tree.current();
+        self.stager.stage(&LeaseKv(&state.latest()), req, batch)
+    }
+
+    fn write(&mut self, batch: &LogBatch, sync: bool) -> OrbitResult<()> {
+        self.wal.append(batch)?;
+        if sync {
+            self.wal.sync()?;
+        }
+        let state = self.tree.current();
+        let changes = self.stager.take();
+        self.seq += 1;
+        self.apply(&state, self.seq, &changes)
+    }
+
+    fn publish(&mut self) {
+        self.publish_state();
+    }
+
+    fn abort(&mut self) {
+        self.stager.abort();
+    }
+
+    fn sync(&mut self) -> OrbitResult<()> {
+        self.wal.sync()
+    }
+
+    fn after_batch(&mut self) -> OrbitResult<()> {
+        self.tree.check_background()?;
+        let full = self.tree.current().active.bytes() >= self.tree.settings.memtable_size;
+        if full || self.tree.freeze_requested.swap(false, Ordering::AcqRel) {
+            self.freeze()?;
+        }
+        self.stall_if_needed()
+    }
+
+    fn close(&mut self) -> OrbitResult<()> {
+        self.freeze()?;
+        self.drain_frozen()?;
+        self.tree.check_background()?;
+        self.stop_threads();
+        Ok(())
+    }
+}
+
+/// The flush thread: flushes the oldest frozen memtable whenever there is one.
+fn flush_loop(tree: &Tree) {
+    loop {
+        let frozen = {
+            let mut signals = tree.signals();
+            loop {
+                if signals.error.is_some() || signals.closing {
+                    return;
+                }
+                if let Some(f) = tree.current().frozen.last() {
+                    break Arc::clone(f);
+                }
+                signals = tree.wait(signals, Duration::from_secs(1));
+            }
+        };
+        if let Err(e) = flush::flush(tree, &frozen) {
+            tree.fail("flush", &e);
+            return;
+        }
+    }
+}
+
+/// The compaction thread: runs what the strategy (or a full-compaction request) asks for.
+fn compaction_loop(tree: &Tree) {
+    loop {
+        let (task, full) = {
+            let mut signals = tree.signals();
+            loop {
+                if signals.error.is_some() || signals.closing {
+                    return;
+                }
+                let levels = Arc::clone(&tree.current().levels);
+                if signals.full_compactions_requested > signals.full_compactions_done {
+                    let target = signals.full_compactions_requested;
+                    match compaction::full_compaction(&levels) {
+                        Some(t) => break (t, Some(target)),
+                        None => {
+                            signals.full_compactions_done = target;
+                            tree.changed.notify_all();
+                            continue;
+                        }
+                    }
+                }
+                if let Some(t) = tree.strategy.pick(&levels) {
+                    break (t, None);
+                }
+                signals = tree.wait(signals, Duration::from_secs(1));
+            }
+        };
+        match compaction::run(tree, &task) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tree.fail("compaction", &e);
+                return;
+            }
+        }
+        if let Some(target) = full {
+            let mut signals = tree.signals();
+            signals.full_compactions_done = signals.full_compactions_done.max(target);
+            drop(signals);
+            tree.changed.notify_all();
+        }
+    }
+}
+
+/// Asks for a full compaction and waits for it (after the frozen memtables are flushed).
+pub fn full_compaction_blocking(tree: &Tree) -> OrbitResult<()> {
+    let mut signals = tree.signals();
+    while !tree.current().frozen.is_empty() && signals.error.is_none() {
+        signals = tree.wait(signals, Duration::from_millis(100));
+    }
+    signals.full_compactions_requested += 1;
+    let target = signals.full_compactions_requested;
+    tree.changed.notify_all();
+    while signals.full_compactions_done < target {
+        if let Some(e) = &signals.error {
+            return Err(OrbitError::Unavailable(format!(
+                "lsm background thread: {e}"
+            )));
+        }
+        if signals.closing {
+            return Err(OrbitError::Closed);
+        }
+        signals = tree.wait(signals, Duration::from_millis(100));
+    }
+    Ok(())
+}
