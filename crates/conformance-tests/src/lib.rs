@@ -34,6 +34,7 @@ pub mod cases;
 pub mod fixtures;
 pub mod kill9;
 pub mod model;
+pub mod power_loss;
 
 use std::future::Future;
 use std::path::Path;

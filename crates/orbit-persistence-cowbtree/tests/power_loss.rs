@@ -1,314 +1,42 @@
-//! Power-loss simulation (RELIABILITY.md row B) on the fault-injecting file system: for each
-//! seed, a random workload runs on a machine that halts at a random file-system call, then the
-//! machine loses power (unsynced data and directory entries gone, or torn per the seed), and the
-//! store reopens. Every acknowledged write must be there, the one write in flight either whole
-//! or not at all, and the indexes must agree with the leases.
-//!
-//! `ORBIT_POWER_LOSS_SEEDS` sets the number of seeds (default 1,000). A second test crashes a
-//! short scripted workload at every one of its file-system calls in turn (RELIABILITY.md row
-//! C), so every sync and rename of a checkpoint is a crash point at least once.
+//! Power-loss simulation (RELIABILITY.md rows B and C) of the COW B+tree, with the suite's
+//! harness (`orbit_persistence_conformance::power_loss`): 1 KiB pages and a 64 KiB WAL, and in
+//! busy runs a checkpoint after every batch, so crashes land inside checkpoints.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
+use orbit_persistence_conformance::power_loss::{self, DIR};
 use orbit_persistence_core::fs::FaultFs;
 use orbit_persistence_core::{
-    AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock, CowBTreeConfig,
-    Key, ManualClock, NodeId, PersistenceProvider, SyncMode, Timestamp,
+    AddressableDirectoryProvider, Clock, CowBTreeConfig, OrbitResult, SyncMode,
 };
 use orbit_persistence_cowbtree::CowBTreeDirectory;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
-const T0: Timestamp = Timestamp(1_700_000_000_000);
-const REFS: u32 = 40;
-
-/// What identifies a stored lease's content (revisions are assigned by the store).
-type Essence = (String, u64, u64);
-
-fn essence(l: &AddressableLease) -> Essence {
-    (l.node_id.key.clone(), l.expires_at.0, l.renew_at.0)
-}
-
-fn reference(i: u32) -> AddressableReference {
-    // Every seventh key is long: its cells spill to overflow pages (1 KiB pages).
-    let key = if i.is_multiple_of(7) {
-        format!("{i:04}-{}", "k".repeat(300 + i as usize * 20))
-    } else {
-        format!("actor-{i:04}")
-    };
-    AddressableReference::new(format!("Type{}", i % 3), Key::string(key))
-}
-
-fn config(checkpoint_every_batch: bool) -> CowBTreeConfig {
-    CowBTreeConfig {
-        data_dir: "/db".into(),
-        sync: SyncMode::Always,
-        page_size: 1024,
-        checkpoint_interval_ms: if checkpoint_every_batch { 1 } else { 60_000 },
-        wal_size_limit: 64 << 10,
-        cache_size: 64 << 10,
-    }
-}
 
 fn open(
     fs: &FaultFs,
-    case: &Case,
-    clock: &Arc<ManualClock>,
-) -> orbit_persistence_core::OrbitResult<CowBTreeDirectory> {
-    CowBTreeDirectory::open_on(
+    busy: bool,
+    clock: Arc<dyn Clock>,
+) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
+    let config = CowBTreeConfig {
+        data_dir: DIR.into(),
+        sync: SyncMode::Always,
+        page_size: 1024,
+        checkpoint_interval_ms: if busy { 1 } else { 60_000 },
+        wal_size_limit: 64 << 10,
+        cache_size: 64 << 10,
+    };
+    Ok(Arc::new(CowBTreeDirectory::open_on(
         Arc::new(fs.clone()),
-        &config(case.checkpoint_every_batch),
-        clock.clone() as Arc<dyn Clock>,
-    )
-}
-
-/// One run: a workload, a crash, a recovery.
-#[derive(Debug, Clone, Copy)]
-struct Case {
-    /// Seed of the workload.
-    workload: u64,
-    /// Writes it makes at most.
-    ops: usize,
-    /// The file-system call at which the machine halts, if any.
-    halt_at: Option<u64>,
-    /// Seed of a torn crash; `None`: only unsynced data is lost.
-    torn: Option<u64>,
-    /// Checkpoint after every batch, so crashes land inside checkpoints.
-    checkpoint_every_batch: bool,
-}
-
-/// Expected state per reference: the acknowledged one, plus what the failed write would have
-/// made it (if it touched it).
-struct Expect {
-    acked: BTreeMap<u32, Option<Essence>>,
-    in_flight: BTreeMap<u32, Option<Essence>>,
-}
-
-/// Runs `case`; returns how many file-system calls the workload made before the crash.
-async fn run_case(case: Case) -> u64 {
-    let seed = case.workload;
-    let mut rng = StdRng::seed_from_u64(seed);
-    let fs = FaultFs::new();
-    fs.create_dir_all_durable(Path::new("/db")).unwrap();
-    let clock = Arc::new(ManualClock::new(T0));
-    let mut expect = Expect {
-        acked: (0..REFS).map(|i| (i, None)).collect(),
-        in_flight: BTreeMap::new(),
-    };
-    if let Some(n) = case.halt_at {
-        fs.halt_at_op(n);
-    }
-    if let Ok(store) = open(&fs, &case, &clock) {
-        for _ in 0..case.ops {
-            let now = clock.now();
-            let lease = |i: u32, rng: &mut StdRng| {
-                let expires =
-                    now.saturating_add(Duration::from_millis(rng.random_range(1..60_000)));
-                AddressableLease::new(
-                    reference(i),
-                    NodeId::new(format!("node-{}", rng.random_range(0..5)), "ns"),
-                    expires,
-                    expires,
-                )
-            };
-            let (result, changes): (Result<(), _>, BTreeMap<u32, Option<Essence>>) = match rng
-                .random_range(0..10)
-            {
-                0..=4 => {
-                    let i = rng.random_range(0..REFS);
-                    let l = lease(i, &mut rng);
-                    (store.store_lease(&l).await, [(i, Some(essence(&l)))].into())
-                }
-                5..=6 => {
-                    let first = rng.random_range(0..REFS - 3);
-                    let batch: Vec<_> = (first..first + 3).map(|i| lease(i, &mut rng)).collect();
-                    let changes = (first..first + 3)
-                        .zip(batch.iter().map(|l| Some(essence(l))))
-                        .collect();
-                    (store.store_leases(&batch).await, changes)
-                }
-                7..=8 => {
-                    let i = rng.random_range(0..REFS);
-                    (
-                        store.remove_lease(&reference(i)).await.map(|_| ()),
-                        [(i, None)].into(),
-                    )
-                }
-                _ => {
-                    clock.advance(Duration::from_millis(rng.random_range(0..20_000)));
-                    let now = clock.now();
-                    let expired = expect
-                        .acked
-                        .iter()
-                        .filter(|(_, s)| matches!(s, Some((_, exp, _)) if Timestamp(*exp) <= now))
-                        .map(|(i, _)| (*i, None))
-                        .collect();
-                    (store.cleanup_expired_leases().await.map(|_| ()), expired)
-                }
-            };
-            match result {
-                Ok(()) => expect.acked.extend(changes),
-                Err(_) => {
-                    expect.in_flight = changes;
-                    break;
-                }
-            }
-        }
-        if std::env::var("ORBIT_POWER_LOSS_VERBOSE").is_ok() {
-            let m = store.metrics().await;
-            eprintln!(
-                "seed {seed}: {} writes acked, halted {}, in flight {}, checkpoints {}",
-                m.writes,
-                fs.is_halted(),
-                expect.in_flight.len(),
-                m.engine["checkpoints"]
-            );
-        }
-        // The machine halted (or the workload ended); the store's threads may still be
-        // running against the old machine, which nobody reads again.
-        drop(store);
-    }
-    let calls = fs.op_count();
-    let crashed = match case.torn {
-        None => fs.crash(),
-        Some(t) => fs.crash_torn(t),
-    };
-    let seed = format!("{case:?}");
-    let store = open(&crashed, &case, &clock)
-        .unwrap_or_else(|e| panic!("{seed}: reopen after power loss failed: {e}"));
-    let mut flight_landed = None;
-    let mut by_node: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    let mut present = 0;
-    for i in 0..REFS {
-        let got = store
-            .get_lease(&reference(i))
-            .await
-            .unwrap()
-            .map(|l| essence(&l));
-        let acked = &expect.acked[&i];
-        if got != *acked {
-            let Some(flight) = expect.in_flight.get(&i) else {
-                panic!("seed {seed}: ref {i}: acknowledged {acked:?}, found {got:?}");
-            };
-            assert_eq!(
-                got, *flight,
-                "seed {seed}: ref {i}: neither acknowledged nor in-flight state"
-            );
-            assert_ne!(
-                flight_landed,
-                Some(false),
-                "seed {seed}: the in-flight write landed in part"
-            );
-            flight_landed = Some(true);
-        } else if expect.in_flight.get(&i).is_some_and(|f| f != acked) {
-            assert_ne!(
-                flight_landed,
-                Some(true),
-                "seed {seed}: the in-flight write landed in part"
-            );
-            flight_landed = Some(false);
-        }
-        if let Some((node, _, _)) = got {
-            by_node.entry(node).or_default().push(i);
-            present += 1;
-        }
-    }
-    for n in 0..5 {
-        let node = NodeId::new(format!("node-{n}"), "ns");
-        let mut listed: Vec<u32> = store
-            .list_node_leases(&node)
-            .await
-            .unwrap()
-            .iter()
-            .map(|l| {
-                (0..REFS)
-                    .find(|&i| reference(i) == l.reference)
-                    .expect("unknown reference")
-            })
-            .collect();
-        listed.sort();
-        let expected = by_node.remove(&node.key).unwrap_or_default();
-        assert_eq!(
-            listed, expected,
-            "seed {seed}: node index of {} disagrees",
-            node.key
-        );
-    }
-    assert_eq!(
-        store.metrics().await.lease_count,
-        present,
-        "seed {seed}: lease count"
-    );
-    // The expiry index agrees too: cleanup at the end of time removes exactly what is there.
-    clock.set(Timestamp(u64::MAX - 1));
-    assert_eq!(
-        store.cleanup_expired_leases().await.unwrap(),
-        present,
-        "seed {seed}: expiry index"
-    );
-    store.shutdown().await.unwrap();
-    let store = open(&crashed, &case, &clock).unwrap();
-    assert_eq!(
-        store.metrics().await.lease_count,
-        0,
-        "seed {seed}: after cleanup and reopen"
-    );
-    store.shutdown().await.unwrap();
-    calls
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+        &config,
+        clock,
+    )?))
 }
 
 #[test]
 fn acknowledged_writes_survive_power_loss() {
-    let seeds: u64 = std::env::var("ORBIT_POWER_LOSS_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000);
-    let runtime = runtime();
-    for seed in 0..seeds {
-        let mut rng = StdRng::seed_from_u64(!seed);
-        runtime.block_on(run_case(Case {
-            workload: seed,
-            ops: 200,
-            halt_at: Some(rng.random_range(1..600)),
-            torn: (seed % 3 != 0).then_some(seed),
-            checkpoint_every_batch: seed % 2 == 0,
-        }));
-    }
+    power_loss::many_seeds(open);
 }
 
 #[test]
 fn every_crash_point_of_a_scripted_workload() {
-    let runtime = runtime();
-    let script = Case {
-        workload: 7,
-        ops: 60,
-        halt_at: None,
-        torn: None,
-        checkpoint_every_batch: true,
-    };
-    let calls = runtime.block_on(run_case(script));
-    assert!(
-        calls > 100,
-        "the script should make many file-system calls, made {calls}"
-    );
-    for n in 1..=calls {
-        for torn in [None, Some(n), Some(!n)] {
-            runtime.block_on(run_case(Case {
-                halt_at: Some(n),
-                torn,
-                ..script
-            }));
-        }
-    }
+    power_loss::every_crash_point(open);
 }

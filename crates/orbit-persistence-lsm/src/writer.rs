@@ -178,7 +178,11 @@ impl Writer {
             (cache_size > 0).then(|| Arc::new(BlockCache::new(cache_size, settings.block_size)));
         let levels = open_levels(&*fs, dir, &manifest, &cache)?;
         let ms = manifest.state().clone();
-        let replayed = wal::recover(&*fs, dir, ms.log_start, fresh)?;
+        // The first segment is created after the manifest: a crash in between leaves a manifest
+        // that never named a segment anyone wrote to (nothing was acknowledged before both
+        // existed), so its absence is not data loss then.
+        let never_flushed = ms.log_start == 1 && ms.tables.is_empty();
+        let replayed = wal::recover(&*fs, dir, ms.log_start, fresh || never_flushed)?;
         let tree = Arc::new(Tree {
             fs,
             dir: dir.to_path_buf(),
