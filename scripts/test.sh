@@ -28,8 +28,8 @@ done
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo clippy -D warnings (every feature: the RocksDB benchmarks too)"
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 echo "== cargo package (every crate must publish on its own)"
 cargo package --workspace --locked --allow-dirty --no-verify --quiet >/dev/null

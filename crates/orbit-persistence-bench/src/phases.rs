@@ -272,3 +272,93 @@ pub fn floor(dir: &std::path::Path) -> (f64, f64) {
     let _ = std::fs::remove_file(&path);
     (append, overwrite)
 }
+
+/// A store under test: one of ours, through the provider as an application calls it, or a
+/// peer, on plain threads.
+#[derive(Clone)]
+pub enum Side {
+    /// One of our backends.
+    Ours(Ours),
+    /// A peer store.
+    Peer(Arc<dyn Peer>),
+}
+
+impl Side {
+    /// [`ours_bulk_load`] or [`peer_bulk_load`].
+    pub async fn bulk_load(&self, data: &Data) -> f64 {
+        match self {
+            Side::Ours(o) => ours_bulk_load(o, data).await,
+            Side::Peer(p) => tokio::task::block_in_place(|| peer_bulk_load(&**p, data)),
+        }
+    }
+
+    /// [`ours_renew`] or [`peer_renew`].
+    pub async fn renew(&self, data: &Arc<Data>, tasks: usize) -> f64 {
+        match self {
+            Side::Ours(o) => ours_renew(o, data, tasks).await,
+            Side::Peer(p) => tokio::task::block_in_place(|| peer_renew(p, data, tasks)),
+        }
+    }
+
+    /// [`ours_get`] or [`peer_get`].
+    pub async fn get(&self, data: &Arc<Data>, tasks: usize) -> f64 {
+        match self {
+            Side::Ours(o) => ours_get(o, data, tasks).await,
+            Side::Peer(p) => tokio::task::block_in_place(|| peer_get(p, data, tasks)),
+        }
+    }
+
+    /// [`ours_mixed`] or [`peer_mixed`].
+    pub async fn mixed(&self, data: &Arc<Data>, ops: usize) -> f64 {
+        match self {
+            Side::Ours(o) => ours_mixed(o, data, ops).await,
+            Side::Peer(p) => tokio::task::block_in_place(|| peer_mixed(p, data, ops)),
+        }
+    }
+
+    /// Lists every node of `nodes`; returns how many leases were listed.
+    pub async fn list_nodes(&self, nodes: &[orbit_persistence_core::NodeId]) -> usize {
+        let mut n = 0;
+        for node in nodes {
+            n += match self {
+                Side::Ours(o) => o.list_node_leases(node).await.unwrap().len(),
+                Side::Peer(p) => tokio::task::block_in_place(|| p.list(node).len()),
+            };
+        }
+        n
+    }
+
+    /// Removes every lease expired at `now`; returns how many and the rate per second.
+    pub async fn cleanup(&self, now: Timestamp) -> (u64, f64) {
+        let start = Instant::now();
+        let removed = match self {
+            // The caller sets the clock of ours to `now`.
+            Side::Ours(o) => o.cleanup_expired_leases().await.unwrap(),
+            Side::Peer(p) => tokio::task::block_in_place(|| p.cleanup(now)),
+        };
+        (removed, removed as f64 / start.elapsed().as_secs_f64())
+    }
+}
+
+/// Runs `phase` on every side [`REPS`] times, rotating which side goes first, and keeps each
+/// side's best, so no side is favoured by running after another warmed the page cache.
+pub async fn best_rotating(sides: &[Side], phase: impl AsyncFn(&Side) -> f64) -> Vec<f64> {
+    let mut best = vec![0f64; sides.len()];
+    for rep in 0..REPS {
+        for k in 0..sides.len() {
+            let i = (rep + k) % sides.len();
+            best[i] = best[i].max(phase(&sides[i]).await);
+        }
+    }
+    best
+}
+
+/// 100 nodes picked at random (deterministically) for the list_node phase.
+pub fn list_node_picks(data: &Data) -> Vec<orbit_persistence_core::NodeId> {
+    let mut rng = 5u64;
+    (0..100)
+        .map(|_| {
+            data.nodes[(crate::workload::next(&mut rng) % data.nodes.len() as u64) as usize].clone()
+        })
+        .collect()
+}

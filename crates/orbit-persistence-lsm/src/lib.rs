@@ -182,10 +182,12 @@ impl LsmDirectory {
                 now,
             })
             .await?;
-        let tree = Arc::clone(&self.tree);
-        tokio::task::spawn_blocking(move || writer::full_compaction_blocking(&tree))
-            .await
-            .unwrap_or_else(|e| Err(internal(format!("compaction task failed: {e}"))))
+        let (tree, writes) = (Arc::clone(&self.tree), Arc::clone(&self.writes));
+        tokio::task::spawn_blocking(move || {
+            writer::full_compaction_blocking(&tree, || writes.writer().is_poisoned())
+        })
+        .await
+        .unwrap_or_else(|e| Err(internal(format!("compaction task failed: {e}"))))
     }
 
     fn check_open(&self) -> OrbitResult<()> {

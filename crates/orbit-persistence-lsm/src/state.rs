@@ -82,6 +82,11 @@ impl View<'_> {
         if found != Lookup::Absent {
             return Ok(found);
         }
+        self.lookup_below_active(key)
+    }
+
+    /// The newest version of `key` in the frozen memtables and the tables.
+    pub fn lookup_below_active(&self, key: &[u8]) -> OrbitResult<Lookup> {
         for f in &self.state.frozen {
             let found = f.mem.get(key, LATEST);
             if found != Lookup::Absent {

@@ -46,40 +46,49 @@ pub struct Writer {
     threads: Vec<JoinHandle<()>>,
 }
 
-/// The active memtable as the key space [`keyspace::apply_change`] writes, at one sequence
-/// number.
+/// The active memtable as the key space [`keyspace::apply_change`] writes; every insert takes
+/// the next sequence number.
 struct MemWriter<'a> {
     state: &'a State,
-    seq: u64,
+    seq: &'a mut u64,
+}
+
+impl MemWriter<'_> {
+    fn insert(&mut self, key: &[u8], value: Option<&[u8]>) -> OrbitResult<Lookup> {
+        *self.seq += 1;
+        match self.state.active.insert(key, value, *self.seq) {
+            // Not in the active memtable: older memtables and the tables.
+            Lookup::Absent => self.state.latest().lookup_below_active(key),
+            found => Ok(found),
+        }
+    }
 }
 
 impl OrderedKvWrite for MemWriter<'_> {
     fn replace(&mut self, key: &[u8], value: &[u8]) -> OrbitResult<Option<Vec<u8>>> {
-        let old = self.state.latest().lookup(key)?;
-        self.state.active.insert(key, Some(value), self.seq);
-        Ok(match old {
+        Ok(match self.insert(key, Some(value))? {
             Lookup::Value(v) => Some(v),
             Lookup::Deleted | Lookup::Absent => None,
         })
     }
 
     fn take(&mut self, key: &[u8]) -> OrbitResult<Option<Vec<u8>>> {
-        match self.state.latest().lookup(key)? {
-            Lookup::Value(v) => {
-                self.state.active.insert(key, None, self.seq);
-                Ok(Some(v))
-            }
-            Lookup::Deleted | Lookup::Absent => Ok(None),
-        }
+        // A tombstone for a key that turns out absent is harmless, and rare.
+        Ok(match self.insert(key, None)? {
+            Lookup::Value(v) => Some(v),
+            Lookup::Deleted | Lookup::Absent => None,
+        })
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> OrbitResult<()> {
-        self.state.active.insert(key, Some(value), self.seq);
+        *self.seq += 1;
+        self.state.active.insert(key, Some(value), *self.seq);
         Ok(())
     }
 
     fn delete(&mut self, key: &[u8]) -> OrbitResult<()> {
-        self.state.active.insert(key, None, self.seq);
+        *self.seq += 1;
+        self.state.active.insert(key, None, *self.seq);
         Ok(())
     }
 
@@ -220,9 +229,8 @@ impl Writer {
             // The payload starts after the 8-byte record header.
             let changes = decode_changes(&record.payload)
                 .map_err(|e| e.into_corruption(path, record.offset + 8))?;
-            writer.apply(&state, 1, &changes)?;
+            writer.apply(&state, &changes)?;
         }
-        writer.seq = 1;
         writer.stager = ChangeStager::new(writer.revision);
         writer.publish_state();
         writer.spawn_threads()?;
@@ -248,14 +256,16 @@ impl Writer {
         Ok(())
     }
 
-    /// Applies `changes` to the active memtable of `state` as batch `seq`.
+    /// Applies `changes` to the active memtable of `state`, after every sequence number so far.
     fn apply(
         &mut self,
         state: &State,
-        seq: u64,
         changes: &[orbit_persistence_core::change::LeaseChange],
     ) -> OrbitResult<()> {
-        let mut mem = MemWriter { state, seq };
+        let mut mem = MemWriter {
+            state,
+            seq: &mut self.seq,
+        };
         for change in changes {
             self.revision = self.revision.max(change.revision());
             match keyspace::apply_change(&mut mem, change)? {
@@ -390,8 +400,7 @@ impl CommitHandler for Writer {
         }
         let state = self.tree.current();
         let changes = self.stager.take();
-        self.seq += 1;
-        self.apply(&state, self.seq, &changes)
+        self.apply(&state, &changes)
     }
 
     fn publish(&mut self) {
@@ -409,8 +418,14 @@ impl CommitHandler for Writer {
     fn after_batch(&mut self) -> OrbitResult<()> {
         self.tree.check_background()?;
         let full = self.tree.current().active.bytes() >= self.tree.settings.memtable_size;
-        if full || self.tree.freeze_requested.swap(false, Ordering::AcqRel) {
+        let requested = self.tree.freeze_requested.load(Ordering::Acquire);
+        if full || requested {
             self.freeze()?;
+        }
+        if requested {
+            // Cleared only once the frozen memtable is published: `compact` waits for this.
+            self.tree.freeze_requested.store(false, Ordering::Release);
+            self.tree.notify();
         }
         self.stall_if_needed()
     }
@@ -443,6 +458,15 @@ fn flush_loop(tree: &Tree) {
             tree.fail("flush", &e);
             return;
         }
+        // Free the memtable here, not on whichever thread drops the last state holding it
+        // (often the writer): a million small frees stall the thread that does them.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while (Arc::strong_count(&frozen) > 1 || Arc::strong_count(&frozen.mem) > 1)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(frozen);
     }
 }
 
@@ -490,10 +514,25 @@ fn compaction_loop(tree: &Tree) {
     }
 }
 
-/// Asks for a full compaction and waits for it (after the frozen memtables are flushed).
-pub fn full_compaction_blocking(tree: &Tree) -> OrbitResult<()> {
+/// Waits for the freeze asked for by [`Tree::freeze_requested`], then for every frozen
+/// memtable to be flushed, then asks for a full compaction and waits for it. Gives up if the
+/// writer is poisoned (`writer_poisoned`) before it froze the memtable.
+pub fn full_compaction_blocking(
+    tree: &Tree,
+    writer_poisoned: impl Fn() -> bool,
+) -> OrbitResult<()> {
     let mut signals = tree.signals();
-    while !tree.current().frozen.is_empty() && signals.error.is_none() {
+    while tree.freeze_requested.load(Ordering::Acquire) || !tree.current().frozen.is_empty() {
+        if let Some(e) = &signals.error {
+            return Err(OrbitError::Unavailable(format!(
+                "lsm background thread: {e}"
+            )));
+        }
+        if signals.closing || writer_poisoned() {
+            return Err(OrbitError::Poisoned(
+                "the writer stopped before the memtable was frozen".into(),
+            ));
+        }
         signals = tree.wait(signals, Duration::from_millis(100));
     }
     signals.full_compactions_requested += 1;

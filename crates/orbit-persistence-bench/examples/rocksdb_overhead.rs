@@ -3,151 +3,21 @@
 //! three column families, same encodings, one WriteBatch per change, upserts that read the old
 //! lease to move its index entries), side by side in one run, and prints the ratio.
 //!
-//! `cargo run --release -p orbit-persistence-rocksdb --example overhead [N]` (default 1,000,000)
+//! `cargo run --release -p orbit-persistence-bench --features rocksdb --example rocksdb_overhead [N]` (default 1,000,000)
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orbit_persistence_bench::peer::Peer;
+use orbit_persistence_bench::peer::{Peer, RocksDbPeer};
 use orbit_persistence_bench::phases::{self, alternate};
 use orbit_persistence_bench::workload::{Data, HOUR, T0, dir_bytes};
-use orbit_persistence_core::encoding::{
-    decode_lease, decode_reference, encode_lease, encode_reference, expiry_index_key,
-    expiry_index_upper_bound, node_index_key, node_index_prefix,
-};
+use orbit_persistence_core::encoding::{encode_lease, encode_reference};
 use orbit_persistence_core::{
     AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock, Key, ManualClock,
     NodeId, PersistenceProvider, RocksDbConfig, SyncMode, Timestamp,
 };
 use orbit_persistence_rocksdb::RocksDbDirectory;
-use orbit_persistence_rocksdb::options::{self, CF_BY_EXPIRY, CF_BY_NODE, CF_LEASES};
-use rocksdb::{DB, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
-
-/// The same workload directly on the rocksdb crate.
-struct Raw {
-    db: DB,
-    sync: WriteOptions,
-    nosync: WriteOptions,
-}
-
-impl Raw {
-    fn open(dir: &Path, config: &RocksDbConfig) -> Raw {
-        let (opts, cfs) = options::build(config);
-        let db = DB::open_cf_descriptors(&opts, dir, cfs).expect("raw open");
-        let mut sync = WriteOptions::default();
-        sync.set_sync(true);
-        Raw {
-            db,
-            sync,
-            nosync: WriteOptions::default(),
-        }
-    }
-
-    fn write(&self, leases: &[AddressableLease], wo: &WriteOptions) {
-        let (l, n, e) = (
-            self.db.cf_handle(CF_LEASES).unwrap(),
-            self.db.cf_handle(CF_BY_NODE).unwrap(),
-            self.db.cf_handle(CF_BY_EXPIRY).unwrap(),
-        );
-        let keys: Vec<_> = leases
-            .iter()
-            .map(|x| encode_reference(&x.reference))
-            .collect();
-        let old = self.db.batched_multi_get_cf(l, &keys, false);
-        let mut b = WriteBatch::default();
-        for ((lease, key), old) in leases.iter().zip(&keys).zip(old) {
-            if let Some(old) = old.unwrap() {
-                let old = decode_lease(&old).unwrap();
-                b.delete_cf(n, node_index_key(&old.node_id, &old.reference));
-                b.delete_cf(e, expiry_index_key(old.expires_at, &old.reference));
-            }
-            b.put_cf(l, key, encode_lease(lease));
-            b.put_cf(n, node_index_key(&lease.node_id, &lease.reference), []);
-            b.put_cf(e, expiry_index_key(lease.expires_at, &lease.reference), []);
-        }
-        self.db.write_opt(b, wo).unwrap();
-    }
-}
-
-impl Peer for Raw {
-    fn upsert(&self, leases: &[AddressableLease], durable: bool) {
-        self.write(leases, if durable { &self.sync } else { &self.nosync });
-    }
-
-    fn get(&self, r: &AddressableReference) -> Option<AddressableLease> {
-        let l = self.db.cf_handle(CF_LEASES).unwrap();
-        self.db
-            .get_pinned_cf(l, encode_reference(r))
-            .unwrap()
-            .map(|v| decode_lease(&v).unwrap())
-    }
-
-    fn list(&self, node: &NodeId) -> Vec<AddressableLease> {
-        let snap = self.db.snapshot();
-        let (l, n) = (
-            self.db.cf_handle(CF_LEASES).unwrap(),
-            self.db.cf_handle(CF_BY_NODE).unwrap(),
-        );
-        let prefix = node_index_prefix(node);
-        let mut keys = Vec::new();
-        for item in snap.iterator_cf_opt(
-            n,
-            ReadOptions::default(),
-            IteratorMode::From(&prefix, Direction::Forward),
-        ) {
-            let (k, _) = item.unwrap();
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            decode_reference(&k[prefix.len()..]).unwrap();
-            keys.push(k[prefix.len()..].to_vec());
-        }
-        snap.multi_get_cf(keys.iter().map(|k| (l, k)))
-            .into_iter()
-            .map(|v| decode_lease(&v.unwrap().unwrap()).unwrap())
-            .collect()
-    }
-
-    fn cleanup(&self, now: Timestamp) -> u64 {
-        let (l, n, e) = (
-            self.db.cf_handle(CF_LEASES).unwrap(),
-            self.db.cf_handle(CF_BY_NODE).unwrap(),
-            self.db.cf_handle(CF_BY_EXPIRY).unwrap(),
-        );
-        let mut total = 0;
-        loop {
-            let mut ro = ReadOptions::default();
-            ro.set_iterate_upper_bound(expiry_index_upper_bound(now));
-            let refs: Vec<_> = self
-                .db
-                .iterator_cf_opt(e, ro, IteratorMode::Start)
-                .take(1024)
-                .map(|i| {
-                    orbit_persistence_core::encoding::decode_expiry_index_key(&i.unwrap().0)
-                        .unwrap()
-                        .1
-                })
-                .collect();
-            let keys: Vec<_> = refs.iter().map(encode_reference).collect();
-            let mut b = WriteBatch::default();
-            for (key, v) in keys
-                .iter()
-                .zip(self.db.batched_multi_get_cf(l, &keys, false))
-            {
-                let old = decode_lease(&v.unwrap().unwrap()).unwrap();
-                b.delete_cf(l, key);
-                b.delete_cf(n, node_index_key(&old.node_id, &old.reference));
-                b.delete_cf(e, expiry_index_key(old.expires_at, &old.reference));
-                total += 1;
-            }
-            self.db.write_opt(b, &self.sync).unwrap();
-            if refs.len() < 1024 {
-                return total;
-            }
-        }
-    }
-}
 
 struct Row {
     phase: String,
@@ -190,7 +60,10 @@ async fn main() {
         )
         .unwrap(),
     );
-    let raw = Arc::new(Raw::open(&raw_dir, &config(&raw_dir, SyncMode::Always)));
+    let raw = Arc::new(RocksDbPeer::open(
+        &raw_dir,
+        &config(&raw_dir, SyncMode::Always),
+    ));
     let (ours_dyn, raw_dyn): (phases::Ours, Arc<dyn Peer>) = (ours.clone(), raw.clone());
     let mut rows = Vec::new();
     let logical: u64 = data
@@ -211,7 +84,7 @@ async fn main() {
     let (_, t_raw) = timed(|| {
         // Same durability as ours (SyncMode::Always): each batch synced.
         for chunk in data.leases.chunks(1_000) {
-            raw.write(chunk, &raw.sync);
+            raw.upsert(chunk, true);
         }
         0
     });
@@ -223,7 +96,7 @@ async fn main() {
         higher_is_better: true,
     });
     ours.store_leases(&[]).await.unwrap();
-    raw.db.flush_wal(true).unwrap();
+    raw.flush_wal();
 
     // Repeatable phases run REPS times in alternating order (ours first, then raw first, ...)
     // and keep each side's best, so neither side is favoured by running second on a warmer
@@ -322,7 +195,10 @@ async fn main() {
     reopened.get_lease(probe).await.unwrap().unwrap();
     let ours_ms = start.elapsed().as_secs_f64() * 1e3;
     let start = Instant::now();
-    let raw = Arc::new(Raw::open(&raw_dir, &config(&raw_dir, SyncMode::Always)));
+    let raw = Arc::new(RocksDbPeer::open(
+        &raw_dir,
+        &config(&raw_dir, SyncMode::Always),
+    ));
     raw.get(probe).unwrap();
     let raw_ms = start.elapsed().as_secs_f64() * 1e3;
     rows.push(Row {
@@ -378,7 +254,7 @@ async fn main() {
             killed_ms.push(start.elapsed().as_secs_f64() * 1e3);
             s.shutdown().await.unwrap();
         } else {
-            let r = Raw::open(dir, &config(dir, SyncMode::Always));
+            let r = RocksDbPeer::open(dir, &config(dir, SyncMode::Always));
             r.get(&probe).unwrap();
             killed_ms.push(start.elapsed().as_secs_f64() * 1e3);
         }
@@ -442,9 +318,9 @@ async fn kill9_child(mode: &str, dir: &Path) {
             s.store_lease(&lease(i % 10_000)).await.unwrap();
         }
     } else {
-        let raw = Raw::open(dir, &config);
+        let raw = RocksDbPeer::open(dir, &config);
         for i in 0.. {
-            raw.write(&[lease(i % 10_000)], &raw.sync);
+            raw.upsert(&[lease(i % 10_000)], true);
         }
     }
 }

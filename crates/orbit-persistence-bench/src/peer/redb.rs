@@ -1,6 +1,4 @@
-//! Peer stores: the lease workload written directly on another engine, with the same leases,
-//! the same two indexes (node -> reference, expires_at -> reference) and the same encodings,
-//! each change one atomic transaction that reads the old lease to move its index entries.
+//! The workload on redb: three tables, one write transaction per change.
 
 use std::path::Path;
 
@@ -11,17 +9,7 @@ use orbit_persistence_core::encoding::{
 use orbit_persistence_core::{AddressableLease, AddressableReference, NodeId, Timestamp};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-/// A peer store, called from plain threads.
-pub trait Peer: Send + Sync {
-    /// Upserts `leases` in one transaction, durable before it returns if `durable`.
-    fn upsert(&self, leases: &[AddressableLease], durable: bool);
-    /// The lease of `r`.
-    fn get(&self, r: &AddressableReference) -> Option<AddressableLease>;
-    /// The leases of `node`, through the node index.
-    fn list(&self, node: &NodeId) -> Vec<AddressableLease>;
-    /// Removes every lease expired at `now` in durable transactions of 1,024; returns how many.
-    fn cleanup(&self, now: Timestamp) -> u64;
-}
+use super::Peer;
 
 const LEASES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("leases");
 const BY_NODE: TableDefinition<&[u8], ()> = TableDefinition::new("by_node");
