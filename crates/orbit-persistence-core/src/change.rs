@@ -228,8 +228,12 @@ pub trait LeaseSource {
 pub struct ChangeStager {
     published_revision: u64,
     next_revision: u64,
-    /// State of references changed earlier in this batch: `None` = deleted.
-    overlay: HashMap<AddressableReference, Option<AddressableLease>>,
+    /// The last change staged in this batch for each reference, as an index into `staged`;
+    /// built lazily (see [`ChangeStager::index_overlay`]), so a batch of plain stores never
+    /// pays for it.
+    overlay: HashMap<AddressableReference, usize>,
+    /// How many of `staged` are in `overlay`.
+    indexed: usize,
     staged: Vec<LeaseChange>,
 }
 
@@ -249,13 +253,30 @@ impl ChangeStager {
         self.next_revision
     }
 
+    /// Brings the overlay up to date with every staged change.
+    fn index_overlay(&mut self) {
+        for (i, change) in self.staged.iter().enumerate().skip(self.indexed) {
+            self.overlay.insert(change.reference().clone(), i);
+        }
+        self.indexed = self.staged.len();
+    }
+
+    /// The state of `r` staged earlier in this batch, if any: `Some(None)` = deleted.
+    fn staged_state(&self, r: &AddressableReference) -> Option<Option<AddressableLease>> {
+        self.overlay.get(r).map(|&i| match &self.staged[i] {
+            LeaseChange::Put(l) => Some(l.clone()),
+            LeaseChange::Delete { .. } => None,
+        })
+    }
+
     fn current(
-        &self,
+        &mut self,
         source: &dyn LeaseSource,
         r: &AddressableReference,
     ) -> OrbitResult<Option<AddressableLease>> {
-        match self.overlay.get(r) {
-            Some(staged) => Ok(staged.clone()),
+        self.index_overlay();
+        match self.staged_state(r) {
+            Some(staged) => Ok(staged),
             None => source.lease(r),
         }
     }
@@ -279,8 +300,11 @@ impl ChangeStager {
         let now = req.now;
         let outcome = match req.op {
             WriteOp::Store(leases) => {
-                for lease in leases {
-                    put(lease, &mut changes);
+                changes.reserve(leases.len());
+                for mut lease in leases {
+                    revision += 1;
+                    lease.revision = revision;
+                    changes.push(LeaseChange::Put(lease));
                 }
                 WriteOutcome::Stored
             }
@@ -334,14 +358,15 @@ impl ChangeStager {
             WriteOp::Cleanup { limit } => {
                 // Published candidates, re-judged through the overlay, plus leases staged in
                 // this batch that are already expired at `now`.
+                self.index_overlay();
                 let mut expired: Vec<AddressableReference> = Vec::new();
                 for lease in source.expired(now, limit.saturating_add(self.overlay.len()))? {
                     if !self.overlay.contains_key(&lease.reference) {
                         expired.push(lease.reference);
                     }
                 }
-                for (r, staged) in &self.overlay {
-                    if matches!(staged, Some(l) if l.is_expired(now)) {
+                for (r, &i) in &self.overlay {
+                    if matches!(&self.staged[i], LeaseChange::Put(l) if l.is_expired(now)) {
                         expired.push(r.clone());
                     }
                 }
@@ -362,13 +387,6 @@ impl ChangeStager {
                 Ok(())
             })?;
             self.next_revision = revision;
-            for change in &changes {
-                let state = match change {
-                    LeaseChange::Put(l) => Some(l.clone()),
-                    LeaseChange::Delete { .. } => None,
-                };
-                self.overlay.insert(change.reference().clone(), state);
-            }
             self.staged.extend(changes);
         }
         Ok(outcome)
@@ -377,6 +395,7 @@ impl ChangeStager {
     /// The batch is durable: hands over its changes, in order, for the backend to apply.
     pub fn take(&mut self) -> Vec<LeaseChange> {
         self.overlay.clear();
+        self.indexed = 0;
         self.published_revision = self.next_revision;
         std::mem::take(&mut self.staged)
     }
@@ -384,6 +403,7 @@ impl ChangeStager {
     /// The batch failed: forgets its changes and the revisions they took.
     pub fn abort(&mut self) {
         self.overlay.clear();
+        self.indexed = 0;
         self.staged.clear();
         self.next_revision = self.published_revision;
     }

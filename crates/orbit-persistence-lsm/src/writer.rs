@@ -46,14 +46,29 @@ pub struct Writer {
     threads: Vec<JoinHandle<()>>,
 }
 
-/// The active memtable as the key space [`keyspace::apply_change`] writes; every insert takes
+/// The active memtable as the key space [`keyspace::apply_change`] writes; every write takes
 /// the next sequence number.
+///
+/// Lease keys are read and written at once (the next change may read them). Blind writes (the
+/// index entries) are collected and inserted at the end of the batch in key order: index keys
+/// arrive in random order, and inserting them sorted lets consecutive skiplist searches share
+/// the cached upper part of their paths. Each keeps its own sequence number, so the order of
+/// insertion changes nothing a reader can see (and the batch is unpublished until then).
 struct MemWriter<'a> {
     state: &'a State,
     seq: &'a mut u64,
+    blind: Vec<(Vec<u8>, Option<Vec<u8>>, u64)>,
 }
 
 impl MemWriter<'_> {
+    /// Inserts the collected blind writes, in key order.
+    fn finish(mut self) {
+        self.blind.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, value, seq) in &self.blind {
+            self.state.active.insert(key, value.as_deref(), *seq);
+        }
+    }
+
     fn insert(&mut self, key: &[u8], value: Option<&[u8]>) -> OrbitResult<Lookup> {
         *self.seq += 1;
         match self.state.active.insert(key, value, *self.seq) {
@@ -82,13 +97,14 @@ impl OrderedKvWrite for MemWriter<'_> {
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> OrbitResult<()> {
         *self.seq += 1;
-        self.state.active.insert(key, Some(value), *self.seq);
+        self.blind
+            .push((key.to_vec(), Some(value.to_vec()), *self.seq));
         Ok(())
     }
 
     fn delete(&mut self, key: &[u8]) -> OrbitResult<()> {
         *self.seq += 1;
-        self.state.active.insert(key, None, *self.seq);
+        self.blind.push((key.to_vec(), None, *self.seq));
         Ok(())
     }
 
@@ -265,6 +281,7 @@ impl Writer {
         let mut mem = MemWriter {
             state,
             seq: &mut self.seq,
+            blind: Vec::with_capacity(2 * changes.len()),
         };
         for change in changes {
             self.revision = self.revision.max(change.revision());
@@ -274,6 +291,7 @@ impl Writer {
                 CountChange::Same => {}
             }
         }
+        mem.finish();
         Ok(())
     }
 
