@@ -15,7 +15,8 @@ use orbit_persistence_bench::phases::{self, Ours, Side, best_rotating};
 use orbit_persistence_bench::report::{Row, print_table_vs_best};
 use orbit_persistence_bench::workload::{Data, T0, dir_bytes};
 use orbit_persistence_core::{
-    Clock, LsmTreeConfig, ManualClock, PersistenceProvider, RocksDbConfig, SyncMode, Timestamp,
+    AddressableDirectoryProvider, Clock, LsmTreeConfig, ManualClock, PersistenceProvider,
+    RocksDbConfig, SyncMode, Timestamp,
 };
 use orbit_persistence_lsm::LsmDirectory;
 
@@ -44,10 +45,64 @@ fn row(phase: impl Into<String>, unit: &'static str, higher: bool, values: Vec<f
     }
 }
 
+/// The child of the kill -9 phase: durable batches of 1,000 leases until the active memtable
+/// is nearly full (the most WAL a reopen replays while the flush thread keeps up), then `READY`.
+async fn kill9_child(dir: &Path) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = open_lsm(dir, SyncMode::Always, &clock);
+    let limit = LsmTreeConfig::default().memtable_size;
+    let data = Data::new(1_000_000);
+    for chunk in data.leases.chunks(1_000).cycle() {
+        store.store_leases(chunk).await.unwrap();
+        let m = store.metrics().await.engine;
+        if m["memtable_bytes"] > limit * 9 / 10 && m["frozen_memtables"] == 0 {
+            println!("READY {}", m["wal_bytes"]);
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            }
+        }
+    }
+}
+
+/// Runs the kill -9 child on `dir` until it is ready, kills it, and returns the WAL bytes it
+/// reported and the milliseconds from open to the first successful get.
+async fn kill9_reopen(dir: &Path, data: &Data, clock: &Arc<ManualClock>) -> (u64, f64) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--kill9-child", dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut wal = 0;
+    for line in stdout.lines() {
+        if let Some(rest) = line.unwrap().strip_prefix("READY ") {
+            wal = rest.trim().parse().unwrap();
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let start = Instant::now();
+    let store = open_lsm(dir, SyncMode::Always, clock);
+    store
+        .get_lease(&data.leases[1].reference)
+        .await
+        .unwrap()
+        .unwrap();
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    store.shutdown().await.unwrap();
+    (wal, ms)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--kill9-child") {
+        return kill9_child(Path::new(&args[2])).await;
+    }
+    let n: usize = args
+        .get(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     eprintln!("generating {n} leases");
@@ -163,7 +218,6 @@ async fn main() {
     drop(Arc::try_unwrap(fjall).ok().expect("fjall still shared"));
     let start = Instant::now();
     let lsm = open_lsm(&dirs[0], SyncMode::IntervalMs(50), &clock);
-    use orbit_persistence_core::AddressableDirectoryProvider;
     lsm.get_lease(&probe).await.unwrap().unwrap();
     let lsm_ms = start.elapsed().as_secs_f64() * 1e3;
     let start = Instant::now();
@@ -197,9 +251,16 @@ async fn main() {
     let m = lsm.metrics().await;
     lsm.shutdown().await.unwrap();
 
+    eprintln!("reopen after kill -9");
+    let (wal, kill9_ms) = kill9_reopen(&root.path().join("lsm-kill9"), &data, &clock).await;
+
     let (append, overwrite) = phases::floor(root.path());
     println!("N = {n}, logical bytes = {logical}");
     println!("floor: append+fdatasync {append:.0}/s, 4 KiB overwrite+fdatasync {overwrite:.0}/s");
     println!("lsm engine metrics at the end: {:?}", m.engine);
+    println!(
+        "lsm reopen after kill -9 with a nearly full memtable ({wal} WAL bytes to replay): \
+         {kill9_ms:.0} ms to the first get"
+    );
     print_table_vs_best(&["lsm", "rocksdb", "fjall"], &rows);
 }
