@@ -22,9 +22,9 @@ use orbit_persistence_core::lock::DirLock;
 use orbit_persistence_core::log::{LogBatch, LogRecord, LogWriter};
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::{
-    Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock, NodeId,
-    OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider, ProviderHealth, Renew,
-    SyncMode, Timestamp, rules,
+    AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock, NodeId,
+    OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider, ProviderHealth, SyncMode,
+    Timestamp,
 };
 
 type Map = BTreeMap<AddressableReference, AddressableLease>;
@@ -158,6 +158,19 @@ impl LogBacked {
         Ok(())
     }
 
+    fn read_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        self.read(|map| map.get(r).cloned())
+    }
+
+    fn read_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        self.read(|map| {
+            map.values()
+                .filter(|l| l.node_id == *node)
+                .cloned()
+                .collect()
+        })
+    }
+
     fn read<T>(&self, f: impl FnOnce(&Map) -> T) -> OrbitResult<T> {
         self.check_open()?;
         let start = Instant::now();
@@ -201,71 +214,7 @@ impl PersistenceProvider for LogBacked {
     }
 }
 
-#[async_trait]
-impl AddressableDirectoryProvider for LogBacked {
-    async fn store_lease(&self, lease: &AddressableLease) -> OrbitResult<()> {
-        self.store_leases(std::slice::from_ref(lease)).await
-    }
-
-    async fn get_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
-        rules::validate_reference(r)?;
-        self.read(|map| map.get(r).cloned())
-    }
-
-    async fn remove_lease(&self, r: &AddressableReference) -> OrbitResult<bool> {
-        self.check_open()?;
-        self.writes.remove(r).await
-    }
-
-    async fn list_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
-        rules::validate_node(node)?;
-        self.read(|map| {
-            map.values()
-                .filter(|l| l.node_id == *node)
-                .cloned()
-                .collect()
-        })
-    }
-
-    async fn cleanup_expired_leases(&self) -> OrbitResult<u64> {
-        self.check_open()?;
-        self.writes.cleanup().await
-    }
-
-    async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
-        self.check_open()?;
-        self.writes.acquire(lease).await
-    }
-
-    async fn renew_lease(
-        &self,
-        r: &AddressableReference,
-        owner: &NodeId,
-        revision: u64,
-        expires_at: Timestamp,
-        renew_at: Timestamp,
-    ) -> OrbitResult<Renew> {
-        self.check_open()?;
-        self.writes
-            .renew(r, owner, revision, expires_at, renew_at)
-            .await
-    }
-
-    async fn release_lease(
-        &self,
-        r: &AddressableReference,
-        owner: &NodeId,
-        revision: u64,
-    ) -> OrbitResult<bool> {
-        self.check_open()?;
-        self.writes.release(r, owner, revision).await
-    }
-
-    async fn store_leases(&self, leases: &[AddressableLease]) -> OrbitResult<()> {
-        self.check_open()?;
-        self.writes.store(leases).await
-    }
-}
+orbit_persistence_core::directory_over_lease_writes!(LogBacked, writes);
 
 const LOG_BACKED: Backend = Backend {
     name: "log-backed test subject",

@@ -193,3 +193,102 @@ impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> LeaseWri
         }
     }
 }
+
+/// Implements [`AddressableDirectoryProvider`](crate::AddressableDirectoryProvider) for a
+/// backend type whose writes all go through a [`LeaseWrites`] field, so each disk backend
+/// writes only its reads. The type must have the field `$writes` (a `LeaseWrites` or an `Arc` of
+/// one) and these inherent methods:
+///
+/// - `fn check_open(&self) -> OrbitResult<()>`: `Closed` once shut down;
+/// - `fn read_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>>`;
+/// - `fn read_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>>`
+///
+/// (the two reads are called with validated arguments; they check `check_open` themselves).
+///
+/// ```ignore
+/// orbit_persistence_core::directory_over_lease_writes!(MyDirectory, writes);
+/// ```
+#[macro_export]
+macro_rules! directory_over_lease_writes {
+    ($ty:ty, $writes:ident) => {
+        #[$crate::__private::async_trait]
+        impl $crate::AddressableDirectoryProvider for $ty {
+            async fn store_lease(
+                &self,
+                lease: &$crate::AddressableLease,
+            ) -> $crate::OrbitResult<()> {
+                self.check_open()?;
+                self.$writes.store(::std::slice::from_ref(lease)).await
+            }
+
+            async fn get_lease(
+                &self,
+                r: &$crate::AddressableReference,
+            ) -> $crate::OrbitResult<Option<$crate::AddressableLease>> {
+                $crate::rules::validate_reference(r)?;
+                self.read_lease(r)
+            }
+
+            async fn remove_lease(
+                &self,
+                r: &$crate::AddressableReference,
+            ) -> $crate::OrbitResult<bool> {
+                self.check_open()?;
+                self.$writes.remove(r).await
+            }
+
+            async fn list_node_leases(
+                &self,
+                node: &$crate::NodeId,
+            ) -> $crate::OrbitResult<Vec<$crate::AddressableLease>> {
+                $crate::rules::validate_node(node)?;
+                self.read_node_leases(node)
+            }
+
+            async fn cleanup_expired_leases(&self) -> $crate::OrbitResult<u64> {
+                self.check_open()?;
+                self.$writes.cleanup().await
+            }
+
+            async fn acquire_lease(
+                &self,
+                lease: &$crate::AddressableLease,
+            ) -> $crate::OrbitResult<$crate::Acquire> {
+                self.check_open()?;
+                self.$writes.acquire(lease).await
+            }
+
+            async fn renew_lease(
+                &self,
+                r: &$crate::AddressableReference,
+                owner: &$crate::NodeId,
+                revision: u64,
+                expires_at: $crate::Timestamp,
+                renew_at: $crate::Timestamp,
+            ) -> $crate::OrbitResult<$crate::Renew> {
+                self.check_open()?;
+                self.$writes
+                    .renew(r, owner, revision, expires_at, renew_at)
+                    .await
+            }
+
+            async fn release_lease(
+                &self,
+                r: &$crate::AddressableReference,
+                owner: &$crate::NodeId,
+                revision: u64,
+            ) -> $crate::OrbitResult<bool> {
+                self.check_open()?;
+                self.$writes.release(r, owner, revision).await
+            }
+
+            async fn store_leases(
+                &self,
+                leases: &[$crate::AddressableLease],
+            ) -> $crate::OrbitResult<()> {
+                self.check_open()?;
+                self.$writes.store(leases).await
+            }
+        }
+    };
+}

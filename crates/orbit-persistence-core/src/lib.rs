@@ -40,3 +40,9 @@ pub use error::{OrbitError, OrbitResult};
 pub use metrics::{PersistenceMetrics, ProviderHealth};
 pub use provider::{Acquire, AddressableDirectoryProvider, PersistenceProvider, Renew};
 pub use types::{AddressableLease, AddressableReference, Key, NodeId, Timestamp};
+
+/// Re-exports for the macros of this crate; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use async_trait::async_trait;
+}

@@ -50,9 +50,8 @@ use orbit_persistence_core::lease_writes::LeaseWrites;
 use orbit_persistence_core::lock::DirLock;
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::{
-    Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock,
-    CowBTreeConfig, NodeId, OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider,
-    ProviderHealth, Renew, Timestamp, rules,
+    AddressableLease, AddressableReference, Clock, CowBTreeConfig, NodeId, OrbitError, OrbitResult,
+    PersistenceMetrics, PersistenceProvider, ProviderHealth,
 };
 
 pub use version::Snapshot;
@@ -155,6 +154,14 @@ impl CowBTreeDirectory {
         Ok(())
     }
 
+    fn read_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        self.read(|v| LeaseKv(&v.view()).lease(r))
+    }
+
+    fn read_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        self.read(|v| LeaseKv(&v.view()).node_leases(node))
+    }
+
     fn read<T>(&self, f: impl FnOnce(&version::Version) -> OrbitResult<T>) -> OrbitResult<T> {
         self.check_open()?;
         let start = Instant::now();
@@ -250,64 +257,4 @@ impl PersistenceProvider for CowBTreeDirectory {
     }
 }
 
-#[async_trait]
-impl AddressableDirectoryProvider for CowBTreeDirectory {
-    async fn store_lease(&self, lease: &AddressableLease) -> OrbitResult<()> {
-        self.check_open()?;
-        self.writes.store(std::slice::from_ref(lease)).await
-    }
-
-    async fn get_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
-        rules::validate_reference(r)?;
-        self.read(|v| LeaseKv(&v.view()).lease(r))
-    }
-
-    async fn remove_lease(&self, r: &AddressableReference) -> OrbitResult<bool> {
-        self.check_open()?;
-        self.writes.remove(r).await
-    }
-
-    async fn list_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
-        rules::validate_node(node)?;
-        self.read(|v| LeaseKv(&v.view()).node_leases(node))
-    }
-
-    async fn cleanup_expired_leases(&self) -> OrbitResult<u64> {
-        self.check_open()?;
-        self.writes.cleanup().await
-    }
-
-    async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
-        self.check_open()?;
-        self.writes.acquire(lease).await
-    }
-
-    async fn renew_lease(
-        &self,
-        r: &AddressableReference,
-        owner: &NodeId,
-        revision: u64,
-        expires_at: Timestamp,
-        renew_at: Timestamp,
-    ) -> OrbitResult<Renew> {
-        self.check_open()?;
-        self.writes
-            .renew(r, owner, revision, expires_at, renew_at)
-            .await
-    }
-
-    async fn release_lease(
-        &self,
-        r: &AddressableReference,
-        owner: &NodeId,
-        revision: u64,
-    ) -> OrbitResult<bool> {
-        self.check_open()?;
-        self.writes.release(r, owner, revision).await
-    }
-
-    async fn store_leases(&self, leases: &[AddressableLease]) -> OrbitResult<()> {
-        self.check_open()?;
-        self.writes.store(leases).await
-    }
-}
+orbit_persistence_core::directory_over_lease_writes!(CowBTreeDirectory, writes);
