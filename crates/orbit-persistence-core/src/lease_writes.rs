@@ -61,6 +61,20 @@ impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> LeaseWri
         &self.writer
     }
 
+    /// Shuts the writer down (its final flush or checkpoint writes files) on a blocking
+    /// thread, off the runtime's workers.
+    pub async fn shutdown(self: &Arc<Self>) -> OrbitResult<()> {
+        let writes = Arc::clone(self);
+        tokio::task::spawn_blocking(move || writes.writer.shutdown())
+            .await
+            .unwrap_or_else(|e| {
+                Err(OrbitError::Unavailable(format!(
+                    "{} shutdown task failed: {e}",
+                    self.writer.name()
+                )))
+            })
+    }
+
     /// The clock requests are judged by.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock

@@ -169,24 +169,6 @@ impl CowBTreeDirectory {
         self.metrics.read_done(start);
         out
     }
-
-    fn disk_bytes(&self) -> u64 {
-        let Ok(names) = self.fs.list_dir(&self.dir) else {
-            return 0;
-        };
-        names
-            .iter()
-            .filter_map(|n| {
-                self.fs
-                    .open(
-                        &self.dir.join(n),
-                        orbit_persistence_core::fs::OpenMode::Read,
-                    )
-                    .ok()
-            })
-            .filter_map(|f| f.len().ok())
-            .sum()
-    }
 }
 
 #[async_trait]
@@ -199,11 +181,7 @@ impl PersistenceProvider for CowBTreeDirectory {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let writes = Arc::clone(&self.writes);
-        // The final checkpoint writes files: keep it off the runtime's worker threads.
-        let result = tokio::task::spawn_blocking(move || writes.writer().shutdown())
-            .await
-            .unwrap_or_else(|e| Err(internal(format!("shutdown task failed: {e}"))));
+        let result = self.writes.shutdown().await;
         self.lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -249,7 +227,7 @@ impl PersistenceProvider for CowBTreeDirectory {
             last_revision: v.revision,
             write_batches: gc.batches,
             syncs: gc.syncs,
-            disk_bytes: self.disk_bytes(),
+            disk_bytes: orbit_persistence_core::fs::dir_bytes(&*self.fs, &self.dir),
             memory_bytes: load(&s.loaded_pages) * page_size,
             engine,
             ..self.metrics.snapshot()

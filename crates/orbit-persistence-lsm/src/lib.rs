@@ -49,7 +49,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use orbit_persistence_core::change::{WriteOp, WriteRequest};
-use orbit_persistence_core::fs::{FileSystem, OpenMode, StdFileSystem};
+use orbit_persistence_core::fs::{FileSystem, StdFileSystem};
 use orbit_persistence_core::group_commit::GroupCommit;
 use orbit_persistence_core::keyspace::LeaseKv;
 use orbit_persistence_core::lease_writes::LeaseWrites;
@@ -211,18 +211,6 @@ impl LsmDirectory {
         self.metrics.read_done(start);
         out
     }
-
-    fn disk_bytes(&self) -> u64 {
-        let fs = &self.tree.fs;
-        let Ok(names) = fs.list_dir(&self.tree.dir) else {
-            return 0;
-        };
-        names
-            .iter()
-            .filter_map(|n| fs.open(&self.tree.dir.join(n), OpenMode::Read).ok())
-            .filter_map(|f| f.len().ok())
-            .sum()
-    }
 }
 
 #[async_trait]
@@ -235,11 +223,7 @@ impl PersistenceProvider for LsmDirectory {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let writes = Arc::clone(&self.writes);
-        // The final flush writes files: keep it off the runtime's worker threads.
-        let result = tokio::task::spawn_blocking(move || writes.writer().shutdown())
-            .await
-            .unwrap_or_else(|e| Err(internal(format!("shutdown task failed: {e}"))));
+        let result = self.writes.shutdown().await;
         self.lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -314,7 +298,7 @@ impl PersistenceProvider for LsmDirectory {
             last_revision: state.revision,
             write_batches: gc.batches,
             syncs: gc.syncs,
-            disk_bytes: self.disk_bytes(),
+            disk_bytes: orbit_persistence_core::fs::dir_bytes(&*self.tree.fs, &self.tree.dir),
             memory_bytes: memtable_bytes + self.tree.cache.as_ref().map_or(0, |c| c.bytes()),
             engine: engine.into_iter().collect(),
             ..self.metrics.snapshot()

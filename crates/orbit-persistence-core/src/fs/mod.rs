@@ -205,6 +205,18 @@ pub fn write_file_atomic(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> Orbi
     fs.sync_dir(parent_dir(path))
 }
 
+/// Bytes of the files directly in `dir` (0 if it cannot be listed): a store's disk use.
+pub fn dir_bytes(fs: &dyn FileSystem, dir: &Path) -> u64 {
+    let Ok(names) = fs.list_dir(dir) else {
+        return 0;
+    };
+    names
+        .iter()
+        .filter_map(|n| fs.open(&dir.join(n), OpenMode::Read).ok())
+        .filter_map(|f| f.len().ok())
+        .sum()
+}
+
 /// `<path>.tmp`: the temporary file [`write_file_atomic`] writes before renaming.
 pub fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
