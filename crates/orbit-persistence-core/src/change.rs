@@ -221,6 +221,21 @@ pub trait LeaseSource {
     fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>>;
     /// Up to `limit` published leases with `expires_at <= now`, earliest first.
     fn expired(&self, now: Timestamp, limit: usize) -> OrbitResult<Vec<AddressableLease>>;
+
+    /// As [`LeaseSource::expired`], but a source may start after the expiry-index position
+    /// `after` (`expires_at`, reference): the stager passes a position below which it knows
+    /// nothing expired is left, so a long cleanup does not rescan what its earlier steps
+    /// removed (an ordered store would walk their tombstones each time). Ignoring `after`, as
+    /// the default does, is always correct.
+    fn expired_after(
+        &self,
+        now: Timestamp,
+        after: Option<&(Timestamp, AddressableReference)>,
+        limit: usize,
+    ) -> OrbitResult<Vec<AddressableLease>> {
+        let _ = after;
+        self.expired(now, limit)
+    }
 }
 
 /// Turns requests into changes on the writer thread; see the module docs.
@@ -234,6 +249,11 @@ pub struct ChangeStager {
     overlay: HashMap<AddressableReference, usize>,
     /// How many of `staged` are in `overlay`.
     indexed: usize,
+    /// `(now, position)`: as of `now`, no expired lease is left at or below this expiry-index
+    /// position (a cleanup step removed all of them, in order). It stays true while every
+    /// request is judged at `now` or later, because no write may store a lease expiring at or
+    /// before its own `now`; a request judged earlier, or a failed batch, drops it.
+    cleanup_floor: Option<(Timestamp, (Timestamp, AddressableReference))>,
     staged: Vec<LeaseChange>,
 }
 
@@ -298,6 +318,10 @@ impl ChangeStager {
             lease
         };
         let now = req.now;
+        if self.cleanup_floor.as_ref().is_some_and(|(at, _)| now < *at) {
+            self.cleanup_floor = None;
+        }
+        let mut floor = None;
         let outcome = match req.op {
             WriteOp::Store(leases) => {
                 changes.reserve(leases.len());
@@ -359,18 +383,37 @@ impl ChangeStager {
                 // Published candidates, re-judged through the overlay, plus leases staged in
                 // this batch that are already expired at `now`.
                 self.index_overlay();
+                let after = self.cleanup_floor.as_ref().map(|(_, position)| position);
+                let candidates =
+                    source.expired_after(now, after, limit.saturating_add(self.overlay.len()))?;
                 let mut expired: Vec<AddressableReference> = Vec::new();
-                for lease in source.expired(now, limit.saturating_add(self.overlay.len()))? {
-                    if !self.overlay.contains_key(&lease.reference) {
+                // The floor moves past what this step removes only when the batch's earlier
+                // changes play no part; otherwise it is dropped, to be safe.
+                let mut overlay_involved = false;
+                let mut last_published = None;
+                for lease in candidates {
+                    if expired.len() == limit {
+                        break;
+                    }
+                    if self.overlay.contains_key(&lease.reference) {
+                        overlay_involved = true;
+                    } else {
+                        last_published = Some((lease.expires_at, lease.reference.clone()));
                         expired.push(lease.reference);
                     }
                 }
                 for (r, &i) in &self.overlay {
                     if matches!(&self.staged[i], LeaseChange::Put(l) if l.is_expired(now)) {
+                        overlay_involved = true;
                         expired.push(r.clone());
                     }
                 }
                 expired.truncate(limit);
+                if overlay_involved {
+                    floor = Some(None);
+                } else if let Some(position) = last_published {
+                    floor = Some(Some((now, position)));
+                }
                 for reference in expired {
                     revision += 1;
                     changes.push(LeaseChange::Delete {
@@ -389,6 +432,10 @@ impl ChangeStager {
             self.next_revision = revision;
             self.staged.extend(changes);
         }
+        // `Some(new)` replaces the floor; `None` (nothing removed in order) keeps it.
+        if let Some(new) = floor {
+            self.cleanup_floor = new;
+        }
         Ok(outcome)
     }
 
@@ -404,6 +451,7 @@ impl ChangeStager {
     pub fn abort(&mut self) {
         self.overlay.clear();
         self.indexed = 0;
+        self.cleanup_floor = None;
         self.staged.clear();
         self.next_revision = self.published_revision;
     }
@@ -636,7 +684,99 @@ mod tests {
         assert!(decode_changes(&huge).unwrap_err().detail.contains("claims"));
     }
 
+    /// A source that honours `after`, as an ordered store does.
+    #[derive(Default)]
+    struct Ordered(Map);
+
+    impl LeaseSource for Ordered {
+        fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+            self.0.lease(r)
+        }
+        fn expired(&self, now: Timestamp, limit: usize) -> OrbitResult<Vec<AddressableLease>> {
+            self.expired_after(now, None, limit)
+        }
+        fn expired_after(
+            &self,
+            now: Timestamp,
+            after: Option<&(Timestamp, AddressableReference)>,
+            limit: usize,
+        ) -> OrbitResult<Vec<AddressableLease>> {
+            let mut v: Vec<_> = self
+                .0
+                .0
+                .values()
+                .filter(|l| l.is_expired(now))
+                .filter(|l| after.is_none_or(|a| (l.expires_at, &l.reference) > (a.0, &a.1)))
+                .cloned()
+                .collect();
+            v.sort_by(|a, b| (a.expires_at, &a.reference).cmp(&(b.expires_at, &b.reference)));
+            v.truncate(limit);
+            Ok(v)
+        }
+    }
+
+    /// Stores lease `i` expiring at `expires_at`, judged at `now`, in the current batch.
+    fn store_at(
+        stager: &mut ChangeStager,
+        src: &Ordered,
+        batch: &mut LogBatch,
+        i: u32,
+        now: u64,
+        expires_at: u64,
+    ) {
+        let l = AddressableLease {
+            expires_at: Timestamp(expires_at),
+            renew_at: Timestamp(expires_at),
+            ..lease(i, "a", 0)
+        };
+        stager
+            .stage(src, req(WriteOp::Store(vec![l]), now), batch)
+            .unwrap();
+    }
+
     proptest! {
+        /// The cleanup floor never hides an expired lease: whatever the clock does (it may go
+        /// back, and requests judged at an earlier `now` may share a batch with a cleanup), a
+        /// cleanup run to the end leaves nothing expired.
+        #[test]
+        fn cleanup_floor_never_hides_an_expired_lease(
+            ops in proptest::collection::vec((0u8..4, 0u32..20, 0u64..40), 1..150)
+        ) {
+            let (mut src, mut stager, mut batch) = (Ordered::default(), ChangeStager::new(0), LogBatch::new());
+            let mut now = 100u64;
+            for (kind, i, t) in ops {
+                match kind {
+                    0 => {
+                        store_at(&mut stager, &src, &mut batch, i, now, now + 1 + t);
+                        src.0.apply(stager.take());
+                    }
+                    1 => now = 80 + t,
+                    2 => {
+                        loop {
+                            let out = stager
+                                .stage(&src, req(WriteOp::Cleanup { limit: 3 }, now), &mut batch)
+                                .unwrap();
+                            src.0.apply(stager.take());
+                            if out != WriteOutcome::Cleaned(3) {
+                                break;
+                            }
+                        }
+                        let left: Vec<_> = src.0.0.values().filter(|l| l.is_expired(Timestamp(now))).collect();
+                        prop_assert!(left.is_empty(), "expired leases left at {}: {:?}", now, left);
+                    }
+                    _ => {
+                        // A caller that read the clock earlier shares a batch with a cleanup.
+                        let earlier = now.saturating_sub(t);
+                        store_at(&mut stager, &src, &mut batch, i, earlier, earlier + 1 + t / 2);
+                        stager
+                            .stage(&src, req(WriteOp::Cleanup { limit: 3 }, now), &mut batch)
+                            .unwrap();
+                        src.0.apply(stager.take());
+                    }
+                }
+            }
+        }
+
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = decode_changes(&bytes);

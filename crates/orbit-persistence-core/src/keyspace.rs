@@ -151,10 +151,28 @@ impl<K: OrderedKv> LeaseKv<'_, K> {
 
     /// Up to `limit` leases with `expires_at <= now`, earliest first, through the expiry index.
     pub fn expired(&self, now: Timestamp, limit: usize) -> OrbitResult<Vec<AddressableLease>> {
+        self.expired_after(now, None, limit)
+    }
+
+    /// As [`LeaseKv::expired`], from after the expiry-index position `after`.
+    pub fn expired_after(
+        &self,
+        now: Timestamp,
+        after: Option<&(Timestamp, AddressableReference)>,
+        limit: usize,
+    ) -> OrbitResult<Vec<AddressableLease>> {
+        let start = match after {
+            Some((expires_at, r)) => {
+                let mut k = expiry_key(*expires_at, r);
+                k.push(0); // the smallest key after it
+                k
+            }
+            None => vec![EXPIRY],
+        };
         let end = tagged(EXPIRY, &expiry_index_upper_bound(now));
         let mut refs = Vec::new();
-        if limit > 0 {
-            self.0.scan(&[EXPIRY], &end, &mut |k, _| {
+        if limit > 0 && start < end {
+            self.0.scan(&start, &end, &mut |k, _| {
                 let (_, r) = decode_expiry_index_key(&k[1..])
                     .map_err(|e| self.corrupt_value("expiry-index key", e))?;
                 refs.push(r);
@@ -199,6 +217,15 @@ impl<K: OrderedKv> LeaseSource for LeaseKv<'_, K> {
 
     fn expired(&self, now: Timestamp, limit: usize) -> OrbitResult<Vec<AddressableLease>> {
         LeaseKv::expired(self, now, limit)
+    }
+
+    fn expired_after(
+        &self,
+        now: Timestamp,
+        after: Option<&(Timestamp, AddressableReference)>,
+        limit: usize,
+    ) -> OrbitResult<Vec<AddressableLease>> {
+        LeaseKv::expired_after(self, now, after, limit)
     }
 }
 
@@ -411,6 +438,34 @@ mod tests {
         assert_eq!(apply_change(&mut m, &delete).unwrap(), CountChange::Removed);
         assert!(m.0.is_empty());
         assert_eq!(apply_change(&mut m, &delete).unwrap(), CountChange::Same);
+    }
+
+    #[test]
+    fn expired_after_starts_past_the_given_position() {
+        let mut m = Map::default();
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            apply_change(&mut m, &LeaseChange::Put(lease(id, "n", 100 + i as u64, 1))).unwrap();
+        }
+        let view = LeaseKv(&m);
+        let all = view.expired(Timestamp(200), 10).unwrap();
+        assert_eq!(all.len(), 3);
+        let first = (all[0].expires_at, all[0].reference.clone());
+        let rest = view
+            .expired_after(Timestamp(200), Some(&first), 10)
+            .unwrap();
+        assert_eq!(rest, all[1..]);
+        let last = (all[2].expires_at, all[2].reference.clone());
+        assert!(
+            view.expired_after(Timestamp(200), Some(&last), 10)
+                .unwrap()
+                .is_empty()
+        );
+        // A position past `now` finds nothing (and scans nothing).
+        assert!(
+            view.expired_after(Timestamp(100), Some(&last), 10)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
