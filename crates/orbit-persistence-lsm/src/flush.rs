@@ -113,11 +113,6 @@ impl<'a> TableOutput<'a> {
         }
         Ok(std::mem::take(&mut self.done))
     }
-
-    /// Bytes written so far.
-    pub fn bytes(&self) -> u64 {
-        self.written()
-    }
 }
 
 impl Drop for TableOutput<'_> {
