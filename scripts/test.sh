@@ -38,6 +38,8 @@ echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
+# The facade's open() with every backend compiled in (the run above has its default features).
+cargo test -p orbit-persistence --all-features --locked 2>&1 | tee -a "$log"
 # One closing line for the whole run: cargo prints a result line per test binary, the last of
 # which (doc tests) often counts zero tests.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

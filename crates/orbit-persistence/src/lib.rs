@@ -1,0 +1,90 @@
+//! # orbit-persistence
+//!
+//! The lease directory of an Orbit-style virtual-actor system, with the backend chosen by
+//! configuration: [`open`] reads a [`PersistenceConfig`] (from TOML, the environment or code)
+//! and returns the directory behind the one trait, [`AddressableDirectoryProvider`].
+//!
+//! Each backend is a cargo feature, so an application compiles only what it uses:
+//!
+//! | `backend` in the config | cargo feature | crate |
+//! |---|---|---|
+//! | `memory` | `memory` (default) | `orbit-persistence-memory` |
+//! | `cow_btree` | `cowbtree` | `orbit-persistence-cowbtree` |
+//! | `lsm_tree` | `lsm` | `orbit-persistence-lsm` |
+//! | `rocksdb` | `rocksdb` (builds RocksDB's C++) | `orbit-persistence-rocksdb` |
+//!
+//! A config naming a backend that is not compiled in gets
+//! [`OrbitError::BackendNotCompiled`], whose message names the feature to enable.
+//!
+//! ```
+//! # fn main() -> orbit_persistence::OrbitResult<()> {
+//! use std::sync::Arc;
+//! use orbit_persistence::{PersistenceConfig, SystemClock};
+//!
+//! let config = PersistenceConfig::from_toml_str(r#"backend = "memory""#)?;
+//! let directory = orbit_persistence::open(&config, Arc::new(SystemClock))?;
+//! # Ok(()) }
+//! ```
+//!
+//! Everything of `orbit-persistence-core` (the data model, the traits, errors, config, clock) is
+//! re-exported here.
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+
+pub use orbit_persistence_core::*;
+
+/// Opens the directory `config` names, after validating the config (errors name the field).
+///
+/// The disk backends open (and recover) their data directory here, which is blocking file I/O:
+/// inside an async program, call this from `tokio::task::spawn_blocking`.
+///
+/// Errors: `Config` for an invalid config; `BackendNotCompiled` for a backend whose cargo
+/// feature is off (or `etcd`, which has no backend yet); whatever the backend's open returns
+/// (`Locked`, `Corruption`, `Io`).
+pub fn open(
+    config: &PersistenceConfig,
+    clock: Arc<dyn Clock>,
+) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
+    config.validate()?;
+    let _ = &clock; // unused when no backend feature is on
+    match config.backend {
+        #[cfg(feature = "memory")]
+        BackendType::Memory => Ok(Arc::new(orbit_persistence_memory::MemoryDirectory::new(
+            &config.memory_or_default(),
+            clock,
+        )?)),
+        #[cfg(feature = "cowbtree")]
+        BackendType::CowBTree => Ok(Arc::new(
+            orbit_persistence_cowbtree::CowBTreeDirectory::open(
+                &config.cow_btree_or_default(),
+                clock,
+            )?,
+        )),
+        #[cfg(feature = "lsm")]
+        BackendType::LsmTree => Ok(Arc::new(orbit_persistence_lsm::LsmDirectory::open(
+            &config.lsm_tree_or_default(),
+            clock,
+        )?)),
+        #[cfg(feature = "rocksdb")]
+        BackendType::RocksDB => Ok(Arc::new(orbit_persistence_rocksdb::RocksDbDirectory::open(
+            &config.rocksdb_or_default(),
+            clock,
+        )?)),
+        #[allow(unreachable_patterns)]
+        other => Err(OrbitError::BackendNotCompiled(other)),
+    }
+}
+
+/// The backends compiled into this build.
+pub fn compiled_backends() -> Vec<BackendType> {
+    [
+        (BackendType::Memory, cfg!(feature = "memory")),
+        (BackendType::CowBTree, cfg!(feature = "cowbtree")),
+        (BackendType::LsmTree, cfg!(feature = "lsm")),
+        (BackendType::RocksDB, cfg!(feature = "rocksdb")),
+    ]
+    .into_iter()
+    .filter_map(|(b, on)| on.then_some(b))
+    .collect()
+}
