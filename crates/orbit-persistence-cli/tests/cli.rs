@@ -1,0 +1,184 @@
+//! The binary as a subprocess: exit codes, messages that name the bad field, and the commands
+//! against a store written through the library.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use orbit_persistence::{
+    AddressableLease, AddressableReference, Clock, Key, NodeId, PersistenceConfig, SystemClock,
+};
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orbit-persistence"))
+        .args(args)
+        .env_remove("ORBIT_PERSISTENCE_BACKEND")
+        .env_remove("ORBIT_PERSISTENCE_DATA_DIR")
+        .output()
+        .expect("run the binary")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write_config(dir: &Path, body: &str) -> String {
+    let path = dir.join("persistence.toml");
+    std::fs::write(&path, body).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn config_check_prints_the_effective_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), "backend = \"lsm_tree\"\n");
+    let out = cli(&["config", "check", &file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(printed.contains("backend = \"lsm_tree\""), "{printed}");
+    assert!(
+        printed.contains("memtable_size = "),
+        "defaults filled in: {printed}"
+    );
+    // What it prints reads back as the same config.
+    let back = PersistenceConfig::from_toml_str(&printed).unwrap();
+    assert_eq!(
+        back.lsm_tree_or_default(),
+        PersistenceConfig::from_path(&file)
+            .unwrap()
+            .lsm_tree_or_default()
+    );
+}
+
+#[test]
+fn a_bad_config_exits_2_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for (body, field) in [
+        (
+            "backend = \"lsm_tree\"\n[lsm_tree]\nbloom_filter_fp_rate = 1.5\n",
+            "lsm_tree.bloom_filter_fp_rate",
+        ),
+        (
+            "backend = \"cow_btree\"\n[cow_btree]\npage_sise = 4096\n",
+            "page_sise",
+        ),
+        ("backend = \"mongodb\"\n", "backend"),
+    ] {
+        let file = write_config(dir.path(), body);
+        for args in [
+            vec!["config", "check", &file],
+            vec!["stats", "--config", &file],
+        ] {
+            let out = cli(&args);
+            assert_eq!(out.status.code(), Some(2), "{args:?} {body}");
+            let err = text(&out.stderr);
+            assert!(err.contains(field), "{args:?}: {err}");
+        }
+    }
+    let out = cli(&["config", "check", "/nonexistent/persistence.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = cli(&["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn stats_get_list_node_and_cleanup_operate_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("leases");
+    let file = write_config(
+        dir.path(),
+        &format!("backend = \"cow_btree\"\n[cow_btree]\ndata_dir = {data:?}\n"),
+    );
+    let config = PersistenceConfig::from_path(&file).unwrap();
+    let now = SystemClock.now();
+    let live = AddressableLease::new(
+        AddressableReference::new("Greeter", Key::string("alice")),
+        NodeId::new("node-1", "prod"),
+        now.saturating_add(Duration::from_secs(3600)),
+        now.saturating_add(Duration::from_secs(1800)),
+    );
+    let short = AddressableLease::new(
+        AddressableReference::new("Greeter", Key::Int64Key { key: 7 }),
+        NodeId::new("node-1", "prod"),
+        now.saturating_add(Duration::from_millis(300)),
+        now.saturating_add(Duration::from_millis(100)),
+    );
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = orbit_persistence::open(&config, Arc::new(SystemClock)).unwrap();
+        store
+            .store_leases(&[live.clone(), short.clone()])
+            .await
+            .unwrap();
+        store.shutdown().await.unwrap();
+    });
+
+    let out = cli(&["stats", "--config", &file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["metrics"]["lease_count"], 2, "{stats}");
+
+    let out = cli(&["get", "--config", &file, "Greeter", "alice"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let got: AddressableLease = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got.node_id, live.node_id);
+    let out = cli(&[
+        "get",
+        "--config",
+        &file,
+        "Greeter",
+        "7",
+        "--key-kind",
+        "int64",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = cli(&["get", "--config", &file, "Greeter", "bob"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = cli(&[
+        "get",
+        "--config",
+        &file,
+        "Greeter",
+        "x",
+        "--key-kind",
+        "int32",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = cli(&[
+        "list-node",
+        "--config",
+        &file,
+        "node-1",
+        "--namespace",
+        "prod",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 2);
+
+    std::thread::sleep(Duration::from_millis(400));
+    let out = cli(&["cleanup", "--config", &file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let cleaned: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cleaned["removed"], 1);
+    let out = cli(&[
+        "list-node",
+        "--config",
+        &file,
+        "node-1",
+        "--namespace",
+        "prod",
+    ]);
+    assert_eq!(text(&out.stdout).lines().count(), 1);
+
+    // A store held open elsewhere: exit 3, and the message says it is locked.
+    let held = orbit_persistence::open(&config, Arc::new(SystemClock)).unwrap();
+    let out = cli(&["stats", "--config", &file]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("locked"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(held);
+}
