@@ -7,7 +7,7 @@
 //!
 //! Exit codes: 0 success; 1 the lease asked for does not exist; 2 bad usage or an invalid
 //! config (the message names the field); 3 the store failed (locked by another process,
-//! corruption, I/O).
+//! corruption, I/O); 4 `verify` found problems.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +63,9 @@ enum Command {
     },
     /// Removes every lease expired now; prints how many.
     Cleanup(Store),
+    /// Reads the whole store back, checking checksums and that the indexes agree with the
+    /// leases; prints the report (exit code 4 if it found problems).
+    Verify(Store),
 }
 
 #[derive(Subcommand)]
@@ -214,6 +217,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             s.shutdown().await?;
             for lease in leases? {
                 println!("{}", json(&lease)?);
+            }
+        }
+        Command::Verify(store) => {
+            let config = load(&store)?;
+            let report = match orbit_persistence::verify(&config).await {
+                Ok(report) => report,
+                // Bad bytes met while opening are findings too.
+                Err(e @ OrbitError::Corruption { .. }) => {
+                    let mut report = orbit_persistence::verify::VerifyReport::default();
+                    report.problem(e.to_string());
+                    report
+                }
+                Err(e) => return Err(e.into()),
+            };
+            println!("{}", json(&report)?);
+            if !report.is_clean() {
+                return Err(Failure(
+                    4,
+                    format!("{} problem(s) found", report.problems.len()),
+                ));
             }
         }
         Command::Cleanup(store) => {

@@ -182,3 +182,60 @@ fn stats_get_list_node_and_cleanup_operate_a_store() {
     );
     drop(held);
 }
+
+#[test]
+fn verify_finds_a_flipped_byte_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("lsm");
+    let file = write_config(
+        dir.path(),
+        &format!(
+            "backend = \"lsm_tree\"\n[lsm_tree]\ndata_dir = {data:?}\nmemtable_size = 65536\nblock_size = 1024\n"
+        ),
+    );
+    let config = PersistenceConfig::from_path(&file).unwrap();
+    let now = SystemClock.now();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = orbit_persistence::open(&config, Arc::new(SystemClock)).unwrap();
+        let leases: Vec<_> = (0..2_000)
+            .map(|i| {
+                AddressableLease::new(
+                    AddressableReference::new("Greeter", Key::string(format!("key-{i:05}"))),
+                    NodeId::new(format!("node-{}", i % 10), "prod"),
+                    now.saturating_add(Duration::from_secs(3600)),
+                    now.saturating_add(Duration::from_secs(1800)),
+                )
+            })
+            .collect();
+        for chunk in leases.chunks(200) {
+            store.store_leases(chunk).await.unwrap();
+        }
+        store.shutdown().await.unwrap();
+    });
+    let out = cli(&["verify", "--config", &file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["leases"], 2_000, "{report}");
+    assert!(report["files_checked"].as_u64().unwrap() >= 1, "{report}");
+
+    // Flip a byte inside the first data block of the biggest table.
+    let table = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sst"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .expect("a table");
+    let mut bytes = std::fs::read(&table).unwrap();
+    bytes[100] ^= 0x10;
+    std::fs::write(&table, bytes).unwrap();
+    let out = cli(&["verify", "--config", &file]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].to_string();
+    let name = table.file_name().unwrap().to_str().unwrap();
+    assert!(
+        problems.contains(name) && problems.contains("offset"),
+        "{problems}"
+    );
+}

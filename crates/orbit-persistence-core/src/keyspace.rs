@@ -19,9 +19,9 @@
 
 use crate::change::{LeaseChange, LeaseSource};
 use crate::encoding::{
-    decode_expiry_index_key, decode_lease_value, decode_reference, encode_lease_value,
-    expiry_index_key, expiry_index_upper_bound, lease_value_index_fields, node_index_key,
-    node_index_prefix, put_reference,
+    decode_expiry_index_key, decode_lease_value, decode_node_index_key, decode_reference,
+    encode_lease_value, expiry_index_key, expiry_index_upper_bound, lease_value_index_fields,
+    node_index_key, node_index_prefix, put_reference,
 };
 use crate::{AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult, Timestamp};
 
@@ -207,6 +207,76 @@ impl<K: OrderedKv> LeaseKv<'_, K> {
             })?;
         }
         Ok(out)
+    }
+}
+
+impl<K: OrderedKv> LeaseKv<'_, K> {
+    /// Checks that the leases and both indexes agree: every lease has its node-index and
+    /// expiry-index entry, and every index entry names a lease that has that node or expiry.
+    /// Returns the disagreements found (at most `limit`) and how many leases were checked.
+    /// Undecodable bytes are errors (`Corruption`). Reads the whole key space: a tool for
+    /// `verify`, not for the request path.
+    pub fn index_problems(&self, limit: usize) -> OrbitResult<(Vec<String>, u64)> {
+        let mut problems = Vec::new();
+        let mut leases = 0u64;
+        let note = |problems: &mut Vec<String>, p: String| {
+            if problems.len() < limit {
+                problems.push(p);
+            }
+        };
+        self.0.scan(&[LEASES], &[LEASES + 1], &mut |k, v| {
+            leases += 1;
+            let lease = self.decode_value(self.key_reference(k)?, v)?;
+            let r = &lease.reference;
+            if self
+                .0
+                .get(&node_key(&lease.node_id, r), |_| Ok(()))?
+                .is_none()
+            {
+                note(
+                    &mut problems,
+                    format!("lease {r:?} has no node-index entry"),
+                );
+            }
+            if self
+                .0
+                .get(&expiry_key(lease.expires_at, r), |_| Ok(()))?
+                .is_none()
+            {
+                note(
+                    &mut problems,
+                    format!("lease {r:?} has no expiry-index entry"),
+                );
+            }
+            Ok(true)
+        })?;
+        self.0.scan(&[NODES], &[NODES + 1], &mut |k, _| {
+            let (node, r) = decode_node_index_key(&k[1..])
+                .map_err(|e| self.corrupt_value("node-index key", e))?;
+            match self.lease(&r)? {
+                Some(l) if l.node_id == node => {}
+                other => note(
+                    &mut problems,
+                    format!("node-index entry ({node:?}, {r:?}) but the lease is {other:?}"),
+                ),
+            }
+            Ok(true)
+        })?;
+        self.0.scan(&[EXPIRY], &[EXPIRY + 1], &mut |k, _| {
+            let (expires_at, r) = decode_expiry_index_key(&k[1..])
+                .map_err(|e| self.corrupt_value("expiry-index key", e))?;
+            match self.lease(&r)? {
+                Some(l) if l.expires_at == expires_at => {}
+                other => note(
+                    &mut problems,
+                    format!(
+                        "expiry-index entry ({expires_at:?}, {r:?}) but the lease is {other:?}"
+                    ),
+                ),
+            }
+            Ok(true)
+        })?;
+        Ok((problems, leases))
     }
 }
 
@@ -484,6 +554,32 @@ mod tests {
             .map(|l| l.reference.key.clone())
             .collect();
         assert_eq!(keys, ["a", "b", "c"].map(crate::Key::string));
+    }
+
+    #[test]
+    fn index_problems_finds_every_kind_of_disagreement() {
+        let mut m = Map::default();
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            apply_change(
+                &mut m,
+                &LeaseChange::Put(lease(id, "n1", 100 + i as u64, 1)),
+            )
+            .unwrap();
+        }
+        assert_eq!(LeaseKv(&m).index_problems(10).unwrap(), (vec![], 3));
+        let a = lease("a", "n1", 100, 1);
+        let b = lease("b", "n1", 101, 1);
+        // A lost node entry, a stale expiry entry, a node entry naming no lease.
+        m.0.remove(&node_key(&a.node_id, &a.reference));
+        m.0.insert(expiry_key(Timestamp(5), &b.reference), vec![]);
+        m.0.insert(
+            node_key(&NodeId::new("n9", "ns"), &lease("z", "n9", 1, 1).reference),
+            vec![],
+        );
+        let (problems, leases) = LeaseKv(&m).index_problems(10).unwrap();
+        assert_eq!(leases, 3);
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert_eq!(LeaseKv(&m).index_problems(1).unwrap().0.len(), 1);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod provider;
 pub mod rules;
 pub mod types;
+pub mod verify;
 pub mod wal;
 
 pub use clock::{Clock, ManualClock, SystemClock};

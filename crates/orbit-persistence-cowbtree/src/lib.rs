@@ -49,6 +49,7 @@ use orbit_persistence_core::keyspace::LeaseKv;
 use orbit_persistence_core::lease_writes::LeaseWrites;
 use orbit_persistence_core::lock::DirLock;
 use orbit_persistence_core::metrics::MetricsRecorder;
+use orbit_persistence_core::verify::{MAX_PROBLEMS, VerifyReport};
 use orbit_persistence_core::{
     AddressableLease, AddressableReference, Clock, CowBTreeConfig, NodeId, OrbitError, OrbitResult,
     PersistenceMetrics, PersistenceProvider, ProviderHealth,
@@ -145,6 +146,29 @@ impl CowBTreeDirectory {
     pub fn snapshot(&self) -> OrbitResult<Snapshot> {
         self.check_open()?;
         Ok(Snapshot::new(self.shared.current()))
+    }
+
+    /// Reads the whole tree back: every page of the lease and index ranges (each page's
+    /// checksum is checked the first time this open reads it) and every lease and index
+    /// entry, which must agree. The meta pages, the free list and the WAL were checked when
+    /// the store opened. Blocking reads run off the runtime's workers.
+    pub async fn verify(&self) -> OrbitResult<VerifyReport> {
+        self.check_open()?;
+        let version = self.shared.current();
+        tokio::task::spawn_blocking(move || {
+            // Only the tree's pages are read, not the whole file (free pages are not).
+            let mut report = VerifyReport::default();
+            match LeaseKv(&version.view()).index_problems(MAX_PROBLEMS) {
+                Ok((problems, leases)) => {
+                    report.leases = leases;
+                    problems.into_iter().for_each(|p| report.problem(p));
+                }
+                Err(e) => report.problem(e.to_string()),
+            }
+            report
+        })
+        .await
+        .map_err(|e| internal(format!("verify task failed: {e}")))
     }
 
     fn check_open(&self) -> OrbitResult<()> {

@@ -394,6 +394,34 @@ impl Table {
         self.bloom.check(key)
     }
 
+    /// Reads every data block from the file (not the cache), checking its checksum, its
+    /// entries, and that its keys are in order and within its index entry. Returns the first
+    /// problem of each bad block.
+    pub fn verify(&self) -> Vec<OrbitError> {
+        let mut problems = Vec::new();
+        let mut previous: Option<Vec<u8>> = None;
+        for entry in &self.index {
+            let corrupt = |what: String| OrbitError::corruption(&self.path, entry.offset, what);
+            let checked = self
+                .read_block(entry.offset, entry.len, u64::MAX)
+                .and_then(|bytes| Block::new(bytes).map_err(corrupt))
+                .and_then(|block| {
+                    let mut cursor = BlockCursor::seek(Arc::new(block), &[]).map_err(corrupt)?;
+                    while let Some((key, _)) = cursor.next_entry().map_err(corrupt)? {
+                        if previous.as_ref().is_some_and(|p| *p >= key) || *key > *entry.last_key {
+                            return Err(corrupt("keys out of order".into()));
+                        }
+                        previous = Some(key);
+                    }
+                    Ok(())
+                });
+            if let Err(e) = checked {
+                problems.push(e);
+            }
+        }
+        problems
+    }
+
     /// Looks `key` up.
     pub fn get(&self, key: &[u8]) -> OrbitResult<Lookup> {
         if !self.may_contain(key) {

@@ -76,6 +76,57 @@ pub fn open(
     }
 }
 
+/// Opens the store `config` names and reads it all back: every checksum the backend's
+/// `verify` covers, and that the leases and both indexes agree (see `LsmDirectory::verify` and
+/// `CowBTreeDirectory::verify`). A problem found while opening (a bad manifest, a torn meta
+/// page) is the error. The memory backend has nothing on disk: its report is empty. RocksDB
+/// has no verify here yet (`Unavailable`).
+pub async fn verify(config: &PersistenceConfig) -> OrbitResult<verify::VerifyReport> {
+    config.validate()?;
+    match config.backend {
+        #[cfg(feature = "memory")]
+        BackendType::Memory => Ok(verify::VerifyReport::default()),
+        #[cfg(feature = "cowbtree")]
+        BackendType::CowBTree => {
+            let c = config.cow_btree_or_default();
+            let store = blocking(move || {
+                orbit_persistence_cowbtree::CowBTreeDirectory::open(&c, Arc::new(SystemClock))
+            })
+            .await?;
+            let report = store.verify().await;
+            store.shutdown().await?;
+            report
+        }
+        #[cfg(feature = "lsm")]
+        BackendType::LsmTree => {
+            let c = config.lsm_tree_or_default();
+            let store = blocking(move || {
+                orbit_persistence_lsm::LsmDirectory::open(&c, Arc::new(SystemClock))
+            })
+            .await?;
+            let report = store.verify().await;
+            store.shutdown().await?;
+            report
+        }
+        #[cfg(feature = "rocksdb")]
+        BackendType::RocksDB => Err(OrbitError::Unavailable(
+            "verify is not implemented for the rocksdb backend yet".into(),
+        )),
+        #[allow(unreachable_patterns)]
+        other => Err(OrbitError::BackendNotCompiled(other)),
+    }
+}
+
+/// Runs a blocking open on the blocking pool.
+#[allow(dead_code)]
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> OrbitResult<T> + Send + 'static,
+) -> OrbitResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| OrbitError::Unavailable(format!("open task failed: {e}")))?
+}
+
 /// The backends compiled into this build.
 pub fn compiled_backends() -> Vec<BackendType> {
     [

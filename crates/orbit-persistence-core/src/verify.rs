@@ -1,0 +1,35 @@
+//! What a backend's `verify` reports: the result of reading a whole store back, checking every
+//! checksum it meets and that the leases and both indexes agree
+//! ([`crate::keyspace::LeaseKv::index_problems`]).
+
+use serde::{Deserialize, Serialize};
+
+/// Most problems a report lists; the count goes on.
+pub const MAX_PROBLEMS: usize = 100;
+
+/// The result of verifying a store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// Files read in full (tables, page files).
+    pub files_checked: u64,
+    /// Bytes of those files.
+    pub bytes_checked: u64,
+    /// Leases read.
+    pub leases: u64,
+    /// What is wrong, each naming the file and offset where it can (at most [`MAX_PROBLEMS`]).
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// Adds a problem, up to [`MAX_PROBLEMS`].
+    pub fn problem(&mut self, p: impl Into<String>) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(p.into());
+        }
+    }
+
+    /// Whether nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
