@@ -63,6 +63,9 @@ enum Command {
     },
     /// Removes every lease expired now; prints how many.
     Cleanup(Store),
+    /// Prints every lease of a consistent snapshot, one JSON object per line, in reference
+    /// order.
+    Dump(Store),
     /// Reads the whole store back, checking checksums and that the indexes agree with the
     /// leases; prints the report (exit code 4 if it found problems).
     Verify(Store),
@@ -218,6 +221,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             for lease in leases? {
                 println!("{}", json(&lease)?);
             }
+        }
+        Command::Dump(store) => {
+            let config = load(&store)?;
+            orbit_persistence::dump(&config, |lease| {
+                use std::io::Write;
+                let line = serde_json::to_string(&lease)
+                    .map_err(|e| OrbitError::Unavailable(format!("JSON output: {e}")))?;
+                writeln!(std::io::stdout().lock(), "{line}")
+                    .map_err(|e| OrbitError::io("write", "stdout", e))
+            })
+            .await?;
         }
         Command::Verify(store) => {
             let config = load(&store)?;

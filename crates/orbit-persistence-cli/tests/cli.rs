@@ -156,6 +156,18 @@ fn stats_get_list_node_and_cleanup_operate_a_store() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).lines().count(), 2);
 
+    let out = cli(&["dump", "--config", &file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dumped: Vec<AddressableLease> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut refs: Vec<_> = dumped.iter().map(|l| l.reference.clone()).collect();
+    refs.sort();
+    let mut want = vec![live.reference.clone(), short.reference.clone()];
+    want.sort();
+    assert_eq!(refs, want);
+
     std::thread::sleep(Duration::from_millis(400));
     let out = cli(&["cleanup", "--config", &file]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -216,6 +228,9 @@ fn verify_finds_a_flipped_byte_and_names_the_file() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["leases"], 2_000, "{report}");
+    let out = cli(&["dump", "--config", &file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 2_000);
     assert!(report["files_checked"].as_u64().unwrap() >= 1, "{report}");
 
     // Flip a byte inside the first data block of the biggest table.

@@ -280,6 +280,69 @@ impl<K: OrderedKv> LeaseKv<'_, K> {
     }
 }
 
+/// One consistent state of an engine (a published version), as a key space to read.
+pub trait KvSnapshot {
+    /// The key-space view of the state.
+    type Kv<'a>: OrderedKv
+    where
+        Self: 'a;
+
+    /// The view.
+    fn kv(&self) -> Self::Kv<'_>;
+}
+
+/// Leases [`Leases`] reads per step.
+pub const LEASE_CHUNK: usize = 1024;
+
+/// Every lease of a snapshot, in reference order, read in chunks of [`LEASE_CHUNK`]: what a
+/// backup or a dump iterates.
+#[derive(Debug)]
+pub struct Leases<S> {
+    snapshot: S,
+    chunk: std::vec::IntoIter<AddressableLease>,
+    last: Option<AddressableReference>,
+    done: bool,
+}
+
+impl<S: KvSnapshot> Leases<S> {
+    /// The leases of `snapshot`.
+    pub fn new(snapshot: S) -> Self {
+        Leases {
+            snapshot,
+            chunk: Vec::new().into_iter(),
+            last: None,
+            done: false,
+        }
+    }
+}
+
+impl<S: KvSnapshot> Iterator for Leases<S> {
+    type Item = OrbitResult<AddressableLease>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(lease) = self.chunk.next() {
+            self.last = Some(lease.reference.clone());
+            return Some(Ok(lease));
+        }
+        if self.done {
+            return None;
+        }
+        match LeaseKv(&self.snapshot.kv()).leases_after(self.last.as_ref(), LEASE_CHUNK) {
+            Ok(chunk) => {
+                self.done = chunk.len() < LEASE_CHUNK;
+                self.chunk = chunk.into_iter();
+                let lease = self.chunk.next()?;
+                self.last = Some(lease.reference.clone());
+                Some(Ok(lease))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 impl<K: OrderedKv> LeaseSource for LeaseKv<'_, K> {
     fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
         LeaseKv::lease(self, r)

@@ -14,7 +14,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use orbit_persistence_core::keyspace::{LeaseKv, OrderedKv, ScanVisitor};
+use orbit_persistence_core::keyspace::{self, KvSnapshot, LeaseKv, OrderedKv, ScanVisitor};
 use orbit_persistence_core::{
     AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult,
 };
@@ -175,53 +175,20 @@ impl Snapshot {
 
     /// Every lease of the snapshot in reference order, read in chunks.
     pub fn leases(&self) -> Leases {
-        Leases {
-            snapshot: self.clone(),
-            chunk: Vec::new().into_iter(),
-            last: None,
-            done: false,
-        }
+        Leases::new(self.clone())
+    }
+}
+
+impl KvSnapshot for Snapshot {
+    type Kv<'a> = TreeView<'a>;
+
+    fn kv(&self) -> TreeView<'_> {
+        self.version.view()
     }
 }
 
 /// Iterator of [`Snapshot::leases`].
-#[derive(Debug)]
-pub struct Leases {
-    snapshot: Snapshot,
-    chunk: std::vec::IntoIter<AddressableLease>,
-    last: Option<AddressableReference>,
-    done: bool,
-}
-
-/// Leases read per step of [`Leases`].
-const CHUNK: usize = 1024;
-
-impl Iterator for Leases {
-    type Item = OrbitResult<AddressableLease>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(lease) = self.chunk.next() {
-            self.last = Some(lease.reference.clone());
-            return Some(Ok(lease));
-        }
-        if self.done {
-            return None;
-        }
-        match LeaseKv(&self.snapshot.version.view()).leases_after(self.last.as_ref(), CHUNK) {
-            Ok(chunk) => {
-                self.done = chunk.len() < CHUNK;
-                self.chunk = chunk.into_iter();
-                let lease = self.chunk.next()?;
-                self.last = Some(lease.reference.clone());
-                Some(Ok(lease))
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
-    }
-}
+pub type Leases = keyspace::Leases<Snapshot>;
 
 #[cfg(test)]
 mod tests {

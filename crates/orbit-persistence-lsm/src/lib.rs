@@ -61,6 +61,8 @@ use orbit_persistence_core::{
     PersistenceMetrics, PersistenceProvider, ProviderHealth,
 };
 
+pub use state::Snapshot;
+
 use compaction::Leveled;
 use tree::{Settings, Tree};
 use writer::Writer;
@@ -188,6 +190,12 @@ impl LsmDirectory {
         })
         .await
         .unwrap_or_else(|e| Err(internal(format!("compaction task failed: {e}"))))
+    }
+
+    /// A consistent read-only view of the directory as of now; see [`Snapshot`].
+    pub fn snapshot(&self) -> OrbitResult<Snapshot> {
+        self.check_open()?;
+        Ok(Snapshot::new(self.tree.current()))
     }
 
     /// Reads the whole store back: every block of every table (from the files, checksums

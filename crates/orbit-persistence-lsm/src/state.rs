@@ -9,8 +9,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use orbit_persistence_core::keyspace::{OrderedKv, ScanVisitor};
-use orbit_persistence_core::{OrbitError, OrbitResult};
+use orbit_persistence_core::keyspace::{self, KvSnapshot, LeaseKv, OrderedKv, ScanVisitor};
+use orbit_persistence_core::{
+    AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult,
+};
 
 use crate::levels::Levels;
 use crate::memtable::{LATEST, Memtable};
@@ -156,3 +158,54 @@ impl OrderedKv for View<'_> {
         OrbitError::corruption(self.state.dir.as_path(), 0, detail)
     }
 }
+
+/// A consistent, read-only, point-in-time view of the directory: what a backup iterates. It
+/// sees no write made after it was taken, and keeps the memtables and table files it reads
+/// (even ones a compaction has since replaced) open while it lives.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    state: Arc<State>,
+}
+
+impl Snapshot {
+    pub(crate) fn new(state: Arc<State>) -> Self {
+        Snapshot { state }
+    }
+
+    /// The lease of `r` as of the snapshot.
+    pub fn get(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        LeaseKv(&self.state.view()).lease(r)
+    }
+
+    /// Every lease of `node` as of the snapshot.
+    pub fn node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        LeaseKv(&self.state.view()).node_leases(node)
+    }
+
+    /// Number of leases in the snapshot.
+    pub fn lease_count(&self) -> u64 {
+        self.state.lease_count
+    }
+
+    /// Highest revision in the snapshot.
+    pub fn revision(&self) -> u64 {
+        self.state.revision
+    }
+
+    /// Every lease of the snapshot in reference order, read in chunks. Reads table files:
+    /// blocking.
+    pub fn leases(&self) -> Leases {
+        Leases::new(self.clone())
+    }
+}
+
+impl KvSnapshot for Snapshot {
+    type Kv<'a> = View<'a>;
+
+    fn kv(&self) -> View<'_> {
+        self.state.view()
+    }
+}
+
+/// Iterator of [`Snapshot::leases`].
+pub type Leases = keyspace::Leases<Snapshot>;
