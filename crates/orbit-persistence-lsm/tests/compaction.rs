@@ -118,14 +118,17 @@ fn churn_keeps_reads_right_and_tables_and_space_bounded() {
         assert!(m.engine["flushes"] >= 5, "flushes: {:?}", m.engine);
         assert!(m.engine["compactions"] >= 2, "compactions: {:?}", m.engine);
         // ~1,000 live leases of ~250 bytes with their index entries, in tables of
-        // level1_size / 8 = 6 KiB: dozens of tables. (Seen: at most 79 tables.)
+        // level1_size / 8 = 6 KiB: dozens of tables below level 0 (seen: at most 79 tables in
+        // all). Level 0 is capped by write stalls at 20 tables of one memtable each, however
+        // far compaction lags on a loaded machine. Without compaction there would be one table
+        // per flush: over 150 tables and 6 MB.
         assert!(
-            max_tables <= 100,
+            max_tables <= 120,
             "tables peaked at {max_tables}: {:?}",
             m.engine
         );
         assert!(
-            max_table_bytes < 1 << 20,
+            max_table_bytes < 2 << 20,
             "tables peaked at {max_table_bytes} bytes"
         );
         // The rest is the WAL of the memtables and the manifest (rewritten at 4 MiB).
