@@ -5,11 +5,14 @@
 //!
 //! [`AddressableDirectoryProvider`]: crate::AddressableDirectoryProvider
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::change::{WriteOp, WriteOutcome, WriteRequest};
 use crate::group_commit::{CommitHandler, GroupCommit};
+use crate::lock::DirLock;
 use crate::metrics::MetricsRecorder;
 use crate::{
     Acquire, AddressableLease, AddressableReference, Clock, NodeId, OrbitError, OrbitResult, Renew,
@@ -205,6 +208,55 @@ impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> LeaseWri
             }
             other => Err(unexpected(other)),
         }
+    }
+}
+
+/// The open/closed state of a disk provider and the data-directory lock it holds, written once:
+/// [`Lifecycle::check_open`] answers `Closed` after shutdown, and [`Lifecycle::shutdown`] closes
+/// the store once, then lets the directory go.
+#[derive(Debug)]
+pub struct Lifecycle {
+    closed: AtomicBool,
+    lock: Mutex<Option<DirLock>>,
+}
+
+impl Lifecycle {
+    /// An open store holding `lock` (`None` where the caller guarantees exclusive use).
+    pub fn new(lock: Option<DirLock>) -> Self {
+        Lifecycle {
+            closed: AtomicBool::new(false),
+            lock: Mutex::new(lock),
+        }
+    }
+
+    /// Whether the store was shut down.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// `Closed` once the store was shut down.
+    pub fn check_open(&self) -> OrbitResult<()> {
+        if self.is_closed() {
+            return Err(OrbitError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Runs `close` (the final flush or checkpoint) the first time only, then releases the
+    /// directory lock, whatever `close` returned: a poisoned store still lets its directory go.
+    pub async fn shutdown<F: Future<Output = OrbitResult<()>>>(
+        &self,
+        close: impl FnOnce() -> F,
+    ) -> OrbitResult<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let result = close().await;
+        self.lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        result
     }
 }
 

@@ -28,6 +28,19 @@ impl VerifyReport {
         }
     }
 
+    /// Takes in the result of
+    /// [`LeaseKv::index_problems`](crate::keyspace::LeaseKv::index_problems): its problems and
+    /// lease count, or the error that stopped it.
+    pub fn add_index_check(&mut self, checked: crate::OrbitResult<(Vec<String>, u64)>) {
+        match checked {
+            Ok((problems, leases)) => {
+                self.leases = leases;
+                problems.into_iter().for_each(|p| self.problem(p));
+            }
+            Err(e) => self.problem(e.to_string()),
+        }
+    }
+
     /// Whether nothing is wrong.
     pub fn is_clean(&self) -> bool {
         self.problems.is_empty()

@@ -38,15 +38,15 @@ pub mod version;
 pub mod writer;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use orbit_persistence_core::fs::{FileSystem, StdFileSystem};
 use orbit_persistence_core::group_commit::GroupCommit;
 use orbit_persistence_core::keyspace::LeaseKv;
-use orbit_persistence_core::lease_writes::LeaseWrites;
+use orbit_persistence_core::lease_writes::{LeaseWrites, Lifecycle};
 use orbit_persistence_core::lock::DirLock;
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::verify::{MAX_PROBLEMS, VerifyReport};
@@ -70,15 +70,14 @@ pub struct CowBTreeDirectory {
     metrics: Arc<MetricsRecorder>,
     fs: Arc<dyn FileSystem>,
     dir: std::path::PathBuf,
-    lock: Mutex<Option<DirLock>>,
-    closed: AtomicBool,
+    life: Lifecycle,
 }
 
 impl std::fmt::Debug for CowBTreeDirectory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CowBTreeDirectory")
             .field("dir", &self.dir)
-            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .field("closed", &self.life.is_closed())
             .finish_non_exhaustive()
     }
 }
@@ -137,8 +136,7 @@ impl CowBTreeDirectory {
             metrics,
             fs,
             dir: config.data_dir.clone(),
-            lock: Mutex::new(lock),
-            closed: AtomicBool::new(false),
+            life: Lifecycle::new(lock),
         })
     }
 
@@ -158,13 +156,7 @@ impl CowBTreeDirectory {
         tokio::task::spawn_blocking(move || {
             // Only the tree's pages are read, not the whole file (free pages are not).
             let mut report = VerifyReport::default();
-            match LeaseKv(&version.view()).index_problems(MAX_PROBLEMS) {
-                Ok((problems, leases)) => {
-                    report.leases = leases;
-                    problems.into_iter().for_each(|p| report.problem(p));
-                }
-                Err(e) => report.problem(e.to_string()),
-            }
+            report.add_index_check(LeaseKv(&version.view()).index_problems(MAX_PROBLEMS));
             report
         })
         .await
@@ -172,10 +164,7 @@ impl CowBTreeDirectory {
     }
 
     fn check_open(&self) -> OrbitResult<()> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(OrbitError::Closed);
-        }
-        Ok(())
+        self.life.check_open()
     }
 
     fn read_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
@@ -202,19 +191,11 @@ impl PersistenceProvider for CowBTreeDirectory {
     }
 
     async fn shutdown(&self) -> OrbitResult<()> {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        let result = self.writes.shutdown().await;
-        self.lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        result
+        self.life.shutdown(|| self.writes.shutdown()).await
     }
 
     async fn health_check(&self) -> ProviderHealth {
-        if self.closed.load(Ordering::Acquire) {
+        if self.life.is_closed() {
             return ProviderHealth::Unhealthy {
                 reason: "closed".into(),
             };

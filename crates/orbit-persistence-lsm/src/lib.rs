@@ -43,8 +43,8 @@ pub mod tree;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -52,7 +52,7 @@ use orbit_persistence_core::change::{WriteOp, WriteRequest};
 use orbit_persistence_core::fs::{FileSystem, StdFileSystem};
 use orbit_persistence_core::group_commit::GroupCommit;
 use orbit_persistence_core::keyspace::LeaseKv;
-use orbit_persistence_core::lease_writes::LeaseWrites;
+use orbit_persistence_core::lease_writes::{LeaseWrites, Lifecycle};
 use orbit_persistence_core::lock::DirLock;
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::verify::{MAX_PROBLEMS, VerifyReport};
@@ -80,15 +80,14 @@ pub struct LsmDirectory {
     tree: Arc<Tree>,
     writes: Arc<LeaseWrites<Writer>>,
     metrics: Arc<MetricsRecorder>,
-    lock: Mutex<Option<DirLock>>,
-    closed: AtomicBool,
+    life: Lifecycle,
 }
 
 impl std::fmt::Debug for LsmDirectory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LsmDirectory")
             .field("dir", &self.tree.dir)
-            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .field("closed", &self.life.is_closed())
             .finish_non_exhaustive()
     }
 }
@@ -159,8 +158,7 @@ impl LsmDirectory {
             tree,
             writes: Arc::new(LeaseWrites::new(writer, clock, Arc::clone(&metrics))),
             metrics,
-            lock: Mutex::new(lock),
-            closed: AtomicBool::new(false),
+            life: Lifecycle::new(lock),
         })
     }
 
@@ -213,13 +211,7 @@ impl LsmDirectory {
                     report.problem(e.to_string());
                 }
             }
-            match LeaseKv(&state.view()).index_problems(MAX_PROBLEMS) {
-                Ok((problems, leases)) => {
-                    report.leases = leases;
-                    problems.into_iter().for_each(|p| report.problem(p));
-                }
-                Err(e) => report.problem(e.to_string()),
-            }
+            report.add_index_check(LeaseKv(&state.view()).index_problems(MAX_PROBLEMS));
             report
         })
         .await
@@ -227,10 +219,7 @@ impl LsmDirectory {
     }
 
     fn check_open(&self) -> OrbitResult<()> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(OrbitError::Closed);
-        }
-        Ok(())
+        self.life.check_open()
     }
 
     fn read_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
@@ -257,19 +246,11 @@ impl PersistenceProvider for LsmDirectory {
     }
 
     async fn shutdown(&self) -> OrbitResult<()> {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        let result = self.writes.shutdown().await;
-        self.lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        result
+        self.life.shutdown(|| self.writes.shutdown()).await
     }
 
     async fn health_check(&self) -> ProviderHealth {
-        if self.closed.load(Ordering::Acquire) {
+        if self.life.is_closed() {
             return ProviderHealth::Unhealthy {
                 reason: "closed".into(),
             };
