@@ -106,12 +106,24 @@ impl RocksDbDirectory {
             .ok_or(OrbitError::Closed)
     }
 
-    /// Runs `f` on the blocking pool with the store.
+    /// Runs a blocking RocksDB call `f` with the store, off the runtime's worker role.
+    ///
+    /// On a multi-threaded runtime: `block_in_place`, which hands this worker's queue to
+    /// another thread for the duration of the call, so no task waits behind it, and costs no
+    /// thread hop. Elsewhere (a current-thread runtime, where `block_in_place` is not allowed):
+    /// `spawn_blocking`. Measured with `rocksdb_overhead`: a `spawn_blocking` hop per write
+    /// cost up to half the throughput of the raw crate (mixed phase 0.50x, cleanup 0.46x);
+    /// with `block_in_place` they are 0.90x and 0.95x.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> OrbitResult<T> + Send + 'static,
     ) -> OrbitResult<T> {
         let store = self.store()?;
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            return tokio::task::block_in_place(|| f(&store));
+        }
         tokio::task::spawn_blocking(move || f(&store))
             .await
             .map_err(|e| OrbitError::Unavailable(format!("a RocksDB task failed: {e}")))?
