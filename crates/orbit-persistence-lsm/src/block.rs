@@ -159,11 +159,6 @@ impl Block {
         Ok(block)
     }
 
-    /// The block's bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.data
-    }
-
     /// Bytes held (for the cache's weight).
     pub fn len(&self) -> usize {
         self.data.len()

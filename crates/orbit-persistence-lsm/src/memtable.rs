@@ -64,6 +64,20 @@ pub struct MemEntry {
 }
 
 impl MemEntry {
+    /// `key` = `value` (`None`: a tombstone) at `seq`, in one allocation.
+    pub fn new(key: &[u8], value: Option<&[u8]>, seq: u64) -> MemEntry {
+        let value_bytes = value.unwrap_or_default();
+        let mut bytes = Vec::with_capacity(key.len() + value_bytes.len());
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(value_bytes);
+        MemEntry {
+            bytes: bytes.into_boxed_slice(),
+            key_len: key.len() as u32,
+            seq,
+            tombstone: value.is_none(),
+        }
+    }
+
     /// The value, `None` for a tombstone.
     pub fn payload(&self) -> Option<&[u8]> {
         (!self.tombstone).then(|| &self.bytes[self.key_len as usize..])
@@ -138,18 +152,15 @@ impl Memtable {
     /// entries of a key sort newest first, so it is the next entry, found without a second
     /// search. Writer thread only.
     pub fn insert(&self, key: &[u8], value: Option<&[u8]>, seq: u64) -> Lookup {
-        let value_bytes = value.unwrap_or_default();
-        let mut bytes = Vec::with_capacity(key.len() + value_bytes.len());
-        bytes.extend_from_slice(key);
-        bytes.extend_from_slice(value_bytes);
-        let size = bytes.len() as u64 + ENTRY_OVERHEAD;
-        let entry = self.map.insert(MemEntry {
-            bytes: bytes.into_boxed_slice(),
-            key_len: key.len() as u32,
-            seq,
-            tombstone: value.is_none(),
-        });
+        self.insert_entry(MemEntry::new(key, value, seq))
+    }
+
+    /// Inserts an entry built beforehand (see [`Memtable::insert`]).
+    pub fn insert_entry(&self, entry: MemEntry) -> Lookup {
+        let size = entry.bytes.len() as u64 + ENTRY_OVERHEAD;
+        let entry = self.map.insert(entry);
         self.bytes.fetch_add(size, Ordering::Relaxed);
+        let key = entry.user_key();
         match entry.next() {
             Some(prev) if prev.user_key() == key => match prev.value().payload() {
                 Some(v) => Lookup::Value(v.to_vec()),
@@ -167,11 +178,6 @@ impl Memtable {
     /// Whether nothing was ever inserted.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
-    }
-
-    /// Entries, every version counted.
-    pub fn len(&self) -> usize {
-        self.map.len()
     }
 
     /// The newest version of `key` as of `seq`.

@@ -26,7 +26,7 @@ use crate::compaction::{self, CompactionStrategy};
 use crate::flush;
 use crate::levels::{Levels, MAX_LEVELS, TableHandle};
 use crate::manifest::{MANIFEST, Manifest};
-use crate::memtable::Memtable;
+use crate::memtable::{MemEntry, Memtable, SeqKey};
 use crate::sstable::{Lookup, Table, parse_table_name, table_path};
 use crate::state::{Frozen, State};
 use crate::tree::{L0_STALL_TABLES, Settings, Signals, Stats, Tree};
@@ -57,15 +57,15 @@ pub struct Writer {
 struct MemWriter<'a> {
     state: &'a State,
     seq: &'a mut u64,
-    blind: Vec<(Vec<u8>, Option<Vec<u8>>, u64)>,
+    blind: Vec<MemEntry>,
 }
 
 impl MemWriter<'_> {
     /// Inserts the collected blind writes, in key order.
     fn finish(mut self) {
-        self.blind.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, value, seq) in &self.blind {
-            self.state.active.insert(key, value.as_deref(), *seq);
+        self.blind.sort_by(|a, b| a.user_key().cmp(b.user_key()));
+        for entry in self.blind {
+            self.state.active.insert_entry(entry);
         }
     }
 
@@ -97,14 +97,13 @@ impl OrderedKvWrite for MemWriter<'_> {
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> OrbitResult<()> {
         *self.seq += 1;
-        self.blind
-            .push((key.to_vec(), Some(value.to_vec()), *self.seq));
+        self.blind.push(MemEntry::new(key, Some(value), *self.seq));
         Ok(())
     }
 
     fn delete(&mut self, key: &[u8]) -> OrbitResult<()> {
         *self.seq += 1;
-        self.blind.push((key.to_vec(), None, *self.seq));
+        self.blind.push(MemEntry::new(key, None, *self.seq));
         Ok(())
     }
 

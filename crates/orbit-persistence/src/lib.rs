@@ -133,10 +133,8 @@ pub async fn dump(
                 orbit_persistence_cowbtree::CowBTreeDirectory::open(&c, Arc::new(SystemClock))
             })
             .await?;
-            let leases = store.snapshot()?.leases();
-            let n = blocking(move || drain(leases, each)).await;
-            store.shutdown().await?;
-            n
+            let leases = store.snapshot().map(|snapshot| snapshot.leases());
+            dump_from(store, leases, each).await
         }
         #[cfg(feature = "lsm")]
         BackendType::LsmTree => {
@@ -145,10 +143,8 @@ pub async fn dump(
                 orbit_persistence_lsm::LsmDirectory::open(&c, Arc::new(SystemClock))
             })
             .await?;
-            let leases = store.snapshot()?.leases();
-            let n = blocking(move || drain(leases, each)).await;
-            store.shutdown().await?;
-            n
+            let leases = store.snapshot().map(|snapshot| snapshot.leases());
+            dump_from(store, leases, each).await
         }
         #[cfg(feature = "rocksdb")]
         BackendType::RocksDB => Err(OrbitError::Unavailable(
@@ -173,18 +169,30 @@ fn finish_verify(
     Ok(report)
 }
 
-/// Feeds every lease of `leases` to `each`; returns how many.
+/// Feeds every lease of `leases` (a snapshot of `store`) to `each` on the blocking pool, then
+/// closes `store`; returns how many leases there were.
 #[allow(dead_code)]
-fn drain(
-    leases: impl Iterator<Item = OrbitResult<AddressableLease>>,
-    mut each: impl FnMut(AddressableLease) -> OrbitResult<()>,
+async fn dump_from(
+    store: impl PersistenceProvider,
+    leases: OrbitResult<impl Iterator<Item = OrbitResult<AddressableLease>> + Send + 'static>,
+    mut each: impl FnMut(AddressableLease) -> OrbitResult<()> + Send + 'static,
 ) -> OrbitResult<u64> {
-    let mut n = 0;
-    for lease in leases {
-        each(lease?)?;
-        n += 1;
-    }
-    Ok(n)
+    let drained = match leases {
+        Ok(leases) => {
+            blocking(move || {
+                let mut n = 0;
+                for lease in leases {
+                    each(lease?)?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    store.shutdown().await?;
+    drained
 }
 
 /// Runs a blocking open on the blocking pool.
