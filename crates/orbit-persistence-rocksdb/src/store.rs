@@ -49,7 +49,7 @@ pub struct Store {
 
 /// RocksDB's own corruption reports stay `Corruption` (RocksDB does not tell us an offset);
 /// everything else is an I/O error of the operation.
-fn rocks_err(op: &'static str, path: &Path, e: rocksdb::Error) -> OrbitError {
+pub(crate) fn rocks_err(op: &'static str, path: &Path, e: rocksdb::Error) -> OrbitError {
     match e.kind() {
         rocksdb::ErrorKind::Corruption => OrbitError::corruption(path, 0, e.into_string()),
         _ => OrbitError::io(op, path, std::io::Error::other(e.into_string())),
@@ -77,7 +77,7 @@ impl Store {
         Ok(store)
     }
 
-    fn cf(&self, name: &str) -> &ColumnFamily {
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
         // The three families are created at open (create_missing_column_families).
         self.db
             .cf_handle(name)
@@ -88,7 +88,7 @@ impl Store {
         OrbitError::corruption(self.path.join(cf), 0, detail)
     }
 
-    fn counter(&self, key: &[u8]) -> OrbitResult<u64> {
+    pub(crate) fn counter(&self, key: &[u8]) -> OrbitResult<u64> {
         let value = self
             .db
             .get_cf(self.cf(CF_LEASES), key)
@@ -112,6 +112,16 @@ impl Store {
         }
     }
 
+    /// The database.
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// The database directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Exact number of stored leases.
     pub fn lease_count(&self) -> OrbitResult<u64> {
         self.counter(KEY_LEASE_COUNT)
@@ -130,7 +140,7 @@ impl Store {
             .clone()
     }
 
-    fn decode(&self, key: &[u8], value: &[u8]) -> OrbitResult<AddressableLease> {
+    pub(crate) fn decode(&self, key: &[u8], value: &[u8]) -> OrbitResult<AddressableLease> {
         decode_lease(value).map_err(|e| {
             self.corruption(
                 CF_LEASES,
@@ -397,26 +407,44 @@ impl Store {
         }
     }
 
-    /// Removes up to `limit` leases expired at `now`, earliest first. Returns how many it
-    /// removed and whether the expiry index may hold more.
-    pub fn cleanup_step(&self, now: Timestamp, limit: usize) -> OrbitResult<(u64, bool)> {
+    /// Removes up to `limit` leases expired at `now`, earliest first, from the expiry index
+    /// entries after `after` (the last key a previous step of the same cleanup scanned).
+    /// Returns how many it removed and, if the index may hold more, where the next step starts.
+    ///
+    /// Starting after the previous step skips the tombstones that step left: scanning from the
+    /// start every time made a cleanup quadratic in the number it removes. Nothing expired at
+    /// `now` can appear below `after` meanwhile: a lease written now expires after `now`, so
+    /// its entry sorts after every candidate.
+    pub fn cleanup_step(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        after: Option<Vec<u8>>,
+    ) -> OrbitResult<(u64, Option<Vec<u8>>)> {
         let mut read = ReadOptions::default();
         read.set_iterate_upper_bound(expiry_index_upper_bound(now));
+        if let Some(after) = &after {
+            read.set_iterate_lower_bound(after.clone());
+        }
         let mut candidates = Vec::new();
+        let mut last = None;
         for item in self
             .db
             .iterator_cf_opt(self.cf(CF_BY_EXPIRY), read, IteratorMode::Start)
         {
             let (key, _) = item.map_err(|e| rocks_err("scan expiry index", &self.path, e))?;
+            if after.as_deref() == Some(&key) {
+                continue;
+            }
             let (expires_at, r) = decode_expiry_index_key(&key).map_err(|e| {
                 self.corruption(CF_BY_EXPIRY, format!("expiry index key {key:02x?}: {e}"))
             })?;
             candidates.push((expires_at, r));
             if candidates.len() == limit {
+                last = Some(key.into_vec());
                 break;
             }
         }
-        let more = candidates.len() == limit;
         let refs: Vec<_> = candidates.iter().map(|(_, r)| r.clone()).collect();
         let _guards = self.stripes.lock(&refs);
         // Re-read under the locks: a candidate renewed since the scan is no longer expired.
@@ -429,7 +457,7 @@ impl Store {
             .collect::<Vec<_>>();
         let removed = writes.len() as u64;
         self.commit(writes)?;
-        Ok((removed, more))
+        Ok((removed, last))
     }
 
     /// Flushes every memtable to SST files, so the next open replays no WAL.

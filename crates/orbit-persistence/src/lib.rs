@@ -79,8 +79,9 @@ pub fn open(
 /// Opens the store `config` names and reads it all back: every checksum the backend's
 /// `verify` covers, and that the leases and both indexes agree (see `LsmDirectory::verify` and
 /// `CowBTreeDirectory::verify`). A problem found while opening (a bad manifest, a torn meta
-/// page) is the error. The memory backend has nothing on disk: its report is empty. RocksDB
-/// has no verify here yet (`Unavailable`).
+/// page) is the error. The memory backend has nothing on disk: its report is empty. For
+/// RocksDB, every block is read with RocksDB's checksum verification and both indexes are
+/// checked against the leases in both directions (`RocksDbDirectory::verify`).
 pub async fn verify(config: &PersistenceConfig) -> OrbitResult<verify::VerifyReport> {
     config.validate()?;
     match config.backend {
@@ -105,9 +106,14 @@ pub async fn verify(config: &PersistenceConfig) -> OrbitResult<verify::VerifyRep
             finish_verify(store.verify().await, store.shutdown().await)
         }
         #[cfg(feature = "rocksdb")]
-        BackendType::RocksDB => Err(OrbitError::Unavailable(
-            "verify is not implemented for the rocksdb backend yet".into(),
-        )),
+        BackendType::RocksDB => {
+            let c = config.rocksdb_or_default();
+            let store = blocking(move || {
+                orbit_persistence_rocksdb::RocksDbDirectory::open(&c, Arc::new(SystemClock))
+            })
+            .await?;
+            finish_verify(store.verify().await, store.shutdown().await)
+        }
         #[allow(unreachable_patterns)]
         other => Err(OrbitError::BackendNotCompiled(other)),
     }
@@ -116,7 +122,6 @@ pub async fn verify(config: &PersistenceConfig) -> OrbitResult<verify::VerifyRep
 /// Opens the store `config` names and calls `each` with every lease of a consistent snapshot,
 /// in reference order (a backup, or `orbit-persistence dump`); returns how many. `each` runs on
 /// the blocking pool. The memory backend starts empty in a new process: it dumps nothing.
-/// RocksDB has no dump here yet (`Unavailable`).
 pub async fn dump(
     config: &PersistenceConfig,
     mut each: impl FnMut(AddressableLease) -> OrbitResult<()> + Send + 'static,
@@ -147,9 +152,16 @@ pub async fn dump(
             dump_from(store, leases, each).await
         }
         #[cfg(feature = "rocksdb")]
-        BackendType::RocksDB => Err(OrbitError::Unavailable(
-            "dump is not implemented for the rocksdb backend yet".into(),
-        )),
+        BackendType::RocksDB => {
+            let c = config.rocksdb_or_default();
+            let store = blocking(move || {
+                orbit_persistence_rocksdb::RocksDbDirectory::open(&c, Arc::new(SystemClock))
+            })
+            .await?;
+            let drained = store.for_each_lease(each).await;
+            store.shutdown().await?;
+            drained
+        }
         #[allow(unreachable_patterns)]
         other => Err(OrbitError::BackendNotCompiled(other)),
     }
