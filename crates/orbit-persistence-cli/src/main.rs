@@ -18,6 +18,8 @@ use orbit_persistence::{
     AddressableDirectoryProvider, AddressableReference, Key, NodeId, OrbitError, PersistenceConfig,
     SystemClock,
 };
+use orbit_persistence_bench::subject::Subject;
+use orbit_persistence_bench::{chart, suite};
 
 #[derive(Parser)]
 #[command(
@@ -69,6 +71,47 @@ enum Command {
     /// Reads the whole store back, checking checksums and that the indexes agree with the
     /// leases; prints the report (exit code 4 if it found problems).
     Verify(Store),
+    /// Runs the lease benchmark (BENCHMARK.md) on every compiled backend and the peers (redb,
+    /// fjall, and raw RocksDB when built with `--features rocksdb`) side by side; writes
+    /// report.md, report.json and SVG charts into the output directory and prints the table.
+    Bench(BenchArgs),
+    /// The writer the benchmark kills with SIGKILL (started by `bench`; not for use by hand).
+    #[command(hide = true)]
+    BenchChild {
+        subject: String,
+        dir: PathBuf,
+        n: usize,
+    },
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Quick mode: N = 100,000, 200,000 gets per run, best of 2 runs (a few minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Leases in the data set (default 1,000,000; 100,000 with --quick).
+    #[arg(long, short)]
+    n: Option<usize>,
+    /// Where report.md, report.json and the charts go (created if missing).
+    #[arg(long, short, default_value = "bench-report")]
+    out: PathBuf,
+    /// Where the stores live during the run (default: the output directory). Put it on the
+    /// disk you want to measure.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Only these subjects (comma-separated ids: memory, cow_btree, lsm_tree, rocksdb, redb,
+    /// fjall, raw_rocksdb).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Gets per `get` run (overrides the mode's; for smoke tests).
+    #[arg(long)]
+    gets: Option<usize>,
+    /// Operations per `mixed` run (overrides the mode's).
+    #[arg(long)]
+    mixed_ops: Option<usize>,
+    /// Runs per repeatable phase (overrides the mode's).
+    #[arg(long)]
+    reps: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -253,6 +296,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 ));
             }
         }
+        Command::Bench(args) => bench(args).await?,
+        Command::BenchChild { subject, dir, n } => {
+            let subject = Subject::from_id(&subject)
+                .ok_or_else(|| Failure(2, format!("unknown subject {subject:?}")))?;
+            suite::kill9_child(subject, &dir, n)
+                .await
+                .map_err(|e| Failure(3, e))?;
+        }
         Command::Cleanup(store) => {
             let s = open(&store).await?;
             let removed = s.cleanup_expired_leases().await;
@@ -260,6 +311,69 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             println!("{}", json(&serde_json::json!({ "removed": removed? }))?);
         }
     }
+    Ok(())
+}
+
+/// `bench`: runs the suite and writes the report, its JSON and the charts.
+async fn bench(args: BenchArgs) -> Result<(), Failure> {
+    let subjects = if args.only.is_empty() {
+        Subject::all()
+    } else {
+        args.only
+            .iter()
+            .map(|id| {
+                Subject::from_id(id).ok_or_else(|| {
+                    let known: Vec<_> = Subject::all().iter().map(|s| s.id()).collect();
+                    Failure(
+                        2,
+                        format!(
+                            "--only: unknown or not compiled-in subject {id:?}; this build has {}",
+                            known.join(", ")
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let io = |what: &str, e: std::io::Error| Failure(3, format!("{what}: {e}"));
+    std::fs::create_dir_all(&args.out).map_err(|e| io("create the output directory", e))?;
+    let work_dir = args.work_dir.unwrap_or_else(|| args.out.clone());
+    let exe = std::env::current_exe().map_err(|e| io("find this program", e))?;
+    let child = vec![exe.into_os_string(), "bench-child".into()];
+    let mut options = match args.quick {
+        true => suite::Options::quick(subjects, work_dir, child),
+        false => suite::Options::full(subjects, work_dir, child),
+    };
+    options.n = args.n.unwrap_or(options.n);
+    options.gets = args.gets.unwrap_or(options.gets);
+    options.mixed_ops = args.mixed_ops.unwrap_or(options.mixed_ops);
+    options.reps = args.reps.unwrap_or(options.reps);
+    if options.n < 1_000 {
+        return Err(Failure(
+            2,
+            format!("-n must be at least 1000 (got {})", options.n),
+        ));
+    }
+    let report = suite::run(&options).await.map_err(|e| Failure(3, e))?;
+    let markdown = report.markdown();
+    let write = |name: &str, text: &str| {
+        std::fs::write(args.out.join(name), text).map_err(|e| io(&format!("write {name}"), e))
+    };
+    write("report.md", &markdown)?;
+    write("report.json", &report.json())?;
+    let charts = chart::write_charts(&report, &args.out).map_err(|e| Failure(3, e))?;
+    print!("{markdown}");
+    eprintln!(
+        "wrote {}, {} and {} charts ({})",
+        args.out.join("report.md").display(),
+        args.out.join("report.json").display(),
+        charts.len(),
+        charts
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }
 

@@ -14,6 +14,13 @@ pub use self::rocksdb::RocksDbPeer;
 
 use orbit_persistence_core::{AddressableLease, AddressableReference, NodeId, Timestamp};
 
+/// The redb version this crate builds against (its requirement in Cargo.toml).
+pub const REDB_VERSION: &str = "4.6";
+/// The fjall version this crate builds against.
+pub const FJALL_VERSION: &str = "3.1";
+/// The rocksdb crate version this crate builds against.
+pub const ROCKSDB_CRATE_VERSION: &str = "0.24";
+
 /// A peer store, called from plain threads.
 pub trait Peer: Send + Sync {
     /// Upserts `leases` in one transaction, durable before it returns if `durable`.
@@ -24,4 +31,28 @@ pub trait Peer: Send + Sync {
     fn list(&self, node: &NodeId) -> Vec<AddressableLease>;
     /// Removes every lease expired at `now` in durable transactions of 1,024; returns how many.
     fn cleanup(&self, now: Timestamp) -> u64;
+}
+
+#[cfg(test)]
+mod tests {
+    /// The versions the report names are the ones Cargo.toml asks for.
+    #[test]
+    fn reported_versions_match_the_manifest() {
+        let manifest = include_str!("../../Cargo.toml");
+        let dependencies = &manifest[manifest.find("[dependencies]").unwrap()..];
+        for (name, version) in [
+            ("redb", super::REDB_VERSION),
+            ("fjall", super::FJALL_VERSION),
+            ("rocksdb", super::ROCKSDB_CRATE_VERSION),
+        ] {
+            let line = dependencies
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} = ")))
+                .unwrap_or_else(|| panic!("{name} is not a dependency"));
+            assert!(
+                line.contains(&format!("\"{version}\"")),
+                "{name}: the manifest says {line}, the report says {version}"
+            );
+        }
+    }
 }

@@ -1,0 +1,526 @@
+//! The whole benchmark of BENCHMARK.md in one run: every subject (our compiled backends and the
+//! peers) through every phase, side by side, repeatable phases in rotating order keeping each
+//! subject's best, then the report, its JSON and its charts.
+//!
+//! The `kill -9` phase needs a child process that writes and is killed: the caller says how to
+//! start one ([`Options::child`], e.g. the CLI's own hidden `bench-child` command), and the
+//! child runs [`kill9_child`].
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use orbit_persistence::{Clock, ManualClock, SyncMode, Timestamp};
+
+use crate::phases::{Renewals, best_rotating, list_node_picks};
+use crate::report::{Machine, Report, Row};
+use crate::subject::Subject;
+use crate::workload::{Data, HOUR, T0, dir_bytes};
+
+/// Leases the kill -9 child rewrites, in durable batches of [`KILL9_BATCH`], before it says
+/// it is ready (and goes on writing until it is killed).
+pub const KILL9_LEASES: usize = 20_000;
+/// Leases per durable write of the kill -9 child.
+pub const KILL9_BATCH: usize = 10;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Leases in the data set.
+    pub n: usize,
+    /// Quick mode (the README's first command): recorded in the report.
+    pub quick: bool,
+    /// Gets per `get` run (BENCHMARK.md: 1,000,000).
+    pub gets: usize,
+    /// Operations per `mixed` run.
+    pub mixed_ops: usize,
+    /// Runs per repeatable phase and subject; each subject's best is kept.
+    pub reps: usize,
+    /// The subjects, in column order.
+    pub subjects: Vec<Subject>,
+    /// Where the stores live while the benchmark runs (a temporary directory is made in it
+    /// and removed at the end). It should be on the disk you want to measure.
+    pub work_dir: PathBuf,
+    /// How to start a kill -9 child: a program and its leading arguments; the suite appends
+    /// `<subject id> <dir> <n>`, and the child must call [`kill9_child`] with them.
+    pub child: Vec<OsString>,
+}
+
+impl Options {
+    /// BENCHMARK.md's full run: N = 1,000,000, 1,000,000 gets, best of 3.
+    pub fn full(subjects: Vec<Subject>, work_dir: PathBuf, child: Vec<OsString>) -> Options {
+        Options {
+            n: 1_000_000,
+            quick: false,
+            gets: 1_000_000,
+            mixed_ops: 200_000,
+            reps: 3,
+            subjects,
+            work_dir,
+            child,
+        }
+    }
+
+    /// The quick mode: N = 100,000, 200,000 gets, best of 2.
+    pub fn quick(subjects: Vec<Subject>, work_dir: PathBuf, child: Vec<OsString>) -> Options {
+        Options {
+            n: 100_000,
+            quick: true,
+            gets: 200_000,
+            mixed_ops: 100_000,
+            reps: 2,
+            ..Options::full(subjects, work_dir, child)
+        }
+    }
+}
+
+/// One progress bar per phase on a terminal; nothing when stderr is not one (indicatif hides
+/// its bars then).
+struct Progress {
+    bars: MultiProgress,
+    style: ProgressStyle,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            bars: MultiProgress::new(),
+            style: ProgressStyle::with_template(
+                "{prefix:>24} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        }
+    }
+
+    /// A bar for `phase`, `steps` long.
+    fn phase(&self, phase: &str, steps: usize) -> ProgressBar {
+        let bar = self.bars.add(ProgressBar::new(steps as u64));
+        bar.set_style(self.style.clone());
+        bar.set_prefix(phase.to_string());
+        bar
+    }
+}
+
+/// The versions in the report: this benchmark's, and each peer engine's (the dependency
+/// requirements of this crate; checked against its Cargo.toml by a test).
+pub fn versions() -> BTreeMap<String, String> {
+    let mut v = BTreeMap::from([
+        (
+            "orbit-persistence".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        ("redb".to_string(), crate::peer::REDB_VERSION.to_string()),
+        ("fjall".to_string(), crate::peer::FJALL_VERSION.to_string()),
+    ]);
+    if cfg!(feature = "rocksdb") {
+        v.insert(
+            "rocksdb crate".to_string(),
+            crate::peer::ROCKSDB_CRATE_VERSION.to_string(),
+        );
+    }
+    v
+}
+
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat` (in clock
+/// ticks of 10 ms, Linux's USER_HZ); `None` where that is unavailable.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 (state) on: utime
+    // and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Waits until this process is idle (under 10% of one CPU over 200 ms; at most 120 s) and
+/// returns how long that took. The subjects live in one process on 2 cores: without this, a
+/// store still flushing and compacting after its load would slow down whichever store is
+/// measured next.
+async fn settle() -> Duration {
+    const WINDOW: Duration = Duration::from_millis(200);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        let Some(before) = cpu_time() else {
+            break;
+        };
+        tokio::time::sleep(WINDOW).await;
+        let Some(after) = cpu_time() else {
+            break;
+        };
+        if after.saturating_sub(before) < WINDOW / 10 {
+            break;
+        }
+    }
+    start.elapsed()
+}
+
+/// A row of one value per side.
+fn row(phase: impl Into<String>, unit: &str, higher: bool, values: Vec<f64>) -> Row {
+    Row::new(phase, unit, higher, values.into_iter().map(Some).collect())
+}
+
+/// Runs the whole benchmark. Must run on a multi-threaded tokio runtime (peers run inside
+/// `block_in_place`).
+pub async fn run(options: &Options) -> Result<Report, String> {
+    let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let subjects = &options.subjects;
+    if subjects.is_empty() {
+        return Err("no subject to benchmark".to_string());
+    }
+    let progress = Progress::new();
+    let (n, reps) = (options.n, options.reps.max(1));
+    if n < 1_000 {
+        return Err(format!("N must be at least 1,000 (got {n})"));
+    }
+    let data = Arc::new(Data::new(n));
+    let logical = data.logical_bytes() as f64;
+    let work = tempfile::Builder::new()
+        .prefix("orbit-bench-")
+        .tempdir_in(&options.work_dir)
+        .map_err(|e| format!("create a directory in {}: {e}", options.work_dir.display()))?;
+    let dirs: Vec<PathBuf> = subjects.iter().map(|s| work.path().join(s.id())).collect();
+    let clock = Arc::new(ManualClock::new(T0));
+    let open = |i: usize, sync: SyncMode| {
+        let (subject, dir, clock) = (subjects[i], dirs[i].clone(), clock.clone());
+        tokio::task::block_in_place(move || subject.open(&dir, sync, clock as Arc<dyn Clock>))
+    };
+    let mut sides = Vec::new();
+    for i in 0..subjects.len() {
+        sides.push(open(i, SyncMode::Always)?);
+    }
+    let mut rows = Vec::new();
+    let space = |what: &str| {
+        let values = subjects
+            .iter()
+            .zip(&dirs)
+            .map(|(s, d)| s.durable().then(|| dir_bytes(d) as f64 / logical))
+            .collect();
+        Row::new(format!("space {what}"), "x logical", false, values)
+    };
+
+    // 1. bulk_load: once per subject (a second load would be an update, not a load).
+    let bar = progress.phase("bulk_load", subjects.len());
+    let (mut load, mut debt) = (Vec::new(), Vec::new());
+    for (s, side) in subjects.iter().zip(&sides) {
+        bar.set_message(s.name());
+        load.push(side.bulk_load(&data).await);
+        // Flushes and compactions the load left behind finish before the next store loads.
+        debt.push(settle().await.as_secs_f64());
+        bar.inc(1);
+    }
+    bar.finish();
+    rows.push(row("bulk_load", "leases/s", true, load));
+    rows.push(row(
+        "background work after bulk_load (until idle)",
+        "s",
+        false,
+        debt,
+    ));
+    // 8. space after load.
+    rows.push(space("after load"));
+
+    // 2. durable_renew at 1, 4, 16, 64 tasks.
+    for tasks in [1usize, 4, 16, 64] {
+        settle().await;
+        let bar = progress.phase(&format!("durable_renew x{tasks}"), subjects.len() * reps);
+        let best: Vec<Renewals> = best_rotating(
+            &sides,
+            reps,
+            async |i, side| {
+                bar.set_message(subjects[i].name());
+                let r = side.renew(&data, tasks).await;
+                bar.inc(1);
+                r
+            },
+            |r| r.rate,
+        )
+        .await;
+        bar.finish();
+        // A store that keeps nothing has no durable renewals to show.
+        let durable = |f: fn(&Renewals) -> f64| -> Vec<Option<f64>> {
+            subjects
+                .iter()
+                .zip(&best)
+                .map(|(s, r)| s.durable().then(|| f(r)))
+                .collect()
+        };
+        let phase = format!("durable_renew {tasks} tasks");
+        for (name, unit, higher, values) in [
+            (phase.clone(), "ops/s", true, durable(|r| r.rate)),
+            (format!("{phase} p50"), "ms", false, durable(|r| r.p50_ms)),
+            (format!("{phase} p99"), "ms", false, durable(|r| r.p99_ms)),
+        ] {
+            rows.push(Row::new(name, unit, higher, values).with_tasks(tasks));
+        }
+    }
+
+    // 3. get, 1 and 2 tasks.
+    let gets = options.gets.max(2);
+    for tasks in [1usize, 2] {
+        settle().await;
+        let bar = progress.phase(&format!("get x{tasks}"), subjects.len() * reps);
+        let best = best_rotating(
+            &sides,
+            reps,
+            async |i, side| {
+                bar.set_message(subjects[i].name());
+                let r = side.get_uniform(&data, tasks, gets).await;
+                bar.inc(1);
+                r
+            },
+            |r| *r,
+        )
+        .await;
+        bar.finish();
+        rows.push(row(format!("get {tasks} tasks"), "gets/s", true, best).with_tasks(tasks));
+    }
+
+    // 5. list_node: the subjects must agree on what they list before it is timed.
+    let picks = list_node_picks(&data);
+    let mut listed = Vec::new();
+    for side in &sides {
+        listed.push(side.list_nodes(&picks).await);
+    }
+    if listed.iter().any(|&l| l != listed[0]) {
+        return Err(format!(
+            "the subjects disagree on the leases of the same nodes: {listed:?}"
+        ));
+    }
+    let bar = progress.phase("list_node", subjects.len() * reps);
+    settle().await;
+    let calls = best_rotating(
+        &sides,
+        reps,
+        async |i, side| {
+            bar.set_message(subjects[i].name());
+            let start = Instant::now();
+            side.list_nodes(&picks).await;
+            bar.inc(1);
+            picks.len() as f64 / start.elapsed().as_secs_f64()
+        },
+        |r| *r,
+    )
+    .await;
+    bar.finish();
+    rows.push(row(
+        format!("list_node (~{} leases)", listed[0] / picks.len()),
+        "ms/call",
+        false,
+        calls.iter().map(|c| 1e3 / c).collect(),
+    ));
+
+    // 6. cleanup: the 10% loaded already expired.
+    let now = Timestamp(T0.0 + 2_000);
+    clock.set(now);
+    let bar = progress.phase("cleanup", subjects.len());
+    let (mut removed, mut times) = (Vec::new(), Vec::new());
+    for (s, side) in subjects.iter().zip(&sides) {
+        bar.set_message(s.name());
+        settle().await;
+        let (r, t) = side.cleanup(now).await;
+        removed.push(r);
+        times.push(t.as_secs_f64());
+        bar.inc(1);
+    }
+    bar.finish();
+    if removed.iter().any(|&r| r != removed[0]) {
+        return Err(format!(
+            "the subjects removed different counts: {removed:?}"
+        ));
+    }
+    rows.push(row(
+        format!("cleanup ({} removed)", removed[0]),
+        "removed/s",
+        true,
+        times.iter().map(|t| removed[0] as f64 / t).collect(),
+    ));
+    rows.push(row("cleanup", "s", false, times));
+    rows.push(space("after cleanup"));
+
+    // 7a. reopen after a clean shutdown, timed to the first successful get. Ours reopen with
+    // interval sync for the mixed phase. The memory backend stays open (a reopen would be
+    // empty).
+    let probe = data.leases[1].reference.clone();
+    let bar = progress.phase("reopen (clean)", subjects.len());
+    let mut reopen = Vec::new();
+    let mut reopened = Vec::new();
+    for (i, side) in sides.into_iter().enumerate() {
+        bar.set_message(subjects[i].name());
+        if !subjects[i].durable() {
+            reopen.push(None);
+            reopened.push(side);
+            bar.inc(1);
+            continue;
+        }
+        side.close().await;
+        let start = Instant::now();
+        let side = open(i, SyncMode::IntervalMs(50))?;
+        if side.get(&probe).await.is_none() {
+            return Err(format!(
+                "{}: a lease is missing after a clean reopen",
+                subjects[i].name()
+            ));
+        }
+        reopen.push(Some(start.elapsed().as_secs_f64() * 1e3));
+        reopened.push(side);
+        bar.inc(1);
+    }
+    bar.finish();
+    rows.push(Row::new("reopen after clean shutdown", "ms", false, reopen));
+    let sides = reopened;
+
+    // 4. mixed: Zipf(0.99), 90% get / 10% renew, interval sync, 2 tasks.
+    settle().await;
+    let mixed_ops = options.mixed_ops.max(2);
+    let bar = progress.phase("mixed", subjects.len() * reps);
+    let mixed = best_rotating(
+        &sides,
+        reps,
+        async |i, side| {
+            bar.set_message(subjects[i].name());
+            let r = side.mixed(&data, mixed_ops).await;
+            bar.inc(1);
+            r
+        },
+        |r| *r,
+    )
+    .await;
+    bar.finish();
+    rows.push(row(
+        "mixed 90/10 zipf, 2 tasks, interval sync",
+        "ops/s",
+        true,
+        mixed,
+    ));
+    for side in sides {
+        side.close().await;
+    }
+
+    // 7b. reopen after kill -9 of a child that was writing durably.
+    let bar = progress.phase("reopen (kill -9)", subjects.len());
+    let mut killed = Vec::new();
+    for (i, subject) in subjects.iter().enumerate() {
+        bar.set_message(subject.name());
+        settle().await;
+        killed.push(if subject.durable() {
+            Some(kill9_reopen(options, *subject, &dirs[i], &clock, &data).await?)
+        } else {
+            None
+        });
+        bar.inc(1);
+    }
+    bar.finish();
+    rows.push(Row::new(
+        format!("reopen after kill -9 ({KILL9_LEASES} leases rewritten)"),
+        "ms",
+        false,
+        killed,
+    ));
+
+    // 9. the disk's floor.
+    let (floor_append, floor_overwrite) =
+        tokio::task::block_in_place(|| crate::phases::floor(work.path()))
+            .map_err(|e| format!("floor phase: {e}"))?;
+    let _ = progress.bars.clear();
+
+    Ok(Report {
+        date,
+        n,
+        quick: options.quick,
+        gets,
+        mixed_ops,
+        reps,
+        machine: Machine::this(),
+        versions: versions(),
+        floor_append_per_s: floor_append,
+        floor_overwrite_per_s: floor_overwrite,
+        subjects: subjects.iter().map(|s| s.name().to_string()).collect(),
+        peers: subjects.iter().map(|s| s.is_peer()).collect(),
+        rows,
+    })
+}
+
+/// Starts the kill -9 child on `dir`, waits until it says it is ready (all its first
+/// [`KILL9_LEASES`] rewrites acknowledged, and still writing), kills it with SIGKILL, and times
+/// the reopen to the first successful get. The lease probed was rewritten durably by the
+/// child, so it must carry the child's expiry: the phase checks durability as it measures.
+async fn kill9_reopen(
+    options: &Options,
+    subject: Subject,
+    dir: &Path,
+    clock: &Arc<ManualClock>,
+    data: &Data,
+) -> Result<f64, String> {
+    let (program, args) = options
+        .child
+        .split_first()
+        .ok_or("no command to start the kill -9 child")?;
+    let mut child = Command::new(program)
+        .args(args)
+        .arg(subject.id())
+        .arg(dir)
+        .arg(options.n.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("start the kill -9 child: {e}"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let ready = tokio::task::block_in_place(|| {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.trim() == "READY")
+    });
+    child.kill().map_err(|e| format!("kill the child: {e}"))?;
+    let _ = child.wait();
+    if !ready {
+        return Err(format!("the kill -9 child of {} failed", subject.name()));
+    }
+    let start = Instant::now();
+    let side = tokio::task::block_in_place(|| {
+        subject.open(dir, SyncMode::Always, clock.clone() as Arc<dyn Clock>)
+    })?;
+    let probe = &data.leases[1];
+    let got = side.get(&probe.reference).await;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    side.close().await;
+    match got {
+        Some(l) if l.expires_at.0 >= T0.0 + 2 * HOUR => Ok(ms),
+        other => Err(format!(
+            "{}: an acknowledged write of the kill -9 child is lost (got {other:?})",
+            subject.name()
+        )),
+    }
+}
+
+/// The kill -9 child: opens `subject` in `dir` with durable writes and rewrites the first
+/// [`KILL9_LEASES`] leases of the data set (`n` leases) in durable batches of
+/// [`KILL9_BATCH`], each with a later expiry, round after round. Prints `READY` once the first
+/// round is acknowledged, and goes on writing until it is killed.
+pub async fn kill9_child(subject: Subject, dir: &Path, n: usize) -> Result<(), String> {
+    // The first leases of a data set do not depend on its size.
+    let data = Data::new(n.min(KILL9_LEASES));
+    let side = subject.open(dir, SyncMode::Always, Arc::new(ManualClock::new(T0)))?;
+    let mut batch: Vec<_> = Vec::with_capacity(KILL9_BATCH);
+    for round in 0u64.. {
+        for chunk in data.leases.chunks(KILL9_BATCH) {
+            batch.clear();
+            batch.extend(chunk.iter().cloned().map(|mut l| {
+                l.expires_at = Timestamp(T0.0 + 2 * HOUR + round);
+                l.renew_at = l.expires_at;
+                l
+            }));
+            side.upsert_durable(&batch).await;
+        }
+        if round == 0 {
+            println!("READY");
+        }
+        tokio::time::sleep(Duration::ZERO).await;
+    }
+    Ok(())
+}
