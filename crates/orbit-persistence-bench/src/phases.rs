@@ -4,6 +4,7 @@
 //! phase on every side several times in rotating order and keeps each side's best.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use orbit_persistence_core::{
@@ -15,6 +16,9 @@ use crate::workload::{Data, HOUR, T0};
 
 /// A provider under test.
 pub type Ours = Arc<dyn AddressableDirectoryProvider>;
+
+/// The interval sync of the mixed phase (ours: `SyncMode::IntervalMs(50)`).
+pub const MIXED_SYNC_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Renewals per `durable_renew` run (BENCHMARK.md: 1,000 per concurrency level).
 pub const RENEWALS: usize = 1_000;
@@ -192,7 +196,8 @@ impl Side {
     }
 
     /// Zipf(0.99) 90% get / 10% renew from 2 tasks, `ops` in all; ops/s. Ours should be opened
-    /// with interval sync; a peer writes unsynced. Cleaned-up leases are skipped.
+    /// with interval sync (50 ms); a peer writes unsynced while a thread syncs it every 50 ms,
+    /// so both pay the same durability. Cleaned-up leases are skipped.
     pub async fn mixed(&self, data: &Arc<Data>, ops: usize) -> f64 {
         let per = ops / 2;
         let start = Instant::now();
@@ -219,6 +224,16 @@ impl Side {
                 join_tasks((0..2).map(spawn).collect()).await;
             }
             Side::Peer(peer) => {
+                let done = Arc::new(AtomicBool::new(false));
+                let syncer = {
+                    let (peer, done) = (peer.clone(), done.clone());
+                    std::thread::spawn(move || {
+                        while !done.load(Ordering::Relaxed) {
+                            std::thread::sleep(MIXED_SYNC_INTERVAL);
+                            peer.sync();
+                        }
+                    })
+                };
                 let spawn = |t: usize| {
                     let (peer, data) = (peer.clone(), data.clone());
                     std::thread::spawn(move || {
@@ -237,6 +252,8 @@ impl Side {
                     })
                 };
                 join_threads(2, spawn);
+                done.store(true, Ordering::Relaxed);
+                syncer.join().expect("sync thread");
             }
         }
         (per * 2) as f64 / start.elapsed().as_secs_f64()

@@ -160,6 +160,16 @@ async fn settle() -> Duration {
     start.elapsed()
 }
 
+/// Flushes every dirty page of the machine to disk (the `sync` command) and waits for this
+/// process to be idle: the writeback a store's load left in the kernel must not slow down the
+/// next store's load.
+async fn quiesce() {
+    tokio::task::block_in_place(|| {
+        let _ = Command::new("sync").status();
+    });
+    settle().await;
+}
+
 /// A row of one value per side.
 fn row(phase: impl Into<String>, unit: &str, higher: bool, values: Vec<f64>) -> Row {
     Row::new(phase, unit, higher, values.into_iter().map(Some).collect())
@@ -209,6 +219,7 @@ pub async fn run(options: &Options) -> Result<Report, String> {
     let (mut load, mut debt) = (Vec::new(), Vec::new());
     for (s, side) in subjects.iter().zip(&sides) {
         bar.set_message(s.name());
+        quiesce().await;
         load.push(side.bulk_load(&data).await);
         // Flushes and compactions the load left behind finish before the next store loads.
         debt.push(settle().await.as_secs_f64());
@@ -360,7 +371,8 @@ pub async fn run(options: &Options) -> Result<Report, String> {
         }
         side.close().await;
         let start = Instant::now();
-        let side = open(i, SyncMode::IntervalMs(50))?;
+        let interval = crate::phases::MIXED_SYNC_INTERVAL.as_millis() as u64;
+        let side = open(i, SyncMode::IntervalMs(interval))?;
         if side.get(&probe).await.is_none() {
             return Err(format!(
                 "{}: a lease is missing after a clean reopen",
@@ -407,7 +419,7 @@ pub async fn run(options: &Options) -> Result<Report, String> {
     let mut killed = Vec::new();
     for (i, subject) in subjects.iter().enumerate() {
         bar.set_message(subject.name());
-        settle().await;
+        quiesce().await;
         killed.push(if subject.durable() {
             Some(kill9_reopen(options, *subject, &dirs[i], &clock, &data).await?)
         } else {
@@ -523,4 +535,31 @@ pub async fn kill9_child(subject: Subject, dir: &Path, n: usize) -> Result<(), S
         tokio::time::sleep(Duration::ZERO).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_counts_this_process_busy_work() {
+        let before = cpu_time().expect("/proc/self/stat is readable on Linux");
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(150) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let after = cpu_time().unwrap();
+        // 150 ms of spinning is at least 100 ms of CPU (ticks are 10 ms).
+        assert!(
+            after - before >= Duration::from_millis(100),
+            "{before:?} -> {after:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_process_settles_at_once() {
+        let waited = settle().await;
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+    }
 }

@@ -47,6 +47,12 @@ impl FjallPeer {
 }
 
 impl Peer for FjallPeer {
+    fn sync(&self) {
+        self.db
+            .persist(PersistMode::SyncData)
+            .expect("fjall persist");
+    }
+
     fn upsert(&self, leases: &[AddressableLease], durable: bool) {
         let mut batch = self
             .db

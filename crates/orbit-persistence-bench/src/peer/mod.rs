@@ -31,6 +31,8 @@ pub trait Peer: Send + Sync {
     fn list(&self, node: &NodeId) -> Vec<AddressableLease>;
     /// Removes every lease expired at `now` in durable transactions of 1,024; returns how many.
     fn cleanup(&self, now: Timestamp) -> u64;
+    /// Makes every write so far durable (the interval sync of the mixed phase).
+    fn sync(&self);
 }
 
 #[cfg(test)]

@@ -35,6 +35,14 @@ impl RedbPeer {
 }
 
 impl Peer for RedbPeer {
+    fn sync(&self) {
+        // An empty durable commit makes the non-durable commits before it durable.
+        let mut tx = self.db.begin_write().expect("redb write");
+        tx.set_durability(Durability::Immediate)
+            .expect("durability");
+        tx.commit().expect("redb commit");
+    }
+
     fn upsert(&self, leases: &[AddressableLease], durable: bool) {
         let mut tx = self.db.begin_write().expect("redb write");
         let durability = if durable {

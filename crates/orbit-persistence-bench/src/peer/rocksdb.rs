@@ -64,11 +64,6 @@ impl RocksDbPeer {
 }
 
 impl RocksDbPeer {
-    /// Syncs the WAL.
-    pub fn flush_wal(&self) {
-        self.db.flush_wal(true).expect("rocksdb flush_wal");
-    }
-
     /// Flushes the memtables and compacts every column family in full.
     pub fn compact(&self) {
         for cf in [CF_LEASES, CF_BY_NODE, CF_BY_EXPIRY] {
@@ -80,6 +75,10 @@ impl RocksDbPeer {
 }
 
 impl Peer for RocksDbPeer {
+    fn sync(&self) {
+        self.db.flush_wal(true).expect("rocksdb flush_wal");
+    }
+
     fn upsert(&self, leases: &[AddressableLease], durable: bool) {
         self.write(leases, if durable { &self.sync } else { &self.nosync });
     }
