@@ -20,9 +20,10 @@ mod stripes;
 mod verify;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use orbit_persistence_core::lock::DirLock;
 use orbit_persistence_core::metrics::MetricsRecorder;
@@ -46,7 +47,10 @@ struct Open {
 
 /// The RocksDB [`AddressableDirectoryProvider`].
 pub struct RocksDbDirectory {
-    open: Mutex<Option<Open>>,
+    /// The open store, `None` once shut down. An `ArcSwapOption` rather than a mutex: every
+    /// call reads it, and with a mutex (and an `Arc` clone) per call two threads bounced the
+    /// same cache lines on every get.
+    open: ArcSwapOption<Open>,
     clock: Arc<dyn Clock>,
     metrics: MetricsRecorder,
 }
@@ -74,6 +78,24 @@ fn spawn_interval_sync(store: Weak<Store>, every: Duration) -> std::io::Result<(
         .map(|_| ())
 }
 
+/// `shared` once every other reference to it is gone, waiting until `deadline` at most.
+fn sole_owner<T>(mut shared: Arc<T>, deadline: Instant) -> OrbitResult<T> {
+    loop {
+        match Arc::try_unwrap(shared) {
+            Ok(owned) => return Ok(owned),
+            Err(still_shared) if Instant::now() < deadline => {
+                shared = still_shared;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => {
+                return Err(OrbitError::Unavailable(
+                    "shutdown: calls still running after 30 s".into(),
+                ));
+            }
+        }
+    }
+}
+
 impl RocksDbDirectory {
     /// Opens (creating if missing) the store in `config.data_dir`. Blocking: call it from a
     /// blocking context (e.g. `spawn_blocking`) inside an async program.
@@ -86,7 +108,7 @@ impl RocksDbDirectory {
                 .map_err(|e| OrbitError::io("spawn the WAL sync thread", &config.data_dir, e))?;
         }
         Ok(RocksDbDirectory {
-            open: Mutex::new(Some(Open { store, _lock: lock })),
+            open: ArcSwapOption::from_pointee(Open { store, _lock: lock }),
             clock,
             metrics: MetricsRecorder::default(),
         })
@@ -116,11 +138,13 @@ impl RocksDbDirectory {
         self.blocking(move |s| s.for_each_lease(&mut each)).await
     }
 
-    fn store(&self) -> OrbitResult<Arc<Store>> {
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.as_ref()
-            .map(|o| o.store.clone())
-            .ok_or(OrbitError::Closed)
+    /// The open store, borrowed for the length of a call (no reference count touched).
+    fn open_store(&self) -> OrbitResult<arc_swap::Guard<Option<Arc<Open>>>> {
+        let open = self.open.load();
+        match open.as_ref() {
+            Some(_) => Ok(open),
+            None => Err(OrbitError::Closed),
+        }
     }
 
     /// Runs a blocking RocksDB call `f` with the store, off the runtime's worker role.
@@ -135,13 +159,15 @@ impl RocksDbDirectory {
         &self,
         f: impl FnOnce(&Store) -> OrbitResult<T> + Send + 'static,
     ) -> OrbitResult<T> {
-        let store = self.store()?;
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         if multi_thread {
-            return tokio::task::block_in_place(|| f(&store));
+            let open = self.open_store()?;
+            let store = &open.as_ref().expect("checked by open_store").store;
+            return tokio::task::block_in_place(|| f(store));
         }
-        tokio::task::spawn_blocking(move || f(&store))
+        let open = self.open.load_full().ok_or(OrbitError::Closed)?;
+        tokio::task::spawn_blocking(move || f(&open.store))
             .await
             .map_err(|e| OrbitError::Unavailable(format!("a RocksDB task failed: {e}")))?
     }
@@ -171,37 +197,21 @@ impl RocksDbDirectory {
 #[async_trait]
 impl PersistenceProvider for RocksDbDirectory {
     async fn initialize(&self) -> OrbitResult<()> {
-        self.store().map(|_| ())
+        self.open_store().map(|_| ())
     }
 
     async fn shutdown(&self) -> OrbitResult<()> {
-        let Some(open) = self.open.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        let Some(open) = self.open.swap(None) else {
             return Ok(());
         };
         tokio::task::spawn_blocking(move || {
-            let Open { mut store, _lock } = open;
+            // Calls still running (and the interval sync thread) hold it a little longer.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let Open { store, _lock } = sole_owner(open, deadline)?;
             // Memtables to SST files: the next open then replays no WAL (fast reopen).
             let synced = store.sync().and_then(|()| store.flush());
-            // Wait for in-flight calls to let go, so the database is closed (and its files
-            // released) before the directory lock is.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                match Arc::try_unwrap(store) {
-                    Ok(store) => {
-                        drop(store);
-                        break;
-                    }
-                    Err(still_shared) if Instant::now() < deadline => {
-                        store = still_shared;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err(_) => {
-                        return Err(OrbitError::Unavailable(
-                            "shutdown: calls still running after 30 s".into(),
-                        ));
-                    }
-                }
-            }
+            // The database is closed (and its files released) before the directory lock is.
+            drop(sole_owner(store, deadline)?);
             drop(_lock);
             synced
         })
@@ -238,7 +248,12 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
         // Hot leases are answered from RocksDB's memory right here; only a read that needs
         // file I/O moves to the blocking pool (a hop costs more than the whole cached read).
         let start = Instant::now();
-        if let Some(cached) = self.store()?.get_cached(r).transpose() {
+        let cached = {
+            let open = self.open_store()?;
+            let store = &open.as_ref().expect("checked by open_store").store;
+            store.get_cached(r)
+        };
+        if let Some(cached) = cached.transpose() {
             self.metrics.read_done(start);
             return cached;
         }

@@ -188,11 +188,11 @@ impl Store {
         }
     }
 
-    fn get_many(
+    fn get_many<'r>(
         &self,
-        refs: &[AddressableReference],
+        refs: impl IntoIterator<Item = &'r AddressableReference>,
     ) -> OrbitResult<Vec<Option<AddressableLease>>> {
-        let keys: Vec<Vec<u8>> = refs.iter().map(encode_reference).collect();
+        let keys: Vec<Vec<u8>> = refs.into_iter().map(encode_reference).collect();
         let cf = self.cf(CF_LEASES);
         self.db
             .batched_multi_get_cf(cf, &keys, false)
@@ -349,9 +349,9 @@ impl Store {
 
     /// Upserts leases atomically.
     pub fn store(&self, leases: Vec<AddressableLease>) -> OrbitResult<()> {
-        let refs: Vec<_> = leases.iter().map(|l| l.reference.clone()).collect();
-        let _guards = self.stripes.lock(&refs);
-        let previous = self.get_many(&refs)?;
+        let refs = || leases.iter().map(|l| &l.reference);
+        let _guards = self.stripes.lock(refs());
+        let previous = self.get_many(refs())?;
         let writes = leases
             .into_iter()
             .zip(previous)
