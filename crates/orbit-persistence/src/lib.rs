@@ -76,6 +76,16 @@ pub fn open(
     }
 }
 
+/// Opens the store of type `$backend` with `$config` on the blocking pool (with the system
+/// clock), for a command that reads it and closes it: `verify`, `dump`.
+#[allow(unused_macros)]
+macro_rules! open_offline {
+    ($backend:path, $config:expr) => {{
+        let config = $config;
+        blocking(move || <$backend>::open(&config, Arc::new(SystemClock))).await?
+    }};
+}
+
 /// Opens the store `config` names and reads it all back: every checksum the backend's
 /// `verify` covers, and that the leases and both indexes agree (see `LsmDirectory::verify` and
 /// `CowBTreeDirectory::verify`). A problem found while opening (a bad manifest, a torn meta
@@ -89,29 +99,26 @@ pub async fn verify(config: &PersistenceConfig) -> OrbitResult<verify::VerifyRep
         BackendType::Memory => Ok(verify::VerifyReport::default()),
         #[cfg(feature = "cowbtree")]
         BackendType::CowBTree => {
-            let c = config.cow_btree_or_default();
-            let store = blocking(move || {
-                orbit_persistence_cowbtree::CowBTreeDirectory::open(&c, Arc::new(SystemClock))
-            })
-            .await?;
+            let store = open_offline!(
+                orbit_persistence_cowbtree::CowBTreeDirectory,
+                config.cow_btree_or_default()
+            );
             finish_verify(store.verify().await, store.shutdown().await)
         }
         #[cfg(feature = "lsm")]
         BackendType::LsmTree => {
-            let c = config.lsm_tree_or_default();
-            let store = blocking(move || {
-                orbit_persistence_lsm::LsmDirectory::open(&c, Arc::new(SystemClock))
-            })
-            .await?;
+            let store = open_offline!(
+                orbit_persistence_lsm::LsmDirectory,
+                config.lsm_tree_or_default()
+            );
             finish_verify(store.verify().await, store.shutdown().await)
         }
         #[cfg(feature = "rocksdb")]
         BackendType::RocksDB => {
-            let c = config.rocksdb_or_default();
-            let store = blocking(move || {
-                orbit_persistence_rocksdb::RocksDbDirectory::open(&c, Arc::new(SystemClock))
-            })
-            .await?;
+            let store = open_offline!(
+                orbit_persistence_rocksdb::RocksDbDirectory,
+                config.rocksdb_or_default()
+            );
             finish_verify(store.verify().await, store.shutdown().await)
         }
         #[allow(unreachable_patterns)]
@@ -133,31 +140,28 @@ pub async fn dump(
         BackendType::Memory => Ok(0),
         #[cfg(feature = "cowbtree")]
         BackendType::CowBTree => {
-            let c = config.cow_btree_or_default();
-            let store = blocking(move || {
-                orbit_persistence_cowbtree::CowBTreeDirectory::open(&c, Arc::new(SystemClock))
-            })
-            .await?;
+            let store = open_offline!(
+                orbit_persistence_cowbtree::CowBTreeDirectory,
+                config.cow_btree_or_default()
+            );
             let leases = store.snapshot().map(|snapshot| snapshot.leases());
             dump_from(store, leases, each).await
         }
         #[cfg(feature = "lsm")]
         BackendType::LsmTree => {
-            let c = config.lsm_tree_or_default();
-            let store = blocking(move || {
-                orbit_persistence_lsm::LsmDirectory::open(&c, Arc::new(SystemClock))
-            })
-            .await?;
+            let store = open_offline!(
+                orbit_persistence_lsm::LsmDirectory,
+                config.lsm_tree_or_default()
+            );
             let leases = store.snapshot().map(|snapshot| snapshot.leases());
             dump_from(store, leases, each).await
         }
         #[cfg(feature = "rocksdb")]
         BackendType::RocksDB => {
-            let c = config.rocksdb_or_default();
-            let store = blocking(move || {
-                orbit_persistence_rocksdb::RocksDbDirectory::open(&c, Arc::new(SystemClock))
-            })
-            .await?;
+            let store = open_offline!(
+                orbit_persistence_rocksdb::RocksDbDirectory,
+                config.rocksdb_or_default()
+            );
             let drained = store.for_each_lease(each).await;
             store.shutdown().await?;
             drained
