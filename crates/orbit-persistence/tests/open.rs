@@ -1,6 +1,7 @@
 //! `open` by config: every compiled backend opens, stores, and (on disk) finds its leases again
-//! after a reopen; a backend not compiled in, or a bad config, is refused with a message that
-//! says what to do. CI runs this file with the default features and with all of them.
+//! after a reopen, verifies clean and dumps them; a backend not compiled in, or a bad config,
+//! is refused with a message that says what to do. CI runs this file with the default features
+//! and with all of them.
 
 use std::sync::Arc;
 
@@ -57,7 +58,8 @@ async fn every_compiled_backend_opens_by_config_and_keeps_its_leases() {
         if backend == BackendType::Memory {
             continue;
         }
-        let again = tokio::task::spawn_blocking(move || open(&config, clock()))
+        let c = config.clone();
+        let again = tokio::task::spawn_blocking(move || open(&c, clock()))
             .await
             .unwrap()
             .unwrap();
@@ -68,6 +70,21 @@ async fn every_compiled_backend_opens_by_config_and_keeps_its_leases() {
             "{backend:?} after reopen"
         );
         again.shutdown().await.unwrap();
+
+        // The offline commands open the closed store themselves.
+        let report = orbit_persistence::verify(&config).await.unwrap();
+        assert!(report.is_clean(), "{backend:?}: {:?}", report.problems);
+        assert_eq!(report.leases, 1, "{backend:?}");
+        let dumped = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = dumped.clone();
+        let n = orbit_persistence::dump(&config, move |l| {
+            sink.lock().unwrap().push(l.reference);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(n, 1, "{backend:?}");
+        assert_eq!(*dumped.lock().unwrap(), vec![lease().reference]);
     }
 }
 
