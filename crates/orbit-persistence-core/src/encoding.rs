@@ -300,24 +300,30 @@ fn put_sized(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// The value encoding of a lease (self-contained: it includes the reference).
 pub fn encode_lease(lease: &AddressableLease) -> Vec<u8> {
+    encode_lease_with_revision(lease, lease.revision)
+}
+
+/// [`encode_lease`] of `lease` as if its revision were `revision`: a writer that assigns the
+/// revision encodes the caller's lease without cloning it.
+pub fn encode_lease_with_revision(lease: &AddressableLease, revision: u64) -> Vec<u8> {
     let reference = encode_reference(&lease.reference);
     let mut out = Vec::with_capacity(
         reference.len() + lease.node_id.key.len() + lease.node_id.namespace.len() + 31,
     );
     out.push(FORMAT_VERSION);
     put_sized(&mut out, &reference);
-    put_lease_fields(&mut out, lease);
+    put_lease_fields(&mut out, lease, revision);
     out
 }
 
 /// Appends what follows the reference in both lease encodings: node key and namespace (sized),
 /// `expires_at`, `renew_at`, `revision` (u64 BE).
-fn put_lease_fields(out: &mut Vec<u8>, lease: &AddressableLease) {
+fn put_lease_fields(out: &mut Vec<u8>, lease: &AddressableLease, revision: u64) {
     put_sized(out, lease.node_id.key.as_bytes());
     put_sized(out, lease.node_id.namespace.as_bytes());
     out.extend_from_slice(&lease.expires_at.0.to_be_bytes());
     out.extend_from_slice(&lease.renew_at.0.to_be_bytes());
-    out.extend_from_slice(&lease.revision.to_be_bytes());
+    out.extend_from_slice(&revision.to_be_bytes());
 }
 
 /// Bytes of [`put_lease_fields`] after the node: three u64.
@@ -367,7 +373,7 @@ pub fn decode_lease(bytes: &[u8]) -> Result<AddressableLease, DecodeError> {
 pub fn encode_lease_value(lease: &AddressableLease) -> Vec<u8> {
     let mut out = Vec::with_capacity(lease.node_id.key.len() + lease.node_id.namespace.len() + 29);
     out.push(FORMAT_VERSION);
-    put_lease_fields(&mut out, lease);
+    put_lease_fields(&mut out, lease, lease.revision);
     out
 }
 

@@ -14,8 +14,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use orbit_persistence_core::encoding::{
-    decode_expiry_index_key, decode_lease, decode_reference, encode_lease, encode_reference,
-    expiry_index_key, expiry_index_upper_bound, node_index_key, node_index_prefix,
+    decode_expiry_index_key, decode_lease, decode_reference, encode_lease_with_revision,
+    encode_reference, expiry_index_key, expiry_index_upper_bound, node_index_key,
+    node_index_prefix,
 };
 use orbit_persistence_core::{
     Acquire, AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult,
@@ -26,11 +27,12 @@ use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, ReadOptions, WriteBatch
 use crate::options::{self, CF_BY_EXPIRY, CF_BY_NODE, CF_LEASES, KEY_LEASE_COUNT, KEY_REVISION};
 use crate::stripes::Stripes;
 
-/// One lease change with what it replaces, so the batch can drop the old index entries.
-enum Write {
+/// One lease change with what it replaces, so the batch can drop the old index entries. The
+/// new lease is borrowed: the batch assigns its revision while encoding it, with no copy.
+enum Write<'a> {
     Put {
         previous: Option<AddressableLease>,
-        lease: AddressableLease,
+        lease: &'a AddressableLease,
     },
     Delete {
         previous: AddressableLease,
@@ -270,11 +272,11 @@ impl Store {
     }
 
     /// Writes `writes` as one batch, assigning revisions to the puts in order; returns the
-    /// leases as stored. Callers hold the stripes of every reference involved.
-    fn commit(&self, writes: Vec<Write>) -> OrbitResult<Vec<AddressableLease>> {
+    /// first revision assigned. Callers hold the stripes of every reference involved.
+    fn commit(&self, writes: Vec<Write<'_>>) -> OrbitResult<u64> {
         self.check_writable()?;
         if writes.is_empty() {
-            return Ok(Vec::new());
+            return Ok(self.last_revision() + 1);
         }
         let first = self
             .last_revision
@@ -287,7 +289,6 @@ impl Store {
         );
         let mut batch = WriteBatch::default();
         let mut delta: i64 = 0;
-        let mut stored = Vec::new();
         // Deletes the index entries of `old` that `new` does not keep: a renewal (same node)
         // only moves its expiry entry.
         let unindex =
@@ -301,19 +302,15 @@ impl Store {
             };
         for (i, write) in writes.into_iter().enumerate() {
             match write {
-                Write::Put {
-                    previous,
-                    mut lease,
-                } => {
-                    lease.revision = first + i as u64;
+                Write::Put { previous, lease } => {
                     match &previous {
-                        Some(old) => unindex(&mut batch, old, Some(&lease)),
+                        Some(old) => unindex(&mut batch, old, Some(lease)),
                         None => delta += 1,
                     }
                     batch.put_cf(
                         leases,
                         encode_reference(&lease.reference),
-                        encode_lease(&lease),
+                        encode_lease_with_revision(lease, first + i as u64),
                     );
                     batch.put_cf(
                         by_node,
@@ -325,7 +322,6 @@ impl Store {
                         expiry_index_key(lease.expires_at, &lease.reference),
                         [],
                     );
-                    stored.push(lease);
                 }
                 Write::Delete { previous } => {
                     unindex(&mut batch, &previous, None);
@@ -344,16 +340,16 @@ impl Store {
             self.poison(reason.clone());
             return Err(OrbitError::Poisoned(reason));
         }
-        Ok(stored)
+        Ok(first)
     }
 
     /// Upserts leases atomically.
-    pub fn store(&self, leases: Vec<AddressableLease>) -> OrbitResult<()> {
+    pub fn store(&self, leases: &[AddressableLease]) -> OrbitResult<()> {
         let refs = || leases.iter().map(|l| &l.reference);
         let _guards = self.stripes.lock(refs());
         let previous = self.get_many(refs())?;
         let writes = leases
-            .into_iter()
+            .iter()
             .zip(previous)
             .map(|(lease, previous)| Write::Put { previous, lease })
             .collect();
@@ -376,8 +372,11 @@ impl Store {
         if let Err(held) = rules::acquire_allowed(previous.as_ref(), now) {
             return Ok(Acquire::Held(held));
         }
-        let mut stored = self.commit(vec![Write::Put { previous, lease }])?;
-        Ok(Acquire::Acquired(stored.remove(0)))
+        let revision = self.commit(vec![Write::Put {
+            previous,
+            lease: &lease,
+        }])?;
+        Ok(Acquire::Acquired(AddressableLease { revision, ..lease }))
     }
 
     /// Extends the lease if `(owner, revision)` still holds it.
@@ -393,8 +392,11 @@ impl Store {
         let previous = self.get(r)?;
         match rules::renew_decision(previous.as_ref(), owner, revision, expires_at, renew_at) {
             Ok(lease) => {
-                let mut stored = self.commit(vec![Write::Put { previous, lease }])?;
-                Ok(Renew::Renewed(stored.remove(0)))
+                let revision = self.commit(vec![Write::Put {
+                    previous,
+                    lease: &lease,
+                }])?;
+                Ok(Renew::Renewed(AddressableLease { revision, ..lease }))
             }
             Err(lost) => Ok(lost),
         }
