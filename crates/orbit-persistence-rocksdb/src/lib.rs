@@ -144,11 +144,11 @@ impl RocksDbDirectory {
         self.blocking(move |s| s.for_each_lease(&mut each)).await
     }
 
-    /// The open store, borrowed for the length of a call (no reference count touched).
-    fn open_store(&self) -> OrbitResult<arc_swap::Guard<Option<Arc<Open>>>> {
-        let open = self.open.load();
-        match open.as_ref() {
-            Some(_) => Ok(open),
+    /// Runs `f` with the open store, borrowed for the length of the call (no reference count
+    /// touched); `Closed` once shut down.
+    fn with_store<T>(&self, f: impl FnOnce(&Store) -> OrbitResult<T>) -> OrbitResult<T> {
+        match self.open.load().as_ref() {
+            Some(open) => f(&open.store),
             None => Err(OrbitError::Closed),
         }
     }
@@ -177,9 +177,7 @@ impl RocksDbDirectory {
     /// Runs `f` with the store through `block_in_place`: only on a multi-threaded runtime
     /// ([`on_multi_thread_runtime`]). `f` may borrow from the caller (no `'static` copy).
     fn in_place<T>(&self, f: impl FnOnce(&Store) -> OrbitResult<T>) -> OrbitResult<T> {
-        let open = self.open_store()?;
-        let store = &open.as_ref().expect("checked by open_store").store;
-        tokio::task::block_in_place(|| f(store))
+        self.with_store(|store| tokio::task::block_in_place(|| f(store)))
     }
 
     async fn read<T: Send + 'static>(
@@ -207,7 +205,7 @@ impl RocksDbDirectory {
 #[async_trait]
 impl PersistenceProvider for RocksDbDirectory {
     async fn initialize(&self) -> OrbitResult<()> {
-        self.open_store().map(|_| ())
+        self.with_store(|_| Ok(()))
     }
 
     async fn shutdown(&self) -> OrbitResult<()> {
@@ -258,12 +256,7 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
         // Hot leases are answered from RocksDB's memory right here; only a read that needs
         // file I/O moves to the blocking pool (a hop costs more than the whole cached read).
         let start = Instant::now();
-        let cached = {
-            let open = self.open_store()?;
-            let store = &open.as_ref().expect("checked by open_store").store;
-            store.get_cached(r)
-        };
-        if let Some(cached) = cached.transpose() {
+        if let Some(cached) = self.with_store(|store| store.get_cached(r)).transpose() {
             self.metrics.read_done(start);
             return cached;
         }
