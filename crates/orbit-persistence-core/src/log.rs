@@ -35,12 +35,15 @@
 //!   records and `valid_len` 0; [`LogWriter::open_for_append`] rewrites the header. Any other
 //!   bad header (wrong magic, checksum or version) is [`OrbitError::Corruption`] at offset 0.
 //! - A record is a torn tail, and the log ends at its offset, when its 8-byte header does not
-//!   fit before end of file, when its payload runs past end of file, when its length is too
-//!   large or its checksum fails and its claimed end reaches or passes end of file, or when it
-//!   is bad and only zero bytes follow its claimed end up to end of file (a preallocated or
-//!   zero-filled tail).
+//!   fit before end of file; when it is bad (its payload runs past end of file, its length is
+//!   too large, or its checksum fails) and its claimed end reaches or passes end of file, and
+//!   no valid record starts anywhere after it; or when it is bad and only zero bytes follow its
+//!   claimed end up to end of file (a preallocated or zero-filled tail).
 //! - Any other bad record (bad checksum or length with other bytes after it) is
 //!   [`OrbitError::Corruption`] naming the file and the record's offset. Nothing is skipped.
+//!   In particular a flipped bit in the length of a record in the middle makes it claim to run
+//!   past end of file like a torn append, but the valid records after it give it away: without
+//!   that search, recovery would cut every acknowledged record after it, silently.
 //!
 //! [`LogWriter::open_for_append`] cuts a torn tail (`set_len` + `fdatasync`) before appending.
 
@@ -460,11 +463,43 @@ impl LogReader {
 
     /// A record at `offset` failed: a torn tail or corruption, by the module's rules.
     fn bad_record(&mut self, offset: u64, claimed_end: u64, detail: String) -> OrbitResult<()> {
-        if claimed_end >= self.file_len || self.zeros_to_end(claimed_end)? {
+        let torn = if claimed_end >= self.file_len {
+            !self.valid_record_after(offset)?
+        } else {
+            self.zeros_to_end(claimed_end)?
+        };
+        if torn {
             self.state = ReadState::Done { torn: true };
             return Ok(());
         }
         Err(self.corruption(offset, detail))
+    }
+
+    /// Whether a record that verifies starts anywhere in `(offset, file_len)`. A torn append
+    /// is the last thing in the file, so nothing valid can follow it. Only runs when a record
+    /// is bad, over the bytes after it (a few records after a real torn tail).
+    fn valid_record_after(&mut self, offset: u64) -> OrbitResult<bool> {
+        let first = offset + 1;
+        if first + RECORD_HEADER_LEN > self.file_len {
+            return Ok(false);
+        }
+        self.fill(first, (self.file_len - first) as usize)?;
+        let base = (first - self.buf_start) as usize;
+        let rest = &self.buf[base..base + (self.file_len - first) as usize];
+        let header = RECORD_HEADER_LEN as usize;
+        for at in 0..=rest.len() - header {
+            let len = u32_at(rest, at);
+            let Some(end) = (len <= MAX_RECORD_SIZE)
+                .then(|| at + header + len as usize)
+                .filter(|&end| end <= rest.len())
+            else {
+                continue;
+            };
+            if record_crc(&rest[at..at + 4], &rest[at + header..end]) == u32_at(rest, at + 4) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The next record as `(offset, payload)`, or `None` at the valid end of the segment.
@@ -497,7 +532,11 @@ impl LogReader {
             return Ok(None);
         }
         if claimed_end > self.file_len {
-            self.state = ReadState::Done { torn: true };
+            self.bad_record(
+                off,
+                claimed_end,
+                format!("record of {len} bytes runs past the end of the file"),
+            )?;
             return Ok(None);
         }
         let total = RECORD_HEADER_LEN as usize + len as usize;
@@ -784,6 +823,32 @@ mod tests {
             read_log(&fs, &path),
             Err(OrbitError::Corruption { offset, .. }) if offset == offsets[1]
         ));
+    }
+
+    #[test]
+    fn a_flipped_length_bit_in_the_middle_is_corruption_not_a_torn_tail() {
+        let (fs, path) = setup();
+        let offsets = write_log(&fs, &path, &[vec![1; 20], vec![2; 20], vec![3; 20]]);
+        let good = crate::fs::read_file(&fs, &path).unwrap();
+        // The high bits of the middle record's length: it now claims to run past end of file.
+        for (byte, mask) in [(1, 0x80), (2, 0x01), (3, 0x40)] {
+            let mut bytes = good.clone();
+            bytes[offsets[1] as usize + byte] ^= mask;
+            overwrite(&fs, &path, &bytes);
+            assert!(
+                matches!(
+                    read_log(&fs, &path),
+                    Err(OrbitError::Corruption { offset, .. }) if offset == offsets[1]
+                ),
+                "length byte {byte} ^ {mask:#x} was read as a torn tail"
+            );
+        }
+        // The same flip in the last record is a torn tail: nothing valid follows it.
+        let mut bytes = good.clone();
+        bytes[offsets[2] as usize + 1] ^= 0x80;
+        overwrite(&fs, &path, &bytes);
+        let r = read_log(&fs, &path).unwrap();
+        assert_eq!((r.records.len(), r.torn_tail), (2, true));
     }
 
     #[test]
