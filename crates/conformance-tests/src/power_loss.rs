@@ -8,7 +8,10 @@
 //! [`many_seeds`] runs [`seeds_from_env`] seeds (`ORBIT_POWER_LOSS_SEEDS`, default 1,000);
 //! [`every_crash_point`] crashes a short scripted workload at every one of its file-system calls
 //! in turn, three ways (RELIABILITY.md row C), so every sync and rename the engine makes is a
-//! crash point at least once. In a backend crate's `tests/power_loss.rs`:
+//! crash point at least once. [`every_io_error`] fails each write, sync, rename, create and
+//! remove of the script in turn, and [`disk_full`] runs it on ever smaller disks (row D): the
+//! caller must get a typed error, a failed sync must leave the store refusing writes, and after
+//! a power loss everything acknowledged must be back. In a backend crate's `tests/power_loss.rs`:
 //!
 //! ```ignore
 //! fn open(fs: &FaultFs, busy: bool, clock: Arc<dyn Clock>) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
@@ -17,6 +20,8 @@
 //! }
 //! #[test]
 //! fn acknowledged_writes_survive_power_loss() { power_loss::many_seeds(open) }
+//! #[test]
+//! fn every_io_error_is_typed_and_loses_nothing() { power_loss::every_io_error(open) }
 //! ```
 
 use std::collections::BTreeMap;
@@ -24,10 +29,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orbit_persistence_core::fs::FaultFs;
+use orbit_persistence_core::fs::{FaultFs, FaultKind};
 use orbit_persistence_core::{
     AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock, Key, ManualClock,
-    NodeId, OrbitResult, Timestamp,
+    NodeId, OrbitError, OrbitResult, Timestamp,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -61,6 +66,20 @@ pub type PowerLossOpen =
 /// The directory every run uses.
 pub const DIR: &str = "/db";
 
+/// What goes wrong while the workload runs, before the power goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Nothing: the workload runs to its end.
+    None,
+    /// The machine halts at this file-system call: it and every later call fail.
+    HaltAt(u64),
+    /// The `n`th call of this kind fails with an I/O error; later calls succeed again, so a
+    /// store that retries a failed sync is caught (RELIABILITY.md row D).
+    FailNth(u64, FaultKind),
+    /// The disk holds this many bytes: a write past it fails with ENOSPC.
+    SpaceLimit(u64),
+}
+
 /// One run: a workload, a crash, a recovery.
 #[derive(Debug, Clone, Copy)]
 pub struct Case {
@@ -68,8 +87,8 @@ pub struct Case {
     pub workload: u64,
     /// Writes it makes at most.
     pub ops: usize,
-    /// The file-system call at which the machine halts, if any.
-    pub halt_at: Option<u64>,
+    /// What goes wrong during the workload.
+    pub fault: Fault,
     /// Seed of a torn crash; `None`: only unsynced data is lost.
     pub torn: Option<u64>,
     /// Open with the busy settings (see [`PowerLossOpen`]).
@@ -83,8 +102,19 @@ struct Expect {
     in_flight: BTreeMap<u32, Option<Essence>>,
 }
 
-/// Runs `case`; returns how many file-system calls the workload made before the crash.
-pub async fn run_case(open: PowerLossOpen, case: Case) -> u64 {
+/// What a run did before its power loss.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// File-system calls the workload made.
+    pub calls: u64,
+    /// Calls failed by the injected fault or the space limit: 0 means it never fired.
+    pub injected: u64,
+    /// Bytes on the disk when the power went.
+    pub used_bytes: u64,
+}
+
+/// Runs `case` and checks the recovered store; see the module docs.
+pub async fn run_case(open: PowerLossOpen, case: Case) -> Outcome {
     let seed = case.workload;
     let mut rng = StdRng::seed_from_u64(seed);
     let fs = FaultFs::new();
@@ -94,10 +124,17 @@ pub async fn run_case(open: PowerLossOpen, case: Case) -> u64 {
         acked: (0..REFS).map(|i| (i, None)).collect(),
         in_flight: BTreeMap::new(),
     };
-    if let Some(n) = case.halt_at {
-        fs.halt_at_op(n);
+    match case.fault {
+        Fault::None => {}
+        Fault::HaltAt(n) => fs.halt_at_op(n),
+        Fault::FailNth(n, kind) => fs.fail_nth_op(n, kind),
+        Fault::SpaceLimit(bytes) => fs.set_space_limit(Some(bytes)),
     }
-    if let Ok(store) = open(&fs, case.busy, clock.clone()) {
+    let opened = open(&fs, case.busy, clock.clone());
+    if let Err(e) = &opened {
+        check_failure_is_typed(&fs, &case, e);
+    }
+    if let Ok(store) = opened {
         for _ in 0..case.ops {
             let now = clock.now();
             let lease = |i: u32, rng: &mut StdRng| {
@@ -147,7 +184,20 @@ pub async fn run_case(open: PowerLossOpen, case: Case) -> u64 {
             };
             match result {
                 Ok(()) => expect.acked.extend(changes),
-                Err(_) => {
+                Err(e) => {
+                    check_failure_is_typed(&fs, &case, &e);
+                    if matches!(case.fault, Fault::FailNth(_, FaultKind::Sync))
+                        && !matches!(e, OrbitError::InvalidInput(_))
+                    {
+                        // fsyncgate: after a failed sync the page cache cannot be trusted,
+                        // so the store must refuse every later write until reopened.
+                        let probe = lease(0, &mut rng);
+                        let again = store.store_lease(&probe).await;
+                        assert!(
+                            matches!(again, Err(OrbitError::Poisoned(_))),
+                            "{case:?}: after a failed sync ({e}), a write answered {again:?}, not Poisoned"
+                        );
+                    }
                     expect.in_flight = changes;
                     break;
                 }
@@ -167,7 +217,11 @@ pub async fn run_case(open: PowerLossOpen, case: Case) -> u64 {
         // running against the old machine, which nobody reads again.
         drop(store);
     }
-    let calls = fs.op_count();
+    let outcome = Outcome {
+        calls: fs.op_count(),
+        injected: fs.injected_failures(),
+        used_bytes: fs.used_bytes(),
+    };
     let crashed = match case.torn {
         None => fs.crash(),
         Some(t) => fs.crash_torn(t),
@@ -253,7 +307,19 @@ pub async fn run_case(open: PowerLossOpen, case: Case) -> u64 {
         "seed {seed}: after cleanup and reopen"
     );
     store.shutdown().await.unwrap();
-    calls
+    outcome
+}
+
+/// An injected I/O error or a full disk must reach the caller as `Io` or `Poisoned`, never as
+/// something that blames the caller or the data.
+fn check_failure_is_typed(fs: &FaultFs, case: &Case, e: &OrbitError) {
+    let injected = matches!(case.fault, Fault::FailNth(..) | Fault::SpaceLimit(_));
+    if injected && fs.injected_failures() > 0 {
+        assert!(
+            matches!(e, OrbitError::Io { .. } | OrbitError::Poisoned(_)),
+            "{case:?}: an I/O error reached the caller as {e:?}"
+        );
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -283,7 +349,7 @@ pub fn many_seeds(open: PowerLossOpen) {
             Case {
                 workload: seed,
                 ops: 200,
-                halt_at: Some(rng.random_range(1..600)),
+                fault: Fault::HaltAt(rng.random_range(1..600)),
                 torn: (seed % 3 != 0).then_some(seed),
                 busy: seed % 2 == 0,
             },
@@ -298,11 +364,11 @@ pub fn every_crash_point(open: PowerLossOpen) {
     let script = Case {
         workload: 7,
         ops: 60,
-        halt_at: None,
+        fault: Fault::None,
         torn: None,
         busy: true,
     };
-    let calls = runtime.block_on(run_case(open, script));
+    let calls = runtime.block_on(run_case(open, script)).calls;
     assert!(
         calls > 100,
         "the script should make many file-system calls, made {calls}"
@@ -312,11 +378,81 @@ pub fn every_crash_point(open: PowerLossOpen) {
             runtime.block_on(run_case(
                 open,
                 Case {
-                    halt_at: Some(n),
+                    fault: Fault::HaltAt(n),
                     torn,
                     ..script
                 },
             ));
         }
     }
+}
+
+/// The script of [`every_io_error`] and [`disk_full`]: busy settings, so faults also land in the
+/// engine's own background writes.
+const IO_ERROR_SCRIPT: Case = Case {
+    workload: 11,
+    ops: 60,
+    fault: Fault::None,
+    torn: None,
+    busy: true,
+};
+
+/// Fails the `n`th write, sync, rename, create and remove of a 60-write script, for every `n`
+/// until the script makes no `n`th call of that kind; returns the runs made per kind.
+pub fn every_io_error(open: PowerLossOpen) -> Vec<(FaultKind, u64)> {
+    let runtime = runtime();
+    let kinds = [
+        FaultKind::Write,
+        FaultKind::Sync,
+        FaultKind::Rename,
+        FaultKind::Create,
+        FaultKind::Remove,
+    ];
+    let mut runs = Vec::new();
+    for kind in kinds {
+        let mut n = 1;
+        loop {
+            let case = Case {
+                fault: Fault::FailNth(n, kind),
+                ..IO_ERROR_SCRIPT
+            };
+            if runtime.block_on(run_case(open, case)).injected == 0 {
+                break;
+            }
+            n += 1;
+        }
+        runs.push((kind, n - 1));
+    }
+    for kind in [FaultKind::Write, FaultKind::Sync] {
+        let made = runs.iter().find(|(k, _)| *k == kind).map_or(0, |r| r.1);
+        assert!(
+            made >= 10,
+            "the script made only {made} {kind:?} calls: too few to mean anything"
+        );
+    }
+    runs
+}
+
+/// Runs the script of [`every_io_error`] on disks of 50 sizes between empty and what the script
+/// needs, so ENOSPC lands in every kind of file the engine writes; returns the sizes tried.
+pub fn disk_full(open: PowerLossOpen) -> Vec<u64> {
+    let runtime = runtime();
+    let needed = runtime.block_on(run_case(open, IO_ERROR_SCRIPT)).used_bytes;
+    assert!(needed > 0, "the script wrote nothing");
+    let sizes: Vec<u64> = (0..50).map(|i| needed * i / 50).collect();
+    let mut refused = 0;
+    for &bytes in &sizes {
+        let case = Case {
+            fault: Fault::SpaceLimit(bytes),
+            ..IO_ERROR_SCRIPT
+        };
+        if runtime.block_on(run_case(open, case)).injected > 0 {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 40,
+        "only {refused} of 50 small disks ever filled up: the space limit is not reached"
+    );
+    sizes
 }

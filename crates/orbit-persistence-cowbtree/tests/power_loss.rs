@@ -1,4 +1,4 @@
-//! Power-loss simulation (RELIABILITY.md rows B and C) of the COW B+tree, with the suite's
+//! Power-loss simulation and I/O errors (RELIABILITY.md rows B, C and D) of the COW B+tree, with the suite's
 //! harness (`orbit_persistence_conformance::power_loss`): 1 KiB pages and a 64 KiB WAL, and in
 //! busy runs a checkpoint after every batch, so crashes land inside checkpoints.
 
@@ -39,4 +39,15 @@ fn acknowledged_writes_survive_power_loss() {
 #[test]
 fn every_crash_point_of_a_scripted_workload() {
     power_loss::every_crash_point(open);
+}
+
+#[test]
+fn every_io_error_is_typed_and_loses_nothing() {
+    let runs = power_loss::every_io_error(open);
+    eprintln!("runs per failing call kind: {runs:?}");
+}
+
+#[test]
+fn a_full_disk_is_typed_and_loses_nothing() {
+    power_loss::disk_full(open);
 }

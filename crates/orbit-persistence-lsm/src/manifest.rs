@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use orbit_persistence_core::fs::{FileSystem, write_file_atomic};
-use orbit_persistence_core::log::{LogBatch, LogWriter, header_bytes};
+use orbit_persistence_core::log::{LogBatch, LogWriter, header_bytes, read_log};
 use orbit_persistence_core::{OrbitError, OrbitResult};
 
 use crate::block::{get_varint, put_varint};
@@ -236,8 +236,16 @@ impl ManifestState {
 pub struct Manifest {
     fs: Arc<dyn FileSystem>,
     path: PathBuf,
-    writer: LogWriter,
+    /// Opened at the first commit: a torn tail is cut only once recovery has succeeded, so a
+    /// failed recovery leaves the file as it found it.
+    writer: Option<LogWriter>,
     state: ManifestState,
+    /// Where the valid edits ended, if a torn (or damaged) last edit followed them.
+    torn_at: Option<u64>,
+    /// Why a commit failed, after which the manifest refuses every later one: after a failed
+    /// fsync the edit's bytes may be lost while the page cache pretends otherwise, and a later
+    /// edit appended and synced behind them would leave a hole in the middle of the log.
+    failed: Option<String>,
 }
 
 fn file_bytes(edit: &Edit) -> OrbitResult<Vec<u8>> {
@@ -261,10 +269,11 @@ impl Manifest {
         Self::open(fs, dir)
     }
 
-    /// Opens the manifest of `dir` and folds its edits.
+    /// Opens the manifest of `dir` and folds its edits. Reads only: nothing is written until
+    /// the first [`Manifest::commit`].
     pub fn open(fs: Arc<dyn FileSystem>, dir: &Path) -> OrbitResult<Manifest> {
         let path = dir.join(MANIFEST);
-        let (writer, replay) = LogWriter::open_for_append(&*fs, &path)?;
+        let replay = read_log(&*fs, &path)?;
         let mut state = ManifestState::default();
         if replay.records.is_empty() {
             return Err(OrbitError::corruption(
@@ -285,9 +294,22 @@ impl Manifest {
         Ok(Manifest {
             fs,
             path,
-            writer,
+            writer: None,
             state,
+            torn_at: replay.torn_tail.then_some(replay.valid_len),
+            failed: None,
         })
+    }
+
+    /// The manifest file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where the valid edits end, if the last edit was torn (a crash while committing it) or
+    /// damaged: recovery then starts from the state before it.
+    pub fn torn_at(&self) -> Option<u64> {
+        self.torn_at
     }
 
     /// The current state.
@@ -298,15 +320,36 @@ impl Manifest {
     /// Makes `edit` durable, then folds it into the state. On error the manifest must not be
     /// used again (the store is poisoned): the edit may or may not be on disk.
     pub fn commit(&mut self, edit: &Edit) -> OrbitResult<()> {
+        if let Some(reason) = &self.failed {
+            return Err(OrbitError::Poisoned(format!(
+                "an earlier manifest commit failed: {reason}"
+            )));
+        }
+        let result = self.commit_inner(edit);
+        if let Err(e) = &result {
+            self.failed = Some(e.to_string());
+        }
+        result
+    }
+
+    fn commit_inner(&mut self, edit: &Edit) -> OrbitResult<()> {
         let mut next = self.state.clone();
         next.apply(edit)
             .map_err(|e| crate::internal(format!("manifest edit {e}")))?;
         let mut batch = LogBatch::new();
         batch.push(&edit.encode())?;
-        self.writer.append(&batch)?;
-        self.writer.sync()?;
+        let writer = match &mut self.writer {
+            Some(w) => w,
+            // Cuts a torn tail before the first append.
+            None => self
+                .writer
+                .insert(LogWriter::open_for_append(&*self.fs, &self.path)?.0),
+        };
+        writer.append(&batch)?;
+        writer.sync()?;
+        let written = writer.len();
         self.state = next;
-        if self.writer.len() > REWRITE_BYTES {
+        if written > REWRITE_BYTES {
             write_file_atomic(&*self.fs, &self.path, &file_bytes(&self.state.snapshot())?)?;
             let dir = self.path.parent().unwrap_or(Path::new("."));
             *self = Self::open(Arc::clone(&self.fs), dir)?;
@@ -329,6 +372,33 @@ mod tests {
             smallest: format!("a{id}").into_bytes(),
             largest: format!("z{id}").into_bytes(),
         }
+    }
+
+    #[test]
+    fn after_a_failed_sync_no_edit_is_ever_appended_again() {
+        use orbit_persistence_core::fs::FaultKind;
+        let fault = FaultFs::new();
+        let dir = Path::new("/db");
+        fault.create_dir_all_durable(dir).unwrap();
+        let fs: Arc<dyn FileSystem> = Arc::new(fault.clone());
+        let mut m = Manifest::create(Arc::clone(&fs), dir).unwrap();
+        let edit = |id| Edit {
+            log_start: 1,
+            next_table_id: id + 1,
+            added: vec![table(id, 0)],
+            ..Edit::default()
+        };
+        m.commit(&edit(1)).unwrap();
+        fault.fail_nth_op(1, FaultKind::Sync);
+        assert!(m.commit(&edit(2)).is_err());
+        let ops = fault.op_count();
+        let again = m.commit(&edit(3)).unwrap_err();
+        assert!(matches!(again, OrbitError::Poisoned(_)), "{again}");
+        assert_eq!(fault.op_count(), ops, "a failed manifest wrote again");
+        // After a power loss the manifest is whole: the lost edit is gone, nothing follows it.
+        let after: Arc<dyn FileSystem> = Arc::new(fault.crash());
+        let m = Manifest::open(after, dir).unwrap();
+        assert_eq!(m.state().tables.len(), 1);
     }
 
     #[test]

@@ -107,6 +107,8 @@ struct State {
     halt_in: Option<u64>,
     halted: bool,
     space_limit: Option<u64>,
+    /// Calls that failed because of an armed fault or the space limit.
+    injected_failures: u64,
 }
 
 impl State {
@@ -123,6 +125,7 @@ impl State {
             halt_in: None,
             halted: false,
             space_limit: None,
+            injected_failures: 0,
         }
     }
 
@@ -162,6 +165,7 @@ impl State {
             true
         });
         if fire {
+            self.injected_failures += 1;
             return Err(OrbitError::io(op, path, io::Error::other("injected fault")));
         }
         Ok(())
@@ -176,11 +180,12 @@ impl State {
     }
 
     /// Fails with `StorageFull` if growing a file by `grow` bytes would pass the limit.
-    fn check_space(&self, grow: u64, op: &'static str, path: &Path) -> OrbitResult<()> {
+    fn check_space(&mut self, grow: u64, op: &'static str, path: &Path) -> OrbitResult<()> {
         if let Some(limit) = self.space_limit
             && grow > 0
             && self.used_bytes().saturating_add(grow) > limit
         {
+            self.injected_failures += 1;
             return Err(OrbitError::io(
                 op,
                 path,
@@ -403,6 +408,12 @@ impl FaultFs {
     /// the limit.
     pub fn set_space_limit(&self, bytes: Option<u64>) {
         self.lock().space_limit = bytes;
+    }
+
+    /// How many calls failed because of an armed fault or the space limit: zero after a run
+    /// means the fault never fired, so a test sweeping `n` upwards knows when to stop.
+    pub fn injected_failures(&self) -> u64 {
+        self.lock().injected_failures
     }
 
     /// Bytes currently held by linked files (what the space limit counts).
