@@ -31,6 +31,7 @@
 //! writing child (see [`kill9`]).
 
 pub mod cases;
+pub mod corruption;
 pub mod fixtures;
 pub mod kill9;
 pub mod model;
@@ -127,6 +128,7 @@ macro_rules! conformance_suite {
             invalid_read_inputs_are_rejected,
             concurrent_writers_all_land,
             contended_owners_never_overlap,
+            linearizable_under_contention,
             operations_after_shutdown_are_closed,
             health_and_metrics_reflect_the_store,
             model_based_random_operations,

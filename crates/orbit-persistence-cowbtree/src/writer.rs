@@ -172,6 +172,9 @@ impl Writer {
                 ));
             }
         };
+        // A meta page that fails its checks is a torn checkpoint, or bit rot: remembered, to
+        // name it if the older meta page it leaves us with cannot be recovered.
+        let mut damaged_meta: Option<(u64, String)> = None;
         for (slot, m) in [(0, &first), (1, &second)] {
             match m {
                 Ok(m) if m.page_size != meta.page_size => {
@@ -182,7 +185,8 @@ impl Writer {
                     ));
                 }
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), slot, reason = %e, "ignoring an invalid meta page (torn checkpoint?)")
+                    tracing::warn!(path = %path.display(), slot, reason = %e, "ignoring an invalid meta page (torn checkpoint?)");
+                    damaged_meta = Some((slot * page_size as u64, e.clone()));
                 }
                 Ok(_) => {}
             }
@@ -224,7 +228,24 @@ impl Writer {
         } else {
             Child::Page(meta.root)
         };
-        let replayed = wal::recover(&*fs, dir, meta.wal_start, meta.generation <= 1)?;
+        let replayed =
+            wal::recover(&*fs, dir, meta.wal_start, meta.generation <= 1).map_err(|e| {
+                match (&damaged_meta, e) {
+                    // After a torn checkpoint the older meta page's WAL is still there; when it is
+                    // not, a durable newer meta page rotted, and that page is what to report.
+                    (Some((offset, reason)), e @ OrbitError::Corruption { .. }) => {
+                        OrbitError::corruption(
+                            &path,
+                            *offset,
+                            format!(
+                                "meta page is damaged ({reason}), and the older meta page cannot \
+                             be recovered without it: {e}"
+                            ),
+                        )
+                    }
+                    (_, e) => e,
+                }
+            })?;
         let released = Arc::new(Mutex::new(Vec::new()));
         let guard = Guard::new(Arc::clone(&released));
         let shared = Arc::new(Shared {

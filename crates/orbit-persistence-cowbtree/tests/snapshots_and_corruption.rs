@@ -199,8 +199,9 @@ fn a_flipped_byte_in_any_tree_page_is_corruption_with_file_and_offset() {
 fn a_torn_meta_page_falls_back_and_two_bad_ones_are_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let clean = checkpointed_store(dir.path());
-    // The newest meta page is torn: the older checkpoint is used, and its WAL is gone, so
-    // opening must say so instead of serving the older state.
+    // The newest meta page is damaged: the older checkpoint is used, and its WAL is gone, so
+    // opening must say so instead of serving the older state, naming the damaged meta page
+    // (not the WAL segment a later checkpoint rightly deleted).
     let newest = if open_meta_generation(&clean, 0) > open_meta_generation(&clean, 1) {
         0
     } else {
@@ -210,8 +211,14 @@ fn a_torn_meta_page_falls_back_and_two_bad_ones_are_corruption() {
     bad[newest * 1024 + 20] ^= 1;
     std::fs::write(dir.path().join("pages.cow"), &bad).unwrap();
     match open_and_read_all(dir.path()) {
-        Err(OrbitError::Corruption { path, .. }) => {
-            assert!(path.to_string_lossy().contains("wal-"), "{path:?}")
+        Err(OrbitError::Corruption {
+            path,
+            offset,
+            detail,
+        }) => {
+            assert!(path.ends_with("pages.cow"), "{path:?}");
+            assert_eq!(offset, newest as u64 * 1024);
+            assert!(detail.contains("WAL segment missing"), "{detail}");
         }
         other => panic!("expected the missing WAL to be reported, got {other:?}"),
     }
@@ -318,4 +325,43 @@ fn bad_configs_are_refused_before_any_io_and_name_the_field() {
         other => panic!("expected a config error, got {other:?}"),
     }
     assert_eq!(open_and_read_all(dir.path()).unwrap(), 500);
+}
+
+fn open_for_image(
+    clock: Arc<dyn Clock>,
+    dir: &Path,
+) -> orbit_persistence_core::OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
+    // No timed checkpoint: the writes after the reopen stay in the WAL.
+    let config = CowBTreeConfig {
+        data_dir: dir.to_path_buf(),
+        page_size: 1024,
+        checkpoint_interval_ms: 600_000,
+        cache_size: 256 << 20,
+        ..CowBTreeConfig::default()
+    };
+    Ok(Arc::new(CowBTreeDirectory::open(&config, clock)?))
+}
+
+/// The suite's harness (RELIABILITY.md row E): every file of a crash image (the page file with
+/// its two meta pages, the WAL), flipped at ~60 offsets each and cut short five ways.
+#[test]
+fn every_file_damaged_anywhere_is_corruption_or_correct_data() {
+    let reports = orbit_persistence_conformance::corruption::every_file(open_for_image, 48);
+    for r in &reports {
+        eprintln!("{r:?}");
+    }
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.file.to_string_lossy().ends_with(".log") && r.len > 1024),
+        "the image's WAL holds no writes: {reports:?}"
+    );
+    // The lock file's content means nothing (the lock is the kernel's).
+    for r in reports.iter().filter(|r| r.file.as_os_str() != "LOCK") {
+        assert!(
+            r.corruption > 0,
+            "no damage to {} was ever caught",
+            r.file.display()
+        );
+    }
 }

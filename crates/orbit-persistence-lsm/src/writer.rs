@@ -200,13 +200,29 @@ impl Writer {
         };
         let cache =
             (cache_size > 0).then(|| Arc::new(BlockCache::new(cache_size, settings.block_size)));
-        let levels = open_levels(&*fs, dir, &manifest, &cache)?;
+        // A damaged last manifest edit reads like a torn one, and recovery starts from the state
+        // before it. After a real torn commit that state's tables and WAL segments still exist
+        // (nothing is deleted before the edit retiring it is durable); when they do not, the
+        // edit was durable and rotted, and the manifest is what to name.
+        let name_manifest = |e: OrbitError| match (manifest.torn_at(), e) {
+            (Some(at), e @ OrbitError::Corruption { .. }) => OrbitError::corruption(
+                manifest.path(),
+                at,
+                format!(
+                    "the last manifest edit is damaged, and the state before it cannot be \
+                     recovered without it: {e}"
+                ),
+            ),
+            (_, e) => e,
+        };
+        let levels = open_levels(&*fs, dir, &manifest, &cache).map_err(name_manifest)?;
         let ms = manifest.state().clone();
         // The first segment is created after the manifest: a crash in between leaves a manifest
         // that never named a segment anyone wrote to (nothing was acknowledged before both
         // existed), so its absence is not data loss then.
         let never_flushed = ms.log_start == 1 && ms.tables.is_empty();
-        let replayed = wal::recover(&*fs, dir, ms.log_start, fresh || never_flushed)?;
+        let replayed =
+            wal::recover(&*fs, dir, ms.log_start, fresh || never_flushed).map_err(name_manifest)?;
         let tree = Arc::new(Tree {
             fs,
             dir: dir.to_path_buf(),

@@ -29,7 +29,8 @@
 //! - Index families get the same table options; their scans are bounded by `iterate_upper_bound`.
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, MergeOperands, Options,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode,
+    MergeOperands, Options,
 };
 
 use orbit_persistence_core::RocksDbConfig;
@@ -106,6 +107,13 @@ pub fn build(config: &RocksDbConfig) -> (Options, Vec<ColumnFamilyDescriptor>) {
     db.create_missing_column_families(true);
     db.set_max_background_jobs(config.max_background_jobs as i32);
     db.set_keep_log_file_num(4);
+    // RocksDB's default (point-in-time recovery) stops replaying a WAL at its first bad record
+    // and opens as if the rest had never been written: a flipped byte in the middle of the WAL
+    // silently drops every acknowledged write after it. Only a torn tail may be cut; anything
+    // else is corruption the operator must see (RELIABILITY.md row E found this).
+    db.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+    // Checks every block read during open and compaction as well as reads.
+    db.set_paranoid_checks(true);
     let cfs = [CF_LEASES, CF_BY_NODE, CF_BY_EXPIRY]
         .into_iter()
         .map(|name| {

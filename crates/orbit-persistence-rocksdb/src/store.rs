@@ -52,21 +52,78 @@ pub struct Store {
     poisoned: Mutex<Option<String>>,
 }
 
-/// RocksDB's own corruption reports stay `Corruption` (RocksDB does not tell us an offset);
-/// everything else is an I/O error of the operation.
+/// RocksDB's own corruption reports stay `Corruption`, naming the damaged file (and offset)
+/// where RocksDB says which: in the message (tables: "... in <file> offset <n> size <m>"), or,
+/// for a failed open, only in its info `LOG` (WAL replay: "<file>: dropping <n> bytes;
+/// Corruption: ..."). Otherwise the database directory and offset 0. Everything else is an I/O
+/// error of the operation.
 pub(crate) fn rocks_err(op: &'static str, path: &Path, e: rocksdb::Error) -> OrbitError {
     match e.kind() {
-        rocksdb::ErrorKind::Corruption => OrbitError::corruption(path, 0, e.into_string()),
+        rocksdb::ErrorKind::Corruption => {
+            let message = e.into_string();
+            let (file, offset) = damaged_file_in(&message)
+                .or_else(|| {
+                    let log = std::fs::read_to_string(path.join("LOG")).ok()?;
+                    log.lines()
+                        .rev()
+                        .take(200)
+                        .filter(|l| l.contains("Corruption"))
+                        .find_map(damaged_file_in)
+                })
+                .unwrap_or((path.to_path_buf(), 0));
+            OrbitError::corruption(file, offset, message)
+        }
         _ => OrbitError::io(op, path, std::io::Error::other(e.into_string())),
     }
+}
+
+/// `CURRENT` names the live MANIFEST; when the one it names is missing (RocksDB then reports
+/// an I/O error opening it), `CURRENT` itself is damaged.
+fn damaged_current(path: &Path) -> Option<OrbitError> {
+    let current = path.join("CURRENT");
+    let named = std::fs::read_to_string(&current).ok()?;
+    let manifest = named.trim_end_matches('\n');
+    let valid_name = manifest.starts_with("MANIFEST-") && !manifest.contains(['/', '\0']);
+    if valid_name && path.join(manifest).exists() {
+        return None;
+    }
+    Some(OrbitError::corruption(
+        &current,
+        0,
+        format!("CURRENT names {manifest:?}, which is not a MANIFEST file of this database"),
+    ))
+}
+
+/// The file (a table, WAL, MANIFEST or OPTIONS file given by absolute path) a RocksDB message
+/// names, and the offset after "offset", if any.
+fn damaged_file_in(message: &str) -> Option<(PathBuf, u64)> {
+    let words: Vec<&str> = message.split_whitespace().collect();
+    let file = words.iter().find_map(|w| {
+        let w = w.trim_end_matches([':', ';', ',', ')']);
+        let name = Path::new(w).file_name()?.to_str()?;
+        let named = name.ends_with(".sst")
+            || name.ends_with(".log")
+            || name.starts_with("MANIFEST-")
+            || name.starts_with("OPTIONS-")
+            || name == "CURRENT";
+        (w.starts_with('/') && named).then(|| PathBuf::from(w))
+    })?;
+    let offset = words
+        .windows(2)
+        .find(|p| p[0] == "offset")
+        .and_then(|p| p[1].trim_end_matches([',', ';']).parse().ok())
+        .unwrap_or(0);
+    Some((file, offset))
 }
 
 impl Store {
     /// Opens (creating if missing) the database in `path`.
     pub fn open(config: &RocksDbConfig, path: &Path) -> OrbitResult<Store> {
         let (db_options, cfs) = options::build(config);
-        let db = DB::open_cf_descriptors(&db_options, path, cfs)
-            .map_err(|e| rocks_err("open rocksdb", path, e))?;
+        let db = DB::open_cf_descriptors(&db_options, path, cfs).map_err(|e| {
+            let err = rocks_err("open rocksdb", path, e);
+            damaged_current(path).unwrap_or(err)
+        })?;
         let mut write_options = WriteOptions::default();
         write_options.set_sync(config.sync == SyncMode::Always);
         let store = Store {
@@ -564,5 +621,28 @@ impl Store {
             .iter()
             .map(|cf| self.property_cf(cf, name))
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod damaged_file_tests {
+    use super::*;
+
+    #[test]
+    fn the_file_and_offset_rocksdb_names_are_found() {
+        let table = "Corruption: block checksum mismatch: stored = 1, computed = 2, type = 4 \
+                     in /data/db/000012.sst offset 4096 size 3962";
+        assert_eq!(
+            damaged_file_in(table),
+            Some((PathBuf::from("/data/db/000012.sst"), 4096))
+        );
+        let wal_replay = "2026/11/26-01:06:21.980207 26485 [WARN] [db/db_impl/db_impl_open.cc:1117] \
+                          /data/db/000014.log: dropping 22692 bytes; Corruption: checksum mismatch";
+        assert_eq!(
+            damaged_file_in(wal_replay),
+            Some((PathBuf::from("/data/db/000014.log"), 0))
+        );
+        // The source file of a log line is not a data file.
+        assert_eq!(damaged_file_in("Corruption: checksum mismatch"), None);
     }
 }

@@ -7,6 +7,7 @@ mod crud;
 mod durable;
 mod expiry;
 mod lifecycle;
+mod linearizable;
 mod validation;
 
 pub use batch::*;
@@ -15,6 +16,7 @@ pub use crud::*;
 pub use durable::*;
 pub use expiry::*;
 pub use lifecycle::*;
+pub use linearizable::*;
 pub use validation::*;
 
 pub use crate::kill9::kill9_acknowledged_writes_survive;

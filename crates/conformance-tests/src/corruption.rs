@@ -1,0 +1,370 @@
+//! Corruption of every file (RELIABILITY.md row E), for any durable backend on a real directory.
+//!
+//! A store is written in two phases: a load that the store turns into its long-lived files
+//! (pages or tables, meta or manifest: it is shut down and reopened), then single writes that
+//! stay in its log, the last of them a *sentinel*. The directory is then copied while the store
+//! is open, which is a crash image holding every kind of file the engine keeps. Each file of the
+//! image in turn is damaged, on a fresh copy each time, at many offsets: a flipped byte, or the
+//! file cut short. The damaged copy is opened and read in full (every lease, every node's list,
+//! the lease count). Each trial must end one of these ways:
+//!
+//! - `Corruption` naming the damaged file, from the open or from a read;
+//! - exactly the acknowledged data. A flip may cost the sentinel alone: the last record of a
+//!   log damaged in place cannot be told from a torn write, and recovery cuts a torn tail;
+//! - after a cut only: the data as of an earlier write (a log cut short is a torn tail).
+//!
+//! Anything else fails: a panic on any thread, a hang, another error type, a lease that was
+//! never written, or acknowledged data gone without a word.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use orbit_persistence_core::{
+    AddressableDirectoryProvider, AddressableLease, Clock, ManualClock, OrbitError,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::fixtures::{T0, lease_at, node, reference};
+use crate::{Backend, OpenFn};
+
+const REFS: u32 = 400;
+const NODES: u32 = 5;
+const SENTINEL: u32 = REFS;
+const HOUR_MS: u64 = 3_600_000;
+
+/// A reference's state: the lease's node, expiry and renew time, or absent.
+type Essence = Option<(String, u64, u64)>;
+
+fn essence(l: &AddressableLease) -> Essence {
+    Some((l.node_id.key.clone(), l.expires_at.0, l.renew_at.0))
+}
+
+/// How a trial damaged its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// The byte at this offset xor-ed with a mask.
+    Flip(u64, u8),
+    /// The file cut to this length.
+    Cut(u64),
+}
+
+/// What the trials of one file came to.
+#[derive(Debug, Default, Clone)]
+pub struct FileReport {
+    /// The file, relative to the data directory.
+    pub file: PathBuf,
+    /// Its length in the image.
+    pub len: u64,
+    /// Trials that ended in `Corruption` naming the file.
+    pub corruption: usize,
+    /// Trials that read back every acknowledged lease.
+    pub intact: usize,
+    /// Flips that cost the sentinel (the log's last record, read as a torn write).
+    pub sentinel_lost: usize,
+    /// Cuts read as a torn log tail: the data as of an earlier write.
+    pub earlier_state: usize,
+}
+
+/// The writes the store acknowledged, in order; each changes one or more references.
+struct History {
+    writes: Vec<Vec<(u32, Essence)>>,
+}
+
+impl History {
+    /// The state after the first `k` writes.
+    fn state_after(&self, k: usize) -> BTreeMap<u32, Essence> {
+        let mut state: BTreeMap<u32, Essence> = (0..=SENTINEL).map(|i| (i, None)).collect();
+        for w in &self.writes[..k] {
+            state.extend(w.iter().cloned());
+        }
+        state
+    }
+}
+
+async fn write_image(open: OpenFn, dir: &Path, image: &Path) -> History {
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
+    let backend = Backend {
+        name: "corruption",
+        open,
+        capabilities: crate::Capabilities { durable: true },
+    };
+    let mut rng = StdRng::seed_from_u64(0xC0FFEE);
+    let mut writes = Vec::new();
+    let now = clock.now();
+    let lease = |i: u32, rng: &mut StdRng| {
+        lease_at(
+            reference(i),
+            node(rng.random_range(0..NODES)),
+            now,
+            HOUR_MS + rng.random_range(0..HOUR_MS),
+        )
+    };
+    let store = crate::fixtures::open_in(backend, clock.clone(), dir)
+        .await
+        .expect("open for the image");
+    for first in (0..REFS).step_by(20) {
+        let batch: Vec<_> = (first..first + 20).map(|i| lease(i, &mut rng)).collect();
+        store.store_leases(&batch).await.expect("load");
+        writes.push((first..).zip(batch.iter().map(essence)).collect());
+    }
+    for i in (0..REFS).step_by(9) {
+        assert!(store.remove_lease(&reference(i)).await.expect("remove"));
+        writes.push(vec![(i, None)]);
+    }
+    store.shutdown().await.expect("shutdown after the load");
+    drop(store);
+
+    let store = crate::fixtures::open_in(backend, clock.clone(), dir)
+        .await
+        .expect("reopen for the image");
+    for _ in 0..60 {
+        let i = rng.random_range(0..REFS);
+        let l = lease(i, &mut rng);
+        store.store_lease(&l).await.expect("update");
+        writes.push(vec![(i, essence(&l))]);
+    }
+    for _ in 0..10 {
+        let i = rng.random_range(0..REFS);
+        store.remove_lease(&reference(i)).await.expect("remove");
+        writes.push(vec![(i, None)]);
+    }
+    let l = lease(SENTINEL, &mut rng);
+    store.store_lease(&l).await.expect("sentinel");
+    writes.push(vec![(SENTINEL, essence(&l))]);
+    // Let background work (a flush, a checkpoint) settle, so the copy is one crash image.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    copy_dir(dir, image);
+    store.shutdown().await.expect("shutdown after the image");
+    History { writes }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+        }
+    }
+}
+
+fn files_under(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let entry = entry.expect("dir entry");
+        if entry.file_type().expect("file type").is_dir() {
+            files_under(root, &entry.path(), out);
+        } else {
+            out.push(entry.path().strip_prefix(root).unwrap().to_path_buf());
+        }
+    }
+}
+
+/// The damage a file of `len` bytes gets: flips at its first and last bytes and spread over
+/// it, and cuts near its end and through its middle.
+fn damages(len: u64, flips: usize, rng: &mut StdRng) -> Vec<Damage> {
+    let mut offsets: Vec<u64> = (0..len.min(8)).chain(len.saturating_sub(8)..len).collect();
+    if len > 0 {
+        offsets.extend((0..flips as u64).map(|k| k * len / flips as u64));
+        offsets.extend((0..flips / 4).map(|_| rng.random_range(0..len)));
+    }
+    offsets.sort_unstable();
+    offsets.dedup();
+    let mut out: Vec<Damage> = offsets
+        .into_iter()
+        .map(|o| Damage::Flip(o, 1 << rng.random_range(0..8)))
+        .collect();
+    let mut cuts: Vec<u64> = [1, 5, 17, 100, len / 2, len]
+        .iter()
+        .filter(|&&c| c <= len && len > 0)
+        .map(|c| len - c)
+        .collect();
+    cuts.dedup();
+    out.extend(cuts.into_iter().map(Damage::Cut));
+    out
+}
+
+fn apply(path: &Path, damage: Damage) {
+    let mut bytes = std::fs::read(path).expect("read the file to damage");
+    match damage {
+        Damage::Flip(offset, mask) => bytes[offset as usize] ^= mask,
+        Damage::Cut(len) => bytes.truncate(len as usize),
+    }
+    std::fs::write(path, bytes).expect("write the damaged file");
+}
+
+/// Reads everything the store holds: each reference, each node's list, the lease count.
+async fn read_all(
+    store: &Arc<dyn AddressableDirectoryProvider>,
+) -> Result<BTreeMap<u32, Essence>, OrbitError> {
+    let mut state = BTreeMap::new();
+    let mut by_node: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for i in 0..=SENTINEL {
+        let got = store.get_lease(&reference(i)).await?;
+        if let Some(l) = &got {
+            if l.reference != reference(i) {
+                return Ok(BTreeMap::new()); // a foreign lease: never equal to any state
+            }
+            by_node.entry(l.node_id.key.clone()).or_default().push(i);
+        }
+        state.insert(i, got.as_ref().and_then(essence));
+    }
+    for n in 0..NODES {
+        let mut listed: Vec<u32> = Vec::new();
+        for l in store.list_node_leases(&node(n)).await? {
+            match (0..=SENTINEL).find(|&i| reference(i) == l.reference) {
+                Some(i) => listed.push(i),
+                None => return Ok(BTreeMap::new()),
+            }
+        }
+        listed.sort_unstable();
+        if listed != by_node.remove(&node(n).key).unwrap_or_default() {
+            return Ok(BTreeMap::new()); // the node index disagrees with the leases
+        }
+    }
+    let present = state.values().filter(|s| s.is_some()).count() as u64;
+    if store.metrics().await.lease_count != present {
+        return Ok(BTreeMap::new());
+    }
+    Ok(state)
+}
+
+/// Whether `e` is a `Corruption` naming `file` (by path, or by name in its detail, as
+/// RocksDB's own reports do), or the poisoning a background thread's `Corruption` naming it
+/// caused.
+fn names(e: &OrbitError, file: &Path) -> bool {
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    match e {
+        OrbitError::Corruption { path, detail, .. } => {
+            path.ends_with(file) || path.ends_with(&*name) || detail.contains(&*name)
+        }
+        OrbitError::Poisoned(reason) => reason.contains("corruption") && reason.contains(&*name),
+        _ => false,
+    }
+}
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts panics on every thread (a store's background threads included), then reports them
+/// as usual.
+fn count_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            previous(info);
+        }));
+    });
+}
+
+/// Damages every file of a crash image of the store `open` opens, `flips` spread offsets per
+/// file (plus its first and last bytes and random ones), and checks every trial as the module
+/// docs say. `open` should use small settings, so the load becomes pages or tables. Returns one
+/// report per file.
+pub fn every_file(open: OpenFn, flips: usize) -> Vec<FileReport> {
+    count_panics();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (live, image) = (tmp.path().join("live"), tmp.path().join("image"));
+    let history = runtime.block_on(write_image(open, &live, &image));
+    let n = history.writes.len();
+    let full = history.state_after(n);
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
+    let backend = Backend {
+        name: "corruption",
+        open,
+        capabilities: crate::Capabilities { durable: true },
+    };
+    let open_and_read = |dir: PathBuf| {
+        let clock = clock.clone();
+        async move {
+            let store = crate::fixtures::open_in(backend, clock, &dir).await?;
+            let read = read_all(&store).await;
+            let _ = store.shutdown().await;
+            read
+        }
+    };
+    let within = |fut| async move {
+        tokio::time::timeout(Duration::from_secs(30), fut)
+            .await
+            .expect("a trial hung for 30 s")
+    };
+
+    // Every trial opens a copy: an open recovers, and may checkpoint or flush, in place.
+    let fresh_copy = || {
+        let trial = tmp.path().join("trial");
+        let _ = std::fs::remove_dir_all(&trial);
+        copy_dir(&image, &trial);
+        trial
+    };
+    let baseline = runtime.block_on(within(open_and_read(fresh_copy())));
+    assert_eq!(
+        baseline.as_ref().ok(),
+        Some(&full),
+        "the undamaged image must read back every acknowledged write: {baseline:?}"
+    );
+    let mut files = Vec::new();
+    files_under(&image, &image, &mut files);
+    files.sort();
+    let mut rng = StdRng::seed_from_u64(0xDA_4A6E);
+    let mut reports = Vec::new();
+    for file in files {
+        let len = std::fs::metadata(image.join(&file)).expect("stat").len();
+        let mut report = FileReport {
+            file: file.clone(),
+            len,
+            ..FileReport::default()
+        };
+        for damage in damages(len, flips, &mut rng) {
+            let trial = fresh_copy();
+            apply(&trial.join(&file), damage);
+            let panics_before = PANICS.load(Ordering::SeqCst);
+            let outcome = runtime.block_on(within(open_and_read(trial)));
+            assert_eq!(
+                PANICS.load(Ordering::SeqCst),
+                panics_before,
+                "{}: {damage:?} made the store panic",
+                file.display()
+            );
+            let what = format!("{} ({len} bytes): {damage:?}", file.display());
+            match outcome {
+                Err(e) if names(&e, &file) => report.corruption += 1,
+                Err(e) => panic!("{what}: expected Corruption naming the file, got {e:?}"),
+                Ok(state) if state == full => report.intact += 1,
+                Ok(state) if matches!(damage, Damage::Flip(..)) => {
+                    assert_eq!(
+                        state,
+                        history.state_after(n - 1),
+                        "{what}: wrong data, or acknowledged data lost silently"
+                    );
+                    report.sentinel_lost += 1;
+                }
+                Ok(state) => {
+                    assert!(
+                        (0..n).any(|k| history.state_after(k) == state),
+                        "{what}: the data is no state the store ever acknowledged"
+                    );
+                    report.earlier_state += 1;
+                }
+            }
+        }
+        reports.push(report);
+    }
+    assert!(
+        reports.len() >= 2,
+        "the image holds {} file(s): the load never left the log",
+        reports.len()
+    );
+    reports
+}
