@@ -8,10 +8,11 @@
 //! [`CHILD_DIR_ENV`] set. It runs four writer tasks, each owning its own references, so at most
 //! one write per task is in flight when the kill lands (reported as `BEGIN` without `ACK`).
 //!
-//! Child output lines: `READY`, `BEGIN <ref>`, `ACK <ref> ABSENT` or
-//! `ACK <ref> <node> <expires_at> <renew_at> <revision>`.
+//! Child output lines: `READY`, `BEGIN <ref>...` (one line per write, naming every reference it
+//! changes), `ACK <ref> ABSENT` or `ACK <ref> <node> <expires_at> <renew_at> <revision>`. A
+//! batch still in flight at the kill must have landed whole or not at all.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -113,9 +114,15 @@ async fn child_main(b: Backend, dir: String, seed: u64) {
                     let n = rng.random_range(0..NODES);
                     bump += 1;
                     let lease = lease_at(r.clone(), node(n), clock.now(), HOUR_MS + bump);
-                    say(format!("BEGIN {i}"));
+                    let j = t * REFS_PER_TASK + (i + 1 - t * REFS_PER_TASK) % REFS_PER_TASK;
+                    let batch = rng.random_range(0..5) == 4;
+                    say(if batch {
+                        format!("BEGIN {i} {j}")
+                    } else {
+                        format!("BEGIN {i}")
+                    });
                     let current = store.get_lease(&r).await.expect("child: get failed");
-                    match rng.random_range(0..5) {
+                    match if batch { 4 } else { rng.random_range(0..4) } {
                         0 => store
                             .store_lease(&lease)
                             .await
@@ -150,8 +157,6 @@ async fn child_main(b: Backend, dir: String, seed: u64) {
                         }
                         _ => {
                             // A batch over two of this task's references: all or nothing.
-                            let j = t * REFS_PER_TASK + (i + 1 - t * REFS_PER_TASK) % REFS_PER_TASK;
-                            say(format!("BEGIN {j}"));
                             let other =
                                 lease_at(reference(j), node(n), clock.now(), HOUR_MS + bump);
                             store
@@ -262,12 +267,15 @@ pub async fn kill9_acknowledged_writes_survive(b: Backend) {
         reader.join().expect("reader thread panicked");
         lines.extend(rx.try_iter());
 
-        let mut in_flight: HashSet<u32> = HashSet::new();
-        for line in &lines {
+        // Each reference in flight, with the write (its BEGIN line) that changes it.
+        let mut in_flight: BTreeMap<u32, usize> = BTreeMap::new();
+        for (write, line) in lines.iter().enumerate() {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
-                ["BEGIN", i] => {
-                    in_flight.insert(i.parse().expect("bad BEGIN line"));
+                ["BEGIN", refs @ ..] => {
+                    for i in refs {
+                        in_flight.insert(i.parse().expect("bad BEGIN line"), write);
+                    }
                 }
                 ["ACK", i, rest @ ..] => {
                     let i: u32 = i.parse().expect("bad ACK line");
@@ -286,6 +294,8 @@ pub async fn kill9_acknowledged_writes_survive(b: Backend) {
             .unwrap_or_else(|e| panic!("cycle {cycle}: reopen after kill -9 failed: {e}"));
         let mut by_node: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         let mut present = 0u64;
+        // Per write in flight: whether each of its references changed.
+        let mut landed: BTreeMap<usize, Vec<(u32, bool)>> = BTreeMap::new();
         for i in 0..TASKS * REFS_PER_TASK {
             let got = store
                 .get_lease(&reference(i))
@@ -293,8 +303,14 @@ pub async fn kill9_acknowledged_writes_survive(b: Backend) {
                 .expect("get after reopen failed");
             let actual = state_of(&got);
             let expected = known.get(&i).copied().unwrap_or(None);
+            if let Some(write) = in_flight.get(&i) {
+                landed
+                    .entry(*write)
+                    .or_default()
+                    .push((i, actual != expected));
+            }
             if actual != expected {
-                let was_in_flight = in_flight.contains(&i);
+                let was_in_flight = in_flight.contains_key(&i);
                 let newer = match (actual, expected) {
                     (Some(a), Some(e)) => a.3 > e.3,
                     _ => true,
@@ -310,6 +326,13 @@ pub async fn kill9_acknowledged_writes_survive(b: Backend) {
                 present += 1;
             }
             known.insert(i, actual);
+        }
+        for (write, refs) in &landed {
+            assert!(
+                refs.iter().all(|r| r.1) || refs.iter().all(|r| !r.1),
+                "cycle {cycle}: the write {:?} in flight at the kill landed in part: {refs:?}",
+                lines[*write]
+            );
         }
         for n in 0..NODES {
             let mut listed: Vec<u32> = store
