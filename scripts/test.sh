@@ -27,6 +27,7 @@ done
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 echo "== cargo build: every crate, every feature, every test target"
 # The out dir of librocksdb-sys's build script, where RocksDB's C++ library was just compiled.
