@@ -140,6 +140,7 @@ macro_rules! conformance_suite {
             revisions_increase_across_reopen,
             reopen_keeps_removals_and_cleanup,
             second_open_is_locked,
+            open_where_nothing_can_be_written_is_a_typed_error,
             kill9_acknowledged_writes_survive,
         );
         /// Not a test on its own: the child process of the kill -9 case. Returns at once unless

@@ -98,3 +98,25 @@ pub async fn second_open_is_locked(b: Backend) {
     ctx.reopen().await;
     assert_eq!(ctx.get(&reference(1)).await, Some(l));
 }
+
+/// A data dir that cannot be a directory (an existing file), or that no one may create (under
+/// `/proc`, read-only even for root), is a typed error from open, and the file is untouched.
+pub async fn open_where_nothing_can_be_written_is_a_typed_error(b: Backend) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, b"precious").expect("write the file");
+    let clock: std::sync::Arc<dyn orbit_persistence_core::Clock> = std::sync::Arc::new(
+        orbit_persistence_core::ManualClock::new(crate::fixtures::T0),
+    );
+    for dir in [file.clone(), "/proc/orbit-persistence-conformance".into()] {
+        match crate::fixtures::open_in(b, clock.clone(), &dir).await {
+            Err(OrbitError::Io { .. } | OrbitError::Config(_)) => {}
+            Err(e) => panic!(
+                "open in {}: expected an I/O error, got {e:?}",
+                dir.display()
+            ),
+            Ok(_) => panic!("opened a store in {}", dir.display()),
+        }
+    }
+    assert_eq!(std::fs::read(&file).expect("read the file"), b"precious");
+}
