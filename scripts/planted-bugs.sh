@@ -58,23 +58,19 @@ plant A crates/orbit-persistence-core/src/wal.rs \
     "WAL replay drops the last record" -- \
     "${t[@]}" -p orbit-persistence-lsm --test conformance defaults::kill9_acknowledged_writes_survive
 
-plant B crates/orbit-persistence-core/src/log.rs \
-    '        file.sync_data()?;
+# B and C share one plant: the directory fsync after a WAL segment is created.
+segment_synced='        file.sync_data()?;
         fs.sync_dir(parent_dir(path))?;
-        Ok(LogWriter {' \
-    '        file.sync_data()?;
-        Ok(LogWriter {' \
-    "no directory fsync after creating a WAL segment" -- \
-    "${t[@]}" -p orbit-persistence-cowbtree --test power_loss acknowledged_writes_survive_power_loss
-
-plant C crates/orbit-persistence-core/src/log.rs \
-    '        file.sync_data()?;
-        fs.sync_dir(parent_dir(path))?;
-        Ok(LogWriter {' \
-    '        file.sync_data()?;
-        Ok(LogWriter {' \
-    "no directory fsync after creating a WAL segment" -- \
-    "${t[@]}" -p orbit-persistence-cowbtree --test power_loss every_crash_point
+        Ok(LogWriter {'
+segment_unsynced='        file.sync_data()?;
+        Ok(LogWriter {'
+for row in B C; do
+    test_name=acknowledged_writes_survive_power_loss
+    [ "$row" = C ] && test_name=every_crash_point
+    plant "$row" crates/orbit-persistence-core/src/log.rs "$segment_synced" "$segment_unsynced" \
+        "no directory fsync after creating a WAL segment" -- \
+        "${t[@]}" -p orbit-persistence-cowbtree --test power_loss "$test_name"
+done
 
 plant D crates/orbit-persistence-core/src/log.rs \
     '    pub fn sync(&self) -> OrbitResult<()> {

@@ -18,11 +18,11 @@
 //!     // Open the store in /db on `fs`, SyncMode::Always; `busy`: settings that make the engine
 //!     // write its own files (checkpoints, flushes) as often as it can.
 //! }
-//! #[test]
-//! fn acknowledged_writes_survive_power_loss() { power_loss::many_seeds(open) }
-//! #[test]
-//! fn every_io_error_is_typed_and_loses_nothing() { power_loss::every_io_error(open) }
+//! orbit_persistence_conformance::power_loss_suite!(open);
 //! ```
+//!
+//! The macro expands into one `#[test]` per harness function: [`many_seeds`],
+//! [`every_crash_point`], [`every_io_error`] and [`disk_full`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -483,4 +483,31 @@ pub fn disk_full(open: PowerLossOpen) -> Vec<u64> {
         "only {refused} of 50 small disks ever filled up: the space limit is not reached"
     );
     sizes
+}
+
+/// Expands into the four power-loss tests of a backend crate (see the module docs).
+#[macro_export]
+macro_rules! power_loss_suite {
+    ($open:path) => {
+        #[test]
+        fn acknowledged_writes_survive_power_loss() {
+            $crate::power_loss::many_seeds($open);
+        }
+
+        #[test]
+        fn every_crash_point_of_a_scripted_workload() {
+            $crate::power_loss::every_crash_point($open);
+        }
+
+        #[test]
+        fn every_io_error_is_typed_and_loses_nothing() {
+            let runs = $crate::power_loss::every_io_error($open);
+            eprintln!("runs per failing call kind: {runs:?}");
+        }
+
+        #[test]
+        fn a_full_disk_is_typed_and_loses_nothing() {
+            $crate::power_loss::disk_full($open);
+        }
+    };
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use orbit_persistence_conformance::power_loss::{self, DIR};
+use orbit_persistence_conformance::power_loss::DIR;
 use orbit_persistence_core::fs::FaultFs;
 use orbit_persistence_core::{
     AddressableDirectoryProvider, Clock, LsmTreeConfig, OrbitResult, SyncMode,
@@ -34,23 +34,4 @@ fn open(
     )?))
 }
 
-#[test]
-fn acknowledged_writes_survive_power_loss() {
-    power_loss::many_seeds(open);
-}
-
-#[test]
-fn every_crash_point_of_a_scripted_workload() {
-    power_loss::every_crash_point(open);
-}
-
-#[test]
-fn every_io_error_is_typed_and_loses_nothing() {
-    let runs = power_loss::every_io_error(open);
-    eprintln!("runs per failing call kind: {runs:?}");
-}
-
-#[test]
-fn a_full_disk_is_typed_and_loses_nothing() {
-    power_loss::disk_full(open);
-}
+orbit_persistence_conformance::power_loss_suite!(open);
