@@ -85,13 +85,8 @@ impl History {
     }
 }
 
-async fn write_image(open: OpenFn, dir: &Path, image: &Path) -> History {
+async fn write_image(backend: Backend, dir: &Path, image: &Path) -> History {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
-    let backend = Backend {
-        name: "corruption",
-        open,
-        capabilities: crate::Capabilities { durable: true },
-    };
     let mut rng = StdRng::seed_from_u64(0xC0FFEE);
     let mut writes = Vec::new();
     let now = clock.now();
@@ -277,15 +272,15 @@ pub fn every_file(open: OpenFn, flips: usize) -> Vec<FileReport> {
         .expect("a tokio runtime");
     let tmp = tempfile::tempdir().expect("tempdir");
     let (live, image) = (tmp.path().join("live"), tmp.path().join("image"));
-    let history = runtime.block_on(write_image(open, &live, &image));
-    let n = history.writes.len();
-    let full = history.state_after(n);
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
     let backend = Backend {
         name: "corruption",
         open,
         capabilities: crate::Capabilities { durable: true },
     };
+    let history = runtime.block_on(write_image(backend, &live, &image));
+    let n = history.writes.len();
+    let full = history.state_after(n);
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
     let open_and_read = |dir: PathBuf| {
         let clock = clock.clone();
         async move {
