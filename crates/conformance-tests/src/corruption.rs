@@ -15,6 +15,9 @@
 //!
 //! Anything else fails: a panic on any thread, a hang, another error type, a lease that was
 //! never written, or acknowledged data gone without a word.
+//!
+//! Where the flips and the random offsets fall is seeded: `ORBIT_CORRUPTION_SEED` (a number)
+//! picks other ones, so a soak can try more than CI's fixed set. A failure names its seed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -137,7 +140,9 @@ async fn write_image(backend: Backend, dir: &Path, image: &Path) -> History {
     History { writes }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+/// Copies the directory tree `from` to `to`: a crash image of a store that is still open, or
+/// a fresh copy of one to damage.
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create the copy");
     for entry in std::fs::read_dir(from).expect("read_dir") {
         let entry = entry.expect("dir entry");
@@ -312,7 +317,11 @@ pub fn every_file(open: OpenFn, flips: usize) -> Vec<FileReport> {
     let mut files = Vec::new();
     files_under(&image, &image, &mut files);
     files.sort();
-    let mut rng = StdRng::seed_from_u64(0xDA_4A6E);
+    let seed = std::env::var("ORBIT_CORRUPTION_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0xDA_4A6E_u64);
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut reports = Vec::new();
     for file in files {
         let len = std::fs::metadata(image.join(&file)).expect("stat").len();
@@ -332,7 +341,7 @@ pub fn every_file(open: OpenFn, flips: usize) -> Vec<FileReport> {
                 "{}: {damage:?} made the store panic",
                 file.display()
             );
-            let what = format!("{} ({len} bytes): {damage:?}", file.display());
+            let what = format!("{} ({len} bytes): {damage:?} (seed {seed})", file.display());
             match outcome {
                 Err(e) if names(&e, &file) => report.corruption += 1,
                 Err(e) => panic!("{what}: expected Corruption naming the file, got {e:?}"),

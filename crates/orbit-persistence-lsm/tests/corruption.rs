@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use orbit_persistence_conformance::corruption::copy_dir;
 use orbit_persistence_core::{
     AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock, Key,
     LsmTreeConfig, ManualClock, NodeId, OrbitError, PersistenceProvider, Timestamp,
@@ -50,13 +51,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
 }
 
 fn flip(path: &Path, offset: u64) {

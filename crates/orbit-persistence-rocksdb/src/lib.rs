@@ -18,6 +18,7 @@ pub mod options;
 mod store;
 mod stripes;
 mod verify;
+mod wal_check;
 
 use std::path::Path;
 use std::sync::{Arc, Weak};

@@ -119,6 +119,8 @@ fn damaged_file_in(message: &str) -> Option<(PathBuf, u64)> {
 impl Store {
     /// Opens (creating if missing) the database in `path`.
     pub fn open(config: &RocksDbConfig, path: &Path) -> OrbitResult<Store> {
+        // RocksDB's replay reads some damage as the end of a WAL (see the module).
+        crate::wal_check::check_wals(path)?;
         let (db_options, cfs) = options::build(config);
         let db = DB::open_cf_descriptors(&db_options, path, cfs).map_err(|e| {
             let err = rocks_err("open rocksdb", path, e);

@@ -5,8 +5,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use orbit_persistence_conformance::corruption;
-use orbit_persistence_core::{AddressableDirectoryProvider, Clock, OrbitResult, RocksDbConfig};
+use orbit_persistence_conformance::corruption::{self, copy_dir};
+use orbit_persistence_conformance::fixtures::{T0, TTL_MS, lease_at, node, reference};
+use orbit_persistence_core::{
+    AddressableDirectoryProvider, Clock, ManualClock, OrbitError, OrbitResult, RocksDbConfig,
+};
 use orbit_persistence_rocksdb::RocksDbDirectory;
 
 fn open(clock: Arc<dyn Clock>, dir: &Path) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
@@ -34,5 +37,44 @@ fn every_file_damaged_anywhere_is_corruption_or_correct_data() {
     };
     for part in [".sst", ".log", "MANIFEST"] {
         assert!(caught(part) > 0, "no damage to a {part} file was caught");
+    }
+}
+
+/// CI found it (row E): RocksDB reads a WAL whose first record's type byte had one bit flipped
+/// (full, 1, to recycled full, 5) as a recycled log's leftover, that is as an empty log, and
+/// opened without any write in it. The WAL check before RocksDB's open makes it `Corruption`.
+#[test]
+fn a_recycled_record_type_at_the_start_of_the_wal_is_corruption_not_an_empty_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (live, image) = (tmp.path().join("live"), tmp.path().join("image"));
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = open(clock.clone(), &live).unwrap();
+        for i in 0..50 {
+            let lease = lease_at(reference(i), node(i % 3), T0, TTL_MS);
+            store.store_lease(&lease).await.unwrap();
+        }
+        copy_dir(&live, &image); // a crash image: every write is in the WAL only
+        store.shutdown().await.unwrap();
+    });
+    let wal = std::fs::read_dir(image.join("db"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log") && p.metadata().unwrap().len() > 0)
+        .expect("the image has a WAL holding the writes");
+    let mut bytes = std::fs::read(&wal).unwrap();
+    assert_eq!(bytes[6], 1, "the first record is a full record");
+    bytes[6] ^= 4;
+    std::fs::write(&wal, bytes).unwrap();
+    match open(clock, &image) {
+        Err(OrbitError::Corruption { path, offset, .. }) => {
+            assert_eq!((path, offset), (wal, 0));
+        }
+        Err(e) => panic!("expected Corruption of the WAL, got {e:?}"),
+        Ok(store) => {
+            let found = runtime.block_on(store.get_lease(&reference(0))).unwrap();
+            panic!("opened the damaged image; the first lease reads {found:?}");
+        }
     }
 }
