@@ -8,9 +8,10 @@
 #
 # Sizes (defaults): SOAK_KILL9_CYCLES=10000 per backend (kill 30-150 ms after READY),
 # SOAK_POWER_LOSS_SEEDS=20000 per engine, SOAK_MODEL_CASES=2000, SOAK_CONTENTION_OPS=50000 per
-# task, SOAK_FUZZ_SECONDS=600 per target; SOAK_KILL9_BACKENDS="cowbtree lsm rocksdb" for row A. Rows C, D and E are exhaustive already; they run as
-# in CI. The kill -9 soaks of the three backends run side by side (they wait on fsync and
-# sleep, not on the CPU).
+# task, SOAK_FUZZ_SECONDS=600 per target, SOAK_CORRUPTION_SEEDS="1 2 3 4" (row E runs once as
+# in CI, then once per seed: other flip offsets). SOAK_KILL9_BACKENDS="cowbtree lsm rocksdb"
+# picks row A's backends. Rows C and D are exhaustive already; they run as in CI. The kill -9
+# soaks of the backends run side by side (they wait on fsync and sleep, not on the CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,12 +78,19 @@ if wants D; then
     done
 fi
 if wants E; then
-    run E cowbtree "every file, ~60 flips and 5 cuts each" E-cowbtree.log -- \
-        "${tests[@]}" -p orbit-persistence-cowbtree --test snapshots_and_corruption every_file
-    run E lsm "every file, ~60 flips and 5 cuts each" E-lsm.log -- \
-        "${tests[@]}" -p orbit-persistence-lsm --test corruption
-    run E rocksdb "every file, ~36 flips and 5 cuts each" E-rocksdb.log -- \
-        "${tests[@]}" -p orbit-persistence-rocksdb --test corruption
+    # An empty seed is CI's fixed one.
+    for seed in "" ${SOAK_CORRUPTION_SEEDS:-1 2 3 4}; do
+        label="seed ${seed:-CI}"
+        seeded=(env ORBIT_CORRUPTION_SEED="$seed")
+        run E cowbtree "every file, ~60 flips and 5 cuts each, $label" \
+            "E-cowbtree${seed:+-$seed}.log" -- "${seeded[@]}" "${tests[@]}" \
+            -p orbit-persistence-cowbtree --test snapshots_and_corruption every_file
+        run E lsm "every file, ~60 flips and 5 cuts each, $label" "E-lsm${seed:+-$seed}.log" -- \
+            "${seeded[@]}" "${tests[@]}" -p orbit-persistence-lsm --test corruption
+        run E rocksdb "every file, ~36 flips and 5 cuts each, $label" \
+            "E-rocksdb${seed:+-$seed}.log" -- "${seeded[@]}" "${tests[@]}" \
+            -p orbit-persistence-rocksdb --test corruption
+    done
 fi
 if wants G; then
     for backend in memory cowbtree lsm rocksdb; do
