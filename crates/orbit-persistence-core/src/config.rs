@@ -214,6 +214,64 @@ impl Default for RocksDbConfig {
     }
 }
 
+/// Settings of the etcd backend: where the cluster is, the key prefix the directory lives
+/// under, and how long a call may take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    /// Client URLs of the cluster's members (`http://host:2379`, or `https://` with `tls`).
+    pub endpoints: Vec<String>,
+    /// Every key of the directory starts with this prefix; stores with different prefixes
+    /// share a cluster without seeing each other.
+    pub key_prefix: String,
+    /// Milliseconds to connect to a member.
+    pub connect_timeout_ms: u64,
+    /// Milliseconds a request may take before it fails with `Unavailable` (no hang past it).
+    pub request_timeout_ms: u64,
+    /// Attempts of an idempotent read (get, list, count) before its error is returned; writes
+    /// are never retried by the store (the caller sees `Unavailable` and decides).
+    pub read_attempts: u32,
+    /// Leases removed per cleanup transaction (each costs three deletes and one compare; etcd
+    /// allows 128 operations per transaction by default).
+    pub cleanup_batch: u32,
+    /// User name for etcd authentication (with `password`).
+    pub username: Option<String>,
+    /// Password for etcd authentication.
+    pub password: Option<String>,
+    /// TLS to the members; `None` for plain HTTP.
+    pub tls: Option<EtcdTlsConfig>,
+}
+
+/// TLS files of the etcd backend, PEM encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTlsConfig {
+    /// CA certificate the members' certificates must chain to.
+    pub ca_file: PathBuf,
+    /// Client certificate, for clusters that require client authentication.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub key_file: Option<PathBuf>,
+    /// Server name to verify in the members' certificates (default: the endpoint's host).
+    pub domain: Option<String>,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            endpoints: vec!["http://127.0.0.1:2379".to_string()],
+            key_prefix: "/orbit/leases/".to_string(),
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 5_000,
+            read_attempts: 3,
+            cleanup_batch: 32,
+            username: None,
+            password: None,
+            tls: None,
+        }
+    }
+}
+
 /// The whole configuration of a store: the backend to open and its settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -232,6 +290,9 @@ pub struct PersistenceConfig {
     /// Settings of the RocksDB backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rocksdb: Option<RocksDbConfig>,
+    /// Settings of the etcd backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdConfig>,
 }
 
 impl Default for PersistenceConfig {
@@ -242,6 +303,7 @@ impl Default for PersistenceConfig {
             cow_btree: None,
             lsm_tree: None,
             rocksdb: None,
+            etcd: None,
         }
     }
 }
@@ -288,7 +350,9 @@ impl PersistenceConfig {
         };
         let data_dir = var(ENV_DATA_DIR).map(PathBuf::from);
         match backend {
-            BackendType::Memory | BackendType::Etcd => {}
+            BackendType::Memory => {}
+            // A cluster has no data directory; its endpoints come from a config file.
+            BackendType::Etcd => config.etcd = Some(EtcdConfig::default()),
             BackendType::CowBTree => {
                 let mut c = CowBTreeConfig::default();
                 if let Some(d) = data_dir {
@@ -335,6 +399,11 @@ impl PersistenceConfig {
         self.rocksdb.clone().unwrap_or_default()
     }
 
+    /// The etcd settings, or their defaults when the section is absent.
+    pub fn etcd_or_default(&self) -> EtcdConfig {
+        self.etcd.clone().unwrap_or_default()
+    }
+
     /// Checks every present section; the error names the first bad field.
     pub fn validate(&self) -> OrbitResult<()> {
         if let Some(c) = &self.memory {
@@ -347,6 +416,9 @@ impl PersistenceConfig {
             c.validate()?;
         }
         if let Some(c) = &self.rocksdb {
+            c.validate()?;
+        }
+        if let Some(c) = &self.etcd {
             c.validate()?;
         }
         Ok(())
@@ -468,6 +540,67 @@ impl LsmTreeConfig {
     }
 }
 
+impl EtcdConfig {
+    /// Checks the fields; the error names the field.
+    pub fn validate(&self) -> OrbitResult<()> {
+        if self.endpoints.is_empty() {
+            return Err(config_err(
+                "etcd.endpoints",
+                "must name at least one member",
+            ));
+        }
+        let scheme = if self.tls.is_some() {
+            "https://"
+        } else {
+            "http://"
+        };
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let host = e.strip_prefix(scheme).unwrap_or_default();
+            if host.is_empty() || host.contains(char::is_whitespace) {
+                return Err(config_err(
+                    &format!("etcd.endpoints[{i}]"),
+                    format_args!("must be a {scheme}host:port URL, got {e:?}"),
+                ));
+            }
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.bytes().all(|b| b == 0xFF) {
+            return Err(config_err(
+                "etcd.key_prefix",
+                "must not be empty (the directory would share the cluster's whole key space)",
+            ));
+        }
+        check_range(
+            "etcd.connect_timeout_ms",
+            self.connect_timeout_ms,
+            1,
+            600_000,
+        )?;
+        check_range(
+            "etcd.request_timeout_ms",
+            self.request_timeout_ms,
+            1,
+            600_000,
+        )?;
+        check_range("etcd.read_attempts", self.read_attempts.into(), 1, 100)?;
+        check_range("etcd.cleanup_batch", self.cleanup_batch.into(), 1, 32)?;
+        if self.username.is_some() != self.password.is_some() {
+            return Err(config_err(
+                "etcd.username",
+                "and etcd.password must be set together",
+            ));
+        }
+        if let Some(tls) = &self.tls
+            && tls.cert_file.is_some() != tls.key_file.is_some()
+        {
+            return Err(config_err(
+                "etcd.tls.cert_file",
+                "and etcd.tls.key_file must be set together",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl RocksDbConfig {
     /// Checks the fields; the error names the field.
     pub fn validate(&self) -> OrbitResult<()> {
@@ -581,6 +714,49 @@ mod tests {
             PersistenceConfig::from_vars(|_| None).unwrap().backend,
             BackendType::Memory
         );
+    }
+
+    #[test]
+    fn etcd_section_parses_and_every_bad_field_is_named() {
+        let c = PersistenceConfig::from_toml_str(
+            "backend = \"etcd\"\n[etcd]\nendpoints = [\"http://10.0.0.1:2379\", \"http://10.0.0.2:2379\"]\n\
+             key_prefix = \"/prod/leases/\"\nrequest_timeout_ms = 800\n",
+        )
+        .unwrap();
+        let etcd = c.etcd_or_default();
+        assert_eq!(etcd.endpoints.len(), 2);
+        assert_eq!(
+            (etcd.key_prefix.as_str(), etcd.request_timeout_ms),
+            ("/prod/leases/", 800)
+        );
+        assert_eq!(etcd.cleanup_batch, EtcdConfig::default().cleanup_batch);
+        for (section, field) in [
+            ("endpoints = []", "etcd.endpoints"),
+            ("endpoints = [\"10.0.0.1:2379\"]", "etcd.endpoints[0]"),
+            ("endpoints = [\"http://\"]", "etcd.endpoints[0]"),
+            ("key_prefix = \"\"", "etcd.key_prefix"),
+            ("request_timeout_ms = 0", "etcd.request_timeout_ms"),
+            ("connect_timeout_ms = 0", "etcd.connect_timeout_ms"),
+            ("read_attempts = 0", "etcd.read_attempts"),
+            ("cleanup_batch = 33", "etcd.cleanup_batch"),
+            ("username = \"orbit\"", "etcd.username"),
+            (
+                "endpoints = [\"https://a:1\"]\n[etcd.tls]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"",
+                "etcd.tls.cert_file",
+            ),
+            (
+                "endpoints = [\"http://a:1\"]\n[etcd.tls]\nca_file = \"ca.pem\"",
+                "etcd.endpoints[0]",
+            ),
+        ] {
+            let text = format!("backend = \"etcd\"\n[etcd]\n{section}\n");
+            let err = PersistenceConfig::from_toml_str(&text).unwrap_err();
+            assert!(matches!(err, OrbitError::Config(_)), "{section}: {err}");
+            assert!(err.to_string().contains(field), "{section}: {err}");
+        }
+        let c =
+            PersistenceConfig::from_vars(|k| (k == ENV_BACKEND).then(|| "etcd".into())).unwrap();
+        assert_eq!(c.etcd, Some(EtcdConfig::default()));
     }
 
     #[test]

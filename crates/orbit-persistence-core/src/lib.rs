@@ -34,8 +34,8 @@ pub mod wal;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    BackendType, CowBTreeConfig, LsmTreeConfig, MemoryConfig, PersistenceConfig, RocksDbConfig,
-    SyncMode,
+    BackendType, CowBTreeConfig, EtcdConfig, EtcdTlsConfig, LsmTreeConfig, MemoryConfig,
+    PersistenceConfig, RocksDbConfig, SyncMode,
 };
 pub use error::{OrbitError, OrbitResult};
 pub use metrics::{PersistenceMetrics, ProviderHealth};

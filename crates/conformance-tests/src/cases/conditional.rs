@@ -240,7 +240,8 @@ pub async fn release_with_stale_revision_keeps_lease(b: Backend) {
     assert_eq!(ctx.get(&reference(1)).await, Some(current));
 }
 
-/// Every write gets a revision larger than any before it, whatever the operation.
+/// Every write gets a revision larger than any before it, whatever the operation (the leases
+/// of one `store_leases` batch may share one).
 pub async fn revisions_strictly_increase(b: Backend) {
     let ctx = Ctx::new(b).await;
     let mut last = 0;
@@ -274,11 +275,14 @@ pub async fn revisions_strictly_increase(b: Backend) {
         .store_leases(&[ctx.lease(20, 1), ctx.lease(21, 1)])
         .await
         .unwrap();
+    // A batch may commit as one write (an etcd transaction has one revision), so its leases
+    // may share a revision; both are above every earlier write and below every later one.
     let r20 = ctx.get(&reference(20)).await.unwrap().revision;
     let r21 = ctx.get(&reference(21)).await.unwrap().revision;
-    assert_ne!(r20, r21, "two leases of one batch share a revision");
     check(r20.min(r21), "batch");
-    check(r20.max(r21), "batch");
+    if r20 != r21 {
+        check(r20.max(r21), "batch");
+    }
     check(
         ctx.put(&ctx.lease(1, 3)).await.revision,
         "upsert after batch",

@@ -1,0 +1,553 @@
+//! # orbit-persistence-etcd
+//!
+//! The lease directory on an etcd cluster, for when one machine's disk is not enough: many
+//! nodes share one directory, and it survives the loss of a member.
+//!
+//! - **Keys.** Leases, the node index and the expiry index live as keys under the configured
+//!   prefix (layout in [`keys`](crate::keys)); stores with different prefixes share a cluster.
+//! - **One transaction per change.** A lease change writes its three keys (and deletes the
+//!   index entries it replaces) in one etcd transaction, so the indexes never disagree with the
+//!   leases.
+//! - **Revisions are etcd's.** A lease's revision is the mod revision of its key, the
+//!   cluster-wide revision of the transaction that wrote it: strictly increasing, never reused,
+//!   and a fencing token across processes and machines.
+//! - **Conditional operations compare in etcd.** acquire, renew and release read the lease,
+//!   decide with [`orbit_persistence_core::rules`] (the same rules as every backend), and
+//!   commit only if the lease's key still has the revision they read (`create_revision == 0`
+//!   for an absent lease). A lost compare means someone else wrote in between: they read again
+//!   and decide again. So two providers in two processes racing for a reference get exactly one
+//!   winner, and a stale owner's renew loses.
+//! - **Batches.** `store_leases` commits 25 leases per transaction (etcd's default limit is 128
+//!   operations per transaction, and a lease change takes up to five); a larger batch is applied
+//!   as several transactions, each atomic. `cleanup_expired_leases` removes `cleanup_batch`
+//!   leases per transaction, each guarded by its lease's revision, so a lease renewed meanwhile
+//!   is never removed.
+//! - **Errors and time.** Every call is bounded by `request_timeout_ms`; a failure is
+//!   `Unavailable` naming the endpoints and the cause, never a hang. Idempotent reads (get,
+//!   list, count) are retried `read_attempts` times with backoff; writes are not (an answer lost
+//!   in transit may hide a commit, and the conditional operations recover from that by reading).
+//! - **Expiry** is decided by the injected clock against the stored `expires_at`, like every
+//!   backend; etcd's own leases (TTL keys) are not used, so no key vanishes behind a caller's
+//!   back.
+//!
+//! Durability is etcd's: an acknowledged transaction is committed by a majority of members
+//! (each fsyncs its raft log). `SyncMode` does not apply.
+
+mod keys;
+mod remote;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use orbit_persistence_core::metrics::MetricsRecorder;
+use orbit_persistence_core::{
+    Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock,
+    EtcdConfig, NodeId, OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider,
+    ProviderHealth, Renew, Timestamp, rules,
+};
+
+use crate::keys::Keys;
+use crate::remote::Remote;
+
+/// Leases per `store_leases` transaction: up to five operations each, under etcd's default
+/// limit of 128 operations per transaction.
+const LEASES_PER_TXN: usize = 25;
+/// Keys per page of a range read (list, cleanup scan).
+const PAGE: i64 = 1_000;
+
+/// The lease directory on etcd.
+pub struct EtcdDirectory {
+    remote: Remote,
+    keys: Keys,
+    clock: Arc<dyn Clock>,
+    cleanup_batch: usize,
+    closed: AtomicBool,
+    metrics: MetricsRecorder,
+}
+
+impl std::fmt::Debug for EtcdDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdDirectory")
+            .field("endpoints", &self.remote.endpoints())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A lease as read, with the compare that proves it is still the current one at commit.
+fn unchanged(key: &[u8], current: Option<&AddressableLease>) -> Compare {
+    match current {
+        Some(l) => Compare::mod_revision(key.to_vec(), CompareOp::Equal, l.revision as i64),
+        None => Compare::create_revision(key.to_vec(), CompareOp::Equal, 0),
+    }
+}
+
+impl EtcdDirectory {
+    /// Connects to the cluster in `config`. Validates the config first (a bad one is `Config`
+    /// before any network I/O); an unreachable cluster is `Unavailable` within the timeouts.
+    pub async fn connect(config: &EtcdConfig, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
+        config.validate()?;
+        let remote = Remote::connect(config).await?;
+        Ok(EtcdDirectory {
+            remote,
+            keys: Keys::new(&config.key_prefix),
+            clock,
+            cleanup_batch: config.cleanup_batch as usize,
+            closed: AtomicBool::new(false),
+            metrics: MetricsRecorder::default(),
+        })
+    }
+
+    fn check_open(&self) -> OrbitResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(OrbitError::Closed);
+        }
+        Ok(())
+    }
+
+    /// The current leases of `refs`, read at one revision (a transaction of reads).
+    async fn current(
+        &self,
+        refs: &[&AddressableReference],
+    ) -> OrbitResult<Vec<Option<AddressableLease>>> {
+        let ops: Vec<TxnOp> = refs
+            .iter()
+            .map(|r| TxnOp::get(self.keys.lease(r), None))
+            .collect();
+        let response = self.remote.read_txn(Txn::new().and_then(ops)).await?;
+        response
+            .op_responses()
+            .into_iter()
+            .map(|op| match op {
+                TxnOpResponse::Get(get) => match get.kvs().first() {
+                    Some(kv) => self
+                        .keys
+                        .decode_lease(kv.key(), kv.value(), kv.mod_revision())
+                        .map(Some),
+                    None => Ok(None),
+                },
+                _ => Err(OrbitError::Unavailable(
+                    "etcd answered a read transaction with a write response".into(),
+                )),
+            })
+            .collect()
+    }
+
+    /// The current lease of `r`.
+    async fn current_one(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        let response = self.remote.get(self.keys.lease(r), None).await?;
+        match response.kvs().first() {
+            Some(kv) => self
+                .keys
+                .decode_lease(kv.key(), kv.value(), kv.mod_revision())
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The operations that replace `previous` (if any) by `lease`: its three keys, and the
+    /// old index entries it moves away from.
+    fn put_ops(&self, previous: Option<&AddressableLease>, lease: &AddressableLease) -> Vec<TxnOp> {
+        let r = &lease.reference;
+        let value = Keys::lease_value(lease);
+        let mut ops = vec![
+            TxnOp::put(self.keys.lease(r), value.clone(), None),
+            TxnOp::put(self.keys.node(&lease.node_id, r), value, None),
+            TxnOp::put(
+                self.keys.expiry(lease.expires_at, r),
+                Keys::expiry_value(&lease.node_id),
+                None,
+            ),
+        ];
+        if let Some(p) = previous {
+            if p.node_id != lease.node_id {
+                ops.push(TxnOp::delete(self.keys.node(&p.node_id, r), None));
+            }
+            if p.expires_at != lease.expires_at {
+                ops.push(TxnOp::delete(self.keys.expiry(p.expires_at, r), None));
+            }
+        }
+        ops
+    }
+
+    /// The operations that remove `lease` and its index entries.
+    fn delete_ops(
+        &self,
+        r: &AddressableReference,
+        node: &NodeId,
+        expires_at: Timestamp,
+    ) -> Vec<TxnOp> {
+        vec![
+            TxnOp::delete(self.keys.lease(r), None),
+            TxnOp::delete(self.keys.node(node, r), None),
+            TxnOp::delete(self.keys.expiry(expires_at, r), None),
+        ]
+    }
+
+    /// Commits `ops` if every compare holds; `Some(revision)` of the commit, `None` if a
+    /// compare failed (someone wrote in between).
+    async fn commit(&self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> OrbitResult<Option<u64>> {
+        let response = self
+            .remote
+            .write_txn(Txn::new().when(compares).and_then(ops))
+            .await?;
+        if !response.succeeded() {
+            return Ok(None);
+        }
+        let revision = response.header().map(|h| h.revision()).ok_or_else(|| {
+            OrbitError::Unavailable("etcd answered a transaction without a header".into())
+        })?;
+        Ok(Some(revision as u64))
+    }
+
+    /// Stores up to [`LEASES_PER_TXN`] leases in one transaction, re-reading on a lost compare.
+    async fn store_chunk(&self, leases: &[AddressableLease]) -> OrbitResult<()> {
+        let refs: Vec<&AddressableReference> = leases.iter().map(|l| &l.reference).collect();
+        loop {
+            let current = self.current(&refs).await?;
+            let mut compares = Vec::with_capacity(leases.len());
+            let mut ops = Vec::with_capacity(leases.len() * 5);
+            for (lease, previous) in leases.iter().zip(&current) {
+                compares.push(unchanged(
+                    &self.keys.lease(&lease.reference),
+                    previous.as_ref(),
+                ));
+                ops.extend(self.put_ops(previous.as_ref(), lease));
+            }
+            if self.commit(compares, ops).await?.is_some() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Removes the lease of one expired entry if the lease is still the one the entry was
+    /// written with; an entry whose lease moved on (renewed, replaced, removed) by a write that
+    /// somehow left it behind is deleted on its own. Whether a lease was removed.
+    async fn remove_expired_one(&self, entry: &etcd_client::KeyValue) -> OrbitResult<bool> {
+        let (r, expires_at, node) = self.keys.decode_expiry_entry(entry.key(), entry.value())?;
+        let lease_key = self.keys.lease(&r);
+        let compare = Compare::mod_revision(lease_key, CompareOp::Equal, entry.mod_revision());
+        if self
+            .commit(vec![compare], self.delete_ops(&r, &node, expires_at))
+            .await?
+            .is_some()
+        {
+            return Ok(true);
+        }
+        let current = self.current_one(&r).await?;
+        if current.is_some_and(|c| c.expires_at == expires_at && c.node_id == node) {
+            return Ok(false); // rewritten with the same expiry: a fresh entry; the next scan decides
+        }
+        tracing::warn!(key = %String::from_utf8_lossy(entry.key()), "deleting a stale expiry entry");
+        let stale =
+            Compare::mod_revision(entry.key().to_vec(), CompareOp::Equal, entry.mod_revision());
+        self.commit(vec![stale], vec![TxnOp::delete(entry.key().to_vec(), None)])
+            .await?;
+        Ok(false)
+    }
+
+    /// All leases listed under `[start, end)`, page by page at the first page's revision, so
+    /// the list is one consistent snapshot.
+    async fn range(
+        &self,
+        (start, end): (Vec<u8>, Vec<u8>),
+        limit: Option<usize>,
+    ) -> OrbitResult<Vec<etcd_client::KeyValue>> {
+        let mut out = Vec::new();
+        let (mut from, mut revision) = (start, 0);
+        loop {
+            let page = limit.map_or(PAGE, |l| (l - out.len()).min(PAGE as usize) as i64);
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(page);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let mut response = self.remote.get(from.clone(), Some(options)).await?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
+            let more = response.more();
+            let kvs = response.take_kvs();
+            let Some(last) = kvs.last() else {
+                return Ok(out);
+            };
+            from = last.key().to_vec();
+            from.push(0);
+            out.extend(kvs);
+            if !more || limit.is_some_and(|l| out.len() >= l) {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl PersistenceProvider for EtcdDirectory {
+    async fn initialize(&self) -> OrbitResult<()> {
+        self.check_open()
+    }
+
+    async fn shutdown(&self) -> OrbitResult<()> {
+        // Every acknowledged write is already committed by the cluster; nothing to flush.
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn health_check(&self) -> ProviderHealth {
+        if self.closed.load(Ordering::Acquire) {
+            return ProviderHealth::Unhealthy {
+                reason: "closed".into(),
+            };
+        }
+        match self.remote.status().await {
+            Ok(status) if status.leader() == 0 => ProviderHealth::Unhealthy {
+                reason: format!(
+                    "etcd at {}: the cluster has no leader",
+                    self.remote.endpoints()
+                ),
+            },
+            Ok(status) if !status.errors().is_empty() => ProviderHealth::Degraded {
+                reason: format!(
+                    "etcd at {}: member reports {}",
+                    self.remote.endpoints(),
+                    status.errors().join("; ")
+                ),
+            },
+            Ok(_) => ProviderHealth::Healthy,
+            Err(e) => ProviderHealth::Unhealthy {
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    async fn metrics(&self) -> PersistenceMetrics {
+        let mut metrics = self.metrics.snapshot();
+        let (start, end) = self.keys.leases_range();
+        let options = GetOptions::new().with_range(end).with_count_only();
+        if let Ok(response) = self.remote.get(start, Some(options)).await {
+            metrics.lease_count = response.count() as u64;
+            metrics.last_revision = response.header().map_or(0, |h| h.revision() as u64);
+        }
+        if let Ok(status) = self.remote.status().await {
+            metrics.disk_bytes = status.db_size() as u64;
+            metrics
+                .engine
+                .insert("raft-term".into(), status.raft_term());
+            metrics
+                .engine
+                .insert("db-size-in-use".into(), status.raft_used_db_size() as u64);
+        }
+        metrics
+    }
+}
+
+#[async_trait]
+impl AddressableDirectoryProvider for EtcdDirectory {
+    async fn store_lease(&self, lease: &AddressableLease) -> OrbitResult<()> {
+        self.store_leases(std::slice::from_ref(lease)).await
+    }
+
+    async fn get_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        rules::validate_reference(r)?;
+        self.check_open()?;
+        let start = Instant::now();
+        let out = self.current_one(r).await;
+        self.metrics.read_done(start);
+        out
+    }
+
+    async fn remove_lease(&self, r: &AddressableReference) -> OrbitResult<bool> {
+        rules::validate_reference(r)?;
+        self.check_open()?;
+        let start = Instant::now();
+        let out = async {
+            loop {
+                let Some(current) = self.current_one(r).await? else {
+                    return Ok(false);
+                };
+                let compare = unchanged(&self.keys.lease(r), Some(&current));
+                let ops = self.delete_ops(r, &current.node_id, current.expires_at);
+                if self.commit(vec![compare], ops).await?.is_some() {
+                    return Ok(true);
+                }
+            }
+        }
+        .await;
+        self.metrics.write_done(start, 1, &out);
+        out
+    }
+
+    async fn list_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        rules::validate_node(node)?;
+        self.check_open()?;
+        let start = Instant::now();
+        let out = async {
+            self.range(self.keys.node_range(node), None)
+                .await?
+                .iter()
+                .map(|kv| {
+                    self.keys
+                        .decode_node_entry(kv.key(), kv.value(), kv.mod_revision())
+                })
+                .collect()
+        }
+        .await;
+        self.metrics.read_done(start);
+        out
+    }
+
+    async fn cleanup_expired_leases(&self) -> OrbitResult<u64> {
+        self.check_open()?;
+        let now = self.clock.now();
+        let mut total = 0;
+        loop {
+            // The oldest expired entries, then one transaction that removes each lease only if
+            // its key still has the revision its expiry entry was written with.
+            let expired = self
+                .range(self.keys.expired_range(now), Some(self.cleanup_batch))
+                .await?;
+            if expired.is_empty() {
+                break;
+            }
+            let mut compares = Vec::with_capacity(expired.len());
+            let mut ops = Vec::with_capacity(expired.len() * 3);
+            for kv in &expired {
+                let (r, expires_at, node) = self.keys.decode_expiry_entry(kv.key(), kv.value())?;
+                compares.push(Compare::mod_revision(
+                    self.keys.lease(&r),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                ));
+                ops.extend(self.delete_ops(&r, &node, expires_at));
+            }
+            let start = Instant::now();
+            let committed = self.commit(compares, ops).await;
+            self.metrics
+                .write_done(start, expired.len() as u64, &committed);
+            if committed?.is_some() {
+                total += expired.len() as u64;
+                continue;
+            }
+            // A lost compare: some lease of the batch changed meanwhile. One by one, so that
+            // every entry is either removed or found stale, and the next scan makes progress.
+            for kv in &expired {
+                total += u64::from(self.remove_expired_one(kv).await?);
+            }
+        }
+        MetricsRecorder::add(&self.metrics.expired_removed, total);
+        Ok(total)
+    }
+
+    async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
+        let now = self.clock.now();
+        rules::validate_lease(lease, now)?;
+        self.check_open()?;
+        let start = Instant::now();
+        let out = async {
+            loop {
+                let current = self.current_one(&lease.reference).await?;
+                if let Err(held) = rules::acquire_allowed(current.as_ref(), now) {
+                    self.metrics.conflict();
+                    return Ok(Acquire::Held(held));
+                }
+                let compare = unchanged(&self.keys.lease(&lease.reference), current.as_ref());
+                let ops = self.put_ops(current.as_ref(), lease);
+                if let Some(revision) = self.commit(vec![compare], ops).await? {
+                    return Ok(Acquire::Acquired(AddressableLease {
+                        revision,
+                        ..lease.clone()
+                    }));
+                }
+            }
+        }
+        .await;
+        self.metrics.write_done(start, 1, &out);
+        out
+    }
+
+    async fn renew_lease(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+        expires_at: Timestamp,
+        renew_at: Timestamp,
+    ) -> OrbitResult<Renew> {
+        rules::validate_renew(r, owner, expires_at, renew_at, self.clock.now())?;
+        self.check_open()?;
+        let start = Instant::now();
+        let out = async {
+            loop {
+                let current = self.current_one(r).await?;
+                let renewed = match rules::renew_decision(
+                    current.as_ref(),
+                    owner,
+                    revision,
+                    expires_at,
+                    renew_at,
+                ) {
+                    Ok(renewed) => renewed,
+                    Err(lost) => {
+                        self.metrics.conflict();
+                        return Ok(lost);
+                    }
+                };
+                let compare = unchanged(&self.keys.lease(r), current.as_ref());
+                let ops = self.put_ops(current.as_ref(), &renewed);
+                if let Some(revision) = self.commit(vec![compare], ops).await? {
+                    return Ok(Renew::Renewed(AddressableLease {
+                        revision,
+                        ..renewed
+                    }));
+                }
+            }
+        }
+        .await;
+        self.metrics.write_done(start, 1, &out);
+        out
+    }
+
+    async fn release_lease(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+    ) -> OrbitResult<bool> {
+        rules::validate_release(r, owner)?;
+        self.check_open()?;
+        let start = Instant::now();
+        let out = async {
+            loop {
+                let current = self.current_one(r).await?;
+                let Some(held) = current.filter(|c| rules::owns(Some(c), owner, revision)) else {
+                    self.metrics.conflict();
+                    return Ok(false);
+                };
+                let compare = unchanged(&self.keys.lease(r), Some(&held));
+                let ops = self.delete_ops(r, &held.node_id, held.expires_at);
+                if self.commit(vec![compare], ops).await?.is_some() {
+                    return Ok(true);
+                }
+            }
+        }
+        .await;
+        self.metrics.write_done(start, 1, &out);
+        out
+    }
+
+    async fn store_leases(&self, leases: &[AddressableLease]) -> OrbitResult<()> {
+        rules::validate_batch(leases, self.clock.now())?;
+        self.check_open()?;
+        let start = Instant::now();
+        let out = async {
+            for chunk in leases.chunks(LEASES_PER_TXN) {
+                self.store_chunk(chunk).await?;
+            }
+            Ok(())
+        }
+        .await;
+        self.metrics.write_done(start, leases.len() as u64, &out);
+        out
+    }
+}
