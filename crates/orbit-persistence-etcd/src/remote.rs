@@ -20,6 +20,7 @@ pub(crate) struct Remote {
     endpoints: String,
     timeout: Duration,
     read_attempts: u32,
+    members: usize,
 }
 
 fn options(config: &EtcdConfig) -> OrbitResult<ConnectOptions> {
@@ -83,6 +84,7 @@ impl Remote {
             endpoints,
             timeout,
             read_attempts: config.read_attempts,
+            members: config.endpoints.len(),
         })
     }
 
@@ -91,16 +93,26 @@ impl Remote {
     }
 
     /// Runs one call, bounded by the request timeout (tonic's own deadline may not cover a
-    /// connection that is still being established).
-    async fn bounded<T>(
-        &self,
-        op: &'static str,
-        call: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> OrbitResult<T> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(out)) => Ok(out),
-            Ok(Err(e)) => Err(unavailable(&self.endpoints, op, e)),
-            Err(_) => Err(timed_out(&self.endpoints, op, self.timeout)),
+    /// connection that is still being established). A call that never left this process (no
+    /// member at that address accepted the connection) is sent again at once, up to once per
+    /// member and then some: the client spreads calls over every endpoint, dead ones included,
+    /// and such a retry cannot commit anything twice.
+    async fn bounded<T, F, Fut>(&self, op: &'static str, call: &F) -> OrbitResult<T>
+    where
+        F: Fn(KvClient) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut unsent = 0;
+        loop {
+            match tokio::time::timeout(self.timeout, call(self.kv())).await {
+                Ok(Ok(out)) => return Ok(out),
+                Ok(Err(e)) if never_sent(&e) && unsent < self.members * 2 => {
+                    unsent += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok(Err(e)) => return Err(unavailable(&self.endpoints, op, e)),
+                Err(_) => return Err(timed_out(&self.endpoints, op, self.timeout)),
+            }
         }
     }
 
@@ -113,7 +125,7 @@ impl Remote {
         let mut pause = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            match self.bounded(op, call(self.kv())).await {
+            match self.bounded(op, &call).await {
                 Err(e) if attempt < self.read_attempts => {
                     tracing::debug!(op, attempt, error = %e, "etcd read failed; retrying");
                     tokio::time::sleep(pause).await;
@@ -143,20 +155,39 @@ impl Remote {
         .await
     }
 
-    /// A transaction that writes: one attempt.
+    /// A transaction that writes: sent once (again only if it never left this process).
     pub async fn write_txn(&self, txn: Txn) -> OrbitResult<TxnResponse> {
-        let mut kv = self.kv();
-        self.bounded("write transaction", kv.txn(txn)).await
+        let call = |mut kv: KvClient| {
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        };
+        self.bounded("write transaction", &call).await
     }
 
     /// The status of the member the client talks to.
     pub async fn status(&self) -> OrbitResult<etcd_client::StatusResponse> {
         let mut maintenance = self.client.maintenance_client();
-        self.bounded("status", maintenance.status()).await
+        match tokio::time::timeout(self.timeout, maintenance.status()).await {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(e)) => Err(unavailable(&self.endpoints, "status", e)),
+            Err(_) => Err(timed_out(&self.endpoints, "status", self.timeout)),
+        }
     }
 
     pub fn endpoints(&self) -> &str {
         &self.endpoints
+    }
+}
+
+/// Whether the call failed before any member received it: its connection was refused or never
+/// established.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        // tonic reports a refused or failed connection as `Unavailable` with a `ConnectError`
+        // source (not otherwise exposed).
+        etcd_client::Error::GRpcStatus(status) => format!("{status:?}").contains("ConnectError"),
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
     }
 }
 
