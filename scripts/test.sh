@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the workspace needs to build, installed when missing: the rocksdb crate
-# builds RocksDB's C++ and generates its bindings with libclang.
-APT_PACKAGES=(clang libclang-dev)
+# System packages the workspace needs to build and test, installed when missing: the rocksdb
+# crate builds RocksDB's C++ and generates its bindings with libclang; the etcd crate's client
+# compiles etcd's protobuf files with protoc, and its tests run real etcd members.
+APT_PACKAGES=(clang libclang-dev protobuf-compiler etcd-server)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -12,6 +12,7 @@
 //! | `cow_btree` | `cowbtree` | `orbit-persistence-cowbtree` |
 //! | `lsm_tree` | `lsm` | `orbit-persistence-lsm` |
 //! | `rocksdb` | `rocksdb` (builds RocksDB's C++) | `orbit-persistence-rocksdb` |
+//! | `etcd` | `etcd` (a client of an etcd cluster) | `orbit-persistence-etcd` |
 //!
 //! A config naming a backend that is not compiled in gets
 //! [`OrbitError::BackendNotCompiled`], whose message names the feature to enable.
@@ -39,9 +40,13 @@ pub use orbit_persistence_core::*;
 /// The disk backends open (and recover) their data directory here, which is blocking file I/O:
 /// inside an async program, call this from `tokio::task::spawn_blocking`.
 ///
+/// The etcd backend connects to its cluster here, which needs a multi-thread tokio runtime
+/// (the connection's tasks run on it): call `open` from inside one; a current-thread runtime or
+/// none at all is a `Config` error, never a panic.
+///
 /// Errors: `Config` for an invalid config; `BackendNotCompiled` for a backend whose cargo
-/// feature is off (or `etcd`, which has no backend yet); whatever the backend's open returns
-/// (`Locked`, `Corruption`, `Io`).
+/// feature is off; whatever the backend's open returns (`Locked`, `Corruption`, `Io`, and
+/// `Unavailable` for an unreachable cluster).
 pub fn open(
     config: &PersistenceConfig,
     clock: Arc<dyn Clock>,
@@ -71,10 +76,38 @@ pub fn open(
             &config.rocksdb_or_default(),
             clock,
         )?)),
+        #[cfg(feature = "etcd")]
+        BackendType::Etcd => Ok(Arc::new(open_etcd(&config.etcd_or_default(), clock)?)),
         #[allow(unreachable_patterns)]
         other => Err(OrbitError::BackendNotCompiled(other)),
     }
 }
+
+/// Connects to etcd from synchronous code running on a multi-thread tokio runtime (a worker
+/// thread or the blocking pool).
+#[cfg(feature = "etcd")]
+fn open_etcd(
+    config: &EtcdConfig,
+    clock: Arc<dyn Clock>,
+) -> OrbitResult<orbit_persistence_etcd::EtcdDirectory> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let not_on_tokio = || {
+        OrbitError::Config(
+            "the etcd backend needs a multi-thread tokio runtime: call open inside one".into(),
+        )
+    };
+    let handle = Handle::try_current().map_err(|_| not_on_tokio())?;
+    if handle.runtime_flavor() != RuntimeFlavor::MultiThread {
+        return Err(not_on_tokio());
+    }
+    let connect = orbit_persistence_etcd::EtcdDirectory::connect(config, clock);
+    tokio::task::block_in_place(|| handle.block_on(connect))
+}
+
+/// Why `verify` and `dump` refuse the etcd backend.
+#[cfg(feature = "etcd")]
+const ETCD_OFFLINE: &str = "verify and dump read a local data directory; an etcd cluster checks \
+     its own data (etcdctl endpoint hashkv, etcdctl check datascale)";
 
 /// Opens the store of type `$backend` with `$config` on the blocking pool (with the system
 /// clock), for a command that reads it and closes it: `verify`, `dump`.
@@ -121,6 +154,8 @@ pub async fn verify(config: &PersistenceConfig) -> OrbitResult<verify::VerifyRep
             );
             finish_verify(store.verify().await, store.shutdown().await)
         }
+        #[cfg(feature = "etcd")]
+        BackendType::Etcd => Err(OrbitError::Config(ETCD_OFFLINE.into())),
         #[allow(unreachable_patterns)]
         other => Err(OrbitError::BackendNotCompiled(other)),
     }
@@ -166,6 +201,8 @@ pub async fn dump(
             store.shutdown().await?;
             drained
         }
+        #[cfg(feature = "etcd")]
+        BackendType::Etcd => Err(OrbitError::Config(ETCD_OFFLINE.into())),
         #[allow(unreachable_patterns)]
         other => Err(OrbitError::BackendNotCompiled(other)),
     }
@@ -228,6 +265,7 @@ pub fn compiled_backends() -> Vec<BackendType> {
         (BackendType::CowBTree, cfg!(feature = "cowbtree")),
         (BackendType::LsmTree, cfg!(feature = "lsm")),
         (BackendType::RocksDB, cfg!(feature = "rocksdb")),
+        (BackendType::Etcd, cfg!(feature = "etcd")),
     ]
     .into_iter()
     .filter_map(|(b, on)| on.then_some(b))
