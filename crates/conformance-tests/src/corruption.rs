@@ -294,7 +294,10 @@ pub fn every_file_allowing(open: OpenFn, flips: usize, misnamed_ok: Misnaming) -
     let backend = Backend {
         name: "corruption",
         open,
-        capabilities: crate::Capabilities { durable: true },
+        capabilities: crate::Capabilities {
+            durable: true,
+            exclusive: true,
+        },
     };
     let history = runtime.block_on(write_image(backend, &live, &image));
     let n = history.writes.len();

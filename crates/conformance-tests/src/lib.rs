@@ -18,14 +18,17 @@
 //! const BACKEND: Backend = Backend {
 //!     name: "mine",
 //!     open,
-//!     capabilities: Capabilities { durable: true },
+//!     capabilities: Capabilities { durable: true, exclusive: true },
 //! };
 //!
 //! conformance_suite!(BACKEND, durable = true);
 //! ```
 //!
 //! `durable = true` adds the cases that reopen the store, open it twice, and kill a writing child
-//! process with SIGKILL; the `durable` flag must match `capabilities.durable`. The macro expands
+//! process with SIGKILL; the `durable` flag must match `capabilities.durable`. A store that many
+//! processes share by design (a client of etcd) says `durable = true, exclusive = false`: the
+//! directory-lock cases are left out, and the kill -9 case opens it beside the live child
+//! instead of expecting `Locked`. The macro expands
 //! into one `#[test]` per case, each on its own multi-threaded tokio runtime, so the backend
 //! crate needs no tokio dev-dependency for it. The kill -9 case re-runs the test binary as the
 //! writing child (see [`kill9`]).
@@ -53,8 +56,12 @@ pub type OpenFn = fn(Arc<dyn Clock>, &Path) -> OrbitResult<Arc<dyn AddressableDi
 /// What a backend supports; cases that need more than it has are not generated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
-    /// Survives reopen, `kill -9` and power loss; locks its data directory.
+    /// Survives reopen, `kill -9` and power loss.
     pub durable: bool,
+    /// Owns its data directory alone: a second open, from this or another process, is
+    /// `Locked`, and a directory it cannot write is a typed error. False for a client of a
+    /// shared remote store (etcd), which many processes open at once by design.
+    pub exclusive: bool,
 }
 
 /// A backend under test.
@@ -85,6 +92,11 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cases $backend);
     };
     ($backend:expr, durable = true) => {
+        $crate::conformance_suite!(@cases $backend);
+        $crate::conformance_suite!(@durable $backend);
+        $crate::conformance_suite!(@exclusive $backend);
+    };
+    ($backend:expr, durable = true, exclusive = false) => {
         $crate::conformance_suite!(@cases $backend);
         $crate::conformance_suite!(@durable $backend);
     };
@@ -139,8 +151,6 @@ macro_rules! conformance_suite {
             reopen_keeps_everything,
             revisions_increase_across_reopen,
             reopen_keeps_removals_and_cleanup,
-            second_open_is_locked,
-            open_where_nothing_can_be_written_is_a_typed_error,
             kill9_acknowledged_writes_survive,
         );
         /// Not a test on its own: the child process of the kill -9 case. Returns at once unless
@@ -149,6 +159,12 @@ macro_rules! conformance_suite {
         fn conformance_kill9_child_entry() {
             $crate::kill9::child_entry($backend);
         }
+    };
+    (@exclusive $backend:expr) => {
+        $crate::__conformance_cases!($backend;
+            second_open_is_locked,
+            open_where_nothing_can_be_written_is_a_typed_error,
+        );
     };
 }
 

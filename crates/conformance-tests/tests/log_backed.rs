@@ -219,7 +219,10 @@ orbit_persistence_core::directory_over_lease_writes!(LogBacked, writes);
 const LOG_BACKED: Backend = Backend {
     name: "log-backed test subject",
     open,
-    capabilities: Capabilities { durable: true },
+    capabilities: Capabilities {
+        durable: true,
+        exclusive: true,
+    },
 };
 
 conformance_suite!(LOG_BACKED, durable = true);

@@ -26,7 +26,10 @@ mod defaults {
     const COWBTREE: Backend = Backend {
         name: "cowbtree",
         open,
-        capabilities: Capabilities { durable: true },
+        capabilities: Capabilities {
+            durable: true,
+            exclusive: true,
+        },
     };
 
     conformance_suite!(COWBTREE, durable = true);
@@ -52,7 +55,10 @@ mod small_pages {
     const COWBTREE_SMALL: Backend = Backend {
         name: "cowbtree-small-pages",
         open,
-        capabilities: Capabilities { durable: true },
+        capabilities: Capabilities {
+            durable: true,
+            exclusive: true,
+        },
     };
 
     conformance_suite!(COWBTREE_SMALL, durable = true);

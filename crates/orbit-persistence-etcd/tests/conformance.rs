@@ -1,6 +1,7 @@
 //! The etcd backend against the conformance suite, on a real single-member etcd on loopback
-//! (one per test binary, shared by the cases). Each case's directory becomes its own key
-//! prefix, so the cases share the member without seeing each other.
+//! (one per test binary, shared by the cases and by the kill -9 case's children). Each case's
+//! directory becomes its own key prefix, so the cases share the member without seeing each
+//! other. etcd is shared by design: `exclusive = false` (no directory lock to test).
 
 mod support;
 
@@ -12,14 +13,38 @@ use orbit_persistence_core::{AddressableDirectoryProvider, Clock, EtcdConfig, Or
 use orbit_persistence_etcd::EtcdDirectory;
 use support::LocalCluster;
 
-fn member() -> &'static LocalCluster {
-    static MEMBER: OnceLock<LocalCluster> = OnceLock::new();
-    MEMBER.get_or_init(|| LocalCluster::single().expect("start a local etcd"))
+/// Where the member of this test binary writes its endpoints, by process id: a kill -9 child
+/// (this binary again) reads its parent's, so both talk to one member.
+fn endpoints_file(pid: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("orbit-etcd-conformance-{pid}.endpoints"))
+}
+
+/// The endpoints of the member this process uses: the parent's, in a kill -9 child; else a
+/// member of its own, started once.
+fn endpoints() -> &'static Vec<String> {
+    static ENDPOINTS: OnceLock<Vec<String>> = OnceLock::new();
+    ENDPOINTS.get_or_init(|| {
+        let parents = std::fs::read_to_string(endpoints_file(std::os::unix::process::parent_id()));
+        if let Ok(text) = parents {
+            let endpoints: Vec<String> = text.lines().map(String::from).collect();
+            let port = endpoints[0].rsplit(':').next().unwrap_or_default();
+            // A file left by a dead process whose pid was reused does not answer.
+            if std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_ok() {
+                return endpoints;
+            }
+        }
+        let member: &'static LocalCluster = Box::leak(Box::new(
+            LocalCluster::single().expect("start a local etcd"),
+        ));
+        let endpoints = member.endpoints();
+        std::fs::write(endpoints_file(std::process::id()), endpoints.join("\n")).unwrap();
+        endpoints
+    })
 }
 
 fn open(clock: Arc<dyn Clock>, dir: &Path) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
     let config = EtcdConfig {
-        endpoints: member().endpoints(),
+        endpoints: endpoints().clone(),
         key_prefix: format!("/orbit-test{}/", dir.display()),
         ..EtcdConfig::default()
     };
@@ -33,7 +58,10 @@ fn open(clock: Arc<dyn Clock>, dir: &Path) -> OrbitResult<Arc<dyn AddressableDir
 const ETCD: Backend = Backend {
     name: "etcd",
     open,
-    capabilities: Capabilities { durable: false },
+    capabilities: Capabilities {
+        durable: true,
+        exclusive: false,
+    },
 };
 
-conformance_suite!(ETCD, durable = false);
+conformance_suite!(ETCD, durable = true, exclusive = false);

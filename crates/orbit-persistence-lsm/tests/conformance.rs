@@ -26,7 +26,10 @@ mod defaults {
     const LSM: Backend = Backend {
         name: "lsm",
         open,
-        capabilities: Capabilities { durable: true },
+        capabilities: Capabilities {
+            durable: true,
+            exclusive: true,
+        },
     };
 
     conformance_suite!(LSM, durable = true);
@@ -55,7 +58,10 @@ mod small_tables {
     const LSM_SMALL: Backend = Backend {
         name: "lsm-small-tables",
         open,
-        capabilities: Capabilities { durable: true },
+        capabilities: Capabilities {
+            durable: true,
+            exclusive: true,
+        },
     };
 
     conformance_suite!(LSM_SMALL, durable = true);

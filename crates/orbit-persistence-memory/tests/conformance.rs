@@ -17,7 +17,10 @@ fn open(clock: Arc<dyn Clock>, _dir: &Path) -> OrbitResult<Arc<dyn AddressableDi
 const MEMORY: Backend = Backend {
     name: "memory",
     open,
-    capabilities: Capabilities { durable: false },
+    capabilities: Capabilities {
+        durable: false,
+        exclusive: false,
+    },
 };
 
 conformance_suite!(MEMORY, durable = false);

@@ -21,7 +21,10 @@ fn open(clock: Arc<dyn Clock>, dir: &Path) -> OrbitResult<Arc<dyn AddressableDir
 const ROCKSDB: Backend = Backend {
     name: "rocksdb",
     open,
-    capabilities: Capabilities { durable: true },
+    capabilities: Capabilities {
+        durable: true,
+        exclusive: true,
+    },
 };
 
 conformance_suite!(ROCKSDB, durable = true);
