@@ -98,6 +98,25 @@ impl Keys {
         OrbitError::corruption(name, e.offset as u64, format!("{what}: {}", e.detail))
     }
 
+    /// The bytes of `key` after the prefix and the range tag.
+    fn after_tag<'k>(&self, key: &'k [u8]) -> &'k [u8] {
+        key.get(self.prefix.len() + 1..).unwrap_or_default()
+    }
+
+    /// The lease of `reference` that `value` (of `key`) holds, at `mod_revision`.
+    fn lease_in(
+        key: &[u8],
+        reference: AddressableReference,
+        value: &[u8],
+        mod_revision: i64,
+        what: &str,
+    ) -> OrbitResult<AddressableLease> {
+        let mut lease =
+            decode_lease_value(reference, value).map_err(|e| Self::corruption(key, what, e))?;
+        lease.revision = mod_revision as u64;
+        Ok(lease)
+    }
+
     /// The lease stored at lease key `key` with `value`, its revision `mod_revision`.
     pub fn decode_lease(
         &self,
@@ -105,13 +124,9 @@ impl Keys {
         value: &[u8],
         mod_revision: i64,
     ) -> OrbitResult<AddressableLease> {
-        let rest = key.get(self.prefix.len() + 1..).unwrap_or_default();
-        let reference =
-            decode_reference(rest).map_err(|e| Self::corruption(key, "lease key", e))?;
-        let mut lease = decode_lease_value(reference, value)
-            .map_err(|e| Self::corruption(key, "lease value", e))?;
-        lease.revision = mod_revision as u64;
-        Ok(lease)
+        let reference = decode_reference(self.after_tag(key))
+            .map_err(|e| Self::corruption(key, "lease key", e))?;
+        Self::lease_in(key, reference, value, mod_revision, "lease value")
     }
 
     /// The lease a node-index entry holds.
@@ -121,13 +136,9 @@ impl Keys {
         value: &[u8],
         mod_revision: i64,
     ) -> OrbitResult<AddressableLease> {
-        let rest = key.get(self.prefix.len() + 1..).unwrap_or_default();
-        let (_, reference) =
-            decode_node_index_key(rest).map_err(|e| Self::corruption(key, "node index key", e))?;
-        let mut lease = decode_lease_value(reference, value)
-            .map_err(|e| Self::corruption(key, "node index value", e))?;
-        lease.revision = mod_revision as u64;
-        Ok(lease)
+        let (_, reference) = decode_node_index_key(self.after_tag(key))
+            .map_err(|e| Self::corruption(key, "node index key", e))?;
+        Self::lease_in(key, reference, value, mod_revision, "node index value")
     }
 
     /// The reference, expiry and node of an expiry-index entry.
@@ -136,8 +147,7 @@ impl Keys {
         key: &[u8],
         value: &[u8],
     ) -> OrbitResult<(AddressableReference, Timestamp, NodeId)> {
-        let rest = key.get(self.prefix.len() + 1..).unwrap_or_default();
-        let (expires_at, reference) = decode_expiry_index_key(rest)
+        let (expires_at, reference) = decode_expiry_index_key(self.after_tag(key))
             .map_err(|e| Self::corruption(key, "expiry index key", e))?;
         let node =
             decode_node(value).map_err(|e| Self::corruption(key, "expiry index value", e))?;

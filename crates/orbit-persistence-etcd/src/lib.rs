@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, GetOptions, GetResponse, Txn, TxnOp, TxnOpResponse};
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::{
     Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock,
@@ -121,13 +121,7 @@ impl EtcdDirectory {
             .op_responses()
             .into_iter()
             .map(|op| match op {
-                TxnOpResponse::Get(get) => match get.kvs().first() {
-                    Some(kv) => self
-                        .keys
-                        .decode_lease(kv.key(), kv.value(), kv.mod_revision())
-                        .map(Some),
-                    None => Ok(None),
-                },
+                TxnOpResponse::Get(get) => self.lease_in(&get),
                 _ => Err(OrbitError::Unavailable(
                     "etcd answered a read transaction with a write response".into(),
                 )),
@@ -137,14 +131,18 @@ impl EtcdDirectory {
 
     /// The current lease of `r`.
     async fn current_one(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
-        let response = self.remote.get(self.keys.lease(r), None).await?;
-        match response.kvs().first() {
-            Some(kv) => self
-                .keys
-                .decode_lease(kv.key(), kv.value(), kv.mod_revision())
-                .map(Some),
-            None => Ok(None),
-        }
+        self.lease_in(&self.remote.get(self.keys.lease(r), None).await?)
+    }
+
+    /// The lease a point read of a lease key found, if any.
+    fn lease_in(&self, get: &GetResponse) -> OrbitResult<Option<AddressableLease>> {
+        get.kvs()
+            .first()
+            .map(|kv| {
+                self.keys
+                    .decode_lease(kv.key(), kv.value(), kv.mod_revision())
+            })
+            .transpose()
     }
 
     /// The operations that replace `previous` (if any) by `lease`: its three keys, and the
