@@ -254,7 +254,8 @@ impl Report {
         out.push_str(
             "\nRatios: >= 1.00x means better than every peer on that row (for times and space, \
              smaller is better). `n/a`: the phase does not apply (the memory backend keeps \
-             nothing across a reopen and uses no disk).\n",
+             nothing across a reopen and uses no disk; etcd keeps its data in its cluster, not a \
+             local directory).\n",
         );
         out
     }

@@ -1,11 +1,15 @@
 //! What a benchmark runs on: our backends, opened through the `orbit-persistence` facade as an
 //! application opens them, and the peer stores, each opened on its own directory.
+//!
+//! The etcd backend keeps its data in a cluster, not a directory: it is a subject only when the
+//! benchmark is given endpoints, and its keys go under a prefix made of its directory's path,
+//! so each run (and its kill -9 child) has its own.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use orbit_persistence::{
-    BackendType, Clock, CowBTreeConfig, LsmTreeConfig, MemoryConfig, PersistenceConfig,
+    BackendType, Clock, CowBTreeConfig, EtcdConfig, LsmTreeConfig, MemoryConfig, PersistenceConfig,
     RocksDbConfig, SyncMode,
 };
 
@@ -28,7 +32,7 @@ pub enum Subject {
 
 impl Subject {
     /// Our backends compiled into this build, then the peers, in table order. Not etcd: it
-    /// needs a cluster, which the benchmark is not given yet.
+    /// needs a cluster ([`Subject::clustered`]).
     pub fn all() -> Vec<Subject> {
         let mut all: Vec<Subject> = orbit_persistence::compiled_backends()
             .into_iter()
@@ -37,6 +41,16 @@ impl Subject {
             .collect();
         all.extend(Subject::peers());
         all
+    }
+
+    /// Our backends compiled into this build that keep their data in a cluster (etcd), so
+    /// that run only when the benchmark is given one.
+    pub fn clustered() -> Vec<Subject> {
+        orbit_persistence::compiled_backends()
+            .into_iter()
+            .filter(|b| *b == BackendType::Etcd)
+            .map(Subject::Ours)
+            .collect()
     }
 
     /// The peers compiled into this build.
@@ -73,7 +87,21 @@ impl Subject {
 
     /// The subject whose [`Subject::id`] is `id`, if it is compiled in.
     pub fn from_id(id: &str) -> Option<Subject> {
-        Subject::all().into_iter().find(|s| s.id() == id)
+        Subject::all()
+            .into_iter()
+            .chain(Subject::clustered())
+            .find(|s| s.id() == id)
+    }
+
+    /// Whether the store keeps its data in a cluster rather than its directory.
+    pub fn needs_cluster(self) -> bool {
+        self == Subject::Ours(BackendType::Etcd)
+    }
+
+    /// Whether the store's data is in its directory on this machine, so its size there is
+    /// its space (not the memory backend's, nor etcd's).
+    pub fn on_local_disk(self) -> bool {
+        self.durable() && !self.needs_cluster()
     }
 
     /// Whether this is a peer rather than one of ours.
@@ -86,13 +114,23 @@ impl Subject {
         self != Subject::Ours(BackendType::Memory)
     }
 
-    /// Opens the store in `dir` (created if missing). `sync` applies to ours; a peer makes each
-    /// write durable or not as the phase asks.
-    pub fn open(self, dir: &Path, sync: SyncMode, clock: Arc<dyn Clock>) -> Result<Side, String> {
+    /// Opens the store in `dir` (created if missing), or for etcd, on the cluster at
+    /// `etcd_endpoints` under `dir`'s prefix. `sync` applies to ours; a peer makes each write
+    /// durable or not as the phase asks.
+    pub fn open(
+        self,
+        dir: &Path,
+        etcd_endpoints: &[String],
+        sync: SyncMode,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Side, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         Ok(match self {
             Subject::Ours(backend) => {
-                let config = config_for(backend, dir, sync);
+                let mut config = config_for(backend, dir, sync);
+                if let Some(etcd) = config.etcd.as_mut() {
+                    etcd.endpoints = etcd_endpoints.to_vec();
+                }
                 let ours: Ours = orbit_persistence::open(&config, clock)
                     .map_err(|e| format!("open {}: {e}", backend.as_str()))?;
                 Side::Ours(ours)
@@ -111,7 +149,8 @@ impl Subject {
     }
 }
 
-/// The default config of `backend` with its data in `dir` and the given sync mode.
+/// The default config of `backend` with its data in `dir` and the given sync mode; for etcd,
+/// its keys under the prefix `/orbit-bench<dir>/` and no endpoints yet.
 pub fn config_for(backend: BackendType, dir: &Path, sync: SyncMode) -> PersistenceConfig {
     let data_dir = dir.to_path_buf();
     let mut config = PersistenceConfig {
@@ -141,7 +180,13 @@ pub fn config_for(backend: BackendType, dir: &Path, sync: SyncMode) -> Persisten
                 ..RocksDbConfig::default()
             })
         }
-        BackendType::Etcd => {}
+        BackendType::Etcd => {
+            config.etcd = Some(EtcdConfig {
+                endpoints: Vec::new(),
+                key_prefix: format!("/orbit-bench{}/", dir.display()),
+                ..EtcdConfig::default()
+            })
+        }
     }
     config
 }
@@ -167,8 +212,28 @@ mod tests {
     #[test]
     fn config_for_validates_for_every_backend() {
         for b in orbit_persistence::compiled_backends() {
-            let c = config_for(b, Path::new("/tmp/x"), SyncMode::Always);
+            let mut c = config_for(b, Path::new("/tmp/x"), SyncMode::Always);
+            if let Some(etcd) = c.etcd.as_mut() {
+                // The one thing the benchmark adds: where the cluster is.
+                assert!(etcd.endpoints.is_empty());
+                etcd.endpoints = vec!["http://127.0.0.1:2379".into()];
+            }
             c.validate().unwrap();
         }
+    }
+
+    #[test]
+    fn etcd_is_a_subject_only_with_a_cluster() {
+        for s in Subject::all() {
+            assert!(!s.needs_cluster(), "{}", s.name());
+        }
+        for s in Subject::clustered() {
+            assert!(s.needs_cluster() && s.durable() && !s.on_local_disk());
+            assert_eq!(Subject::from_id(s.id()), Some(s));
+        }
+        assert_eq!(
+            Subject::clustered().is_empty(),
+            !orbit_persistence::compiled_backends().contains(&BackendType::Etcd)
+        );
     }
 }

@@ -5,6 +5,10 @@
 //! The `kill -9` phase needs a child process that writes and is killed: the caller says how to
 //! start one ([`Options::child`], e.g. the CLI's own hidden `bench-child` command), and the
 //! child runs [`kill9_child`].
+//!
+//! A subject on a cluster (etcd) runs every phase but the space rows (its data is not in a
+//! local directory); its kill -9 child is a client killed mid-write, and its reopen is a new
+//! connection. At the end, the run's leases are removed from the cluster.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -47,8 +51,11 @@ pub struct Options {
     /// and removed at the end). It should be on the disk you want to measure.
     pub work_dir: PathBuf,
     /// How to start a kill -9 child: a program and its leading arguments; the suite appends
-    /// `<subject id> <dir> <n>`, and the child must call [`kill9_child`] with them.
+    /// `<subject id> <dir> <n> <etcd endpoints, comma-separated>`, and the child must call
+    /// [`kill9_child`] with them.
     pub child: Vec<OsString>,
+    /// The etcd cluster for the subjects that need one (empty: none given).
+    pub etcd_endpoints: Vec<String>,
 }
 
 impl Options {
@@ -63,6 +70,7 @@ impl Options {
             subjects,
             work_dir,
             child,
+            etcd_endpoints: Vec::new(),
         }
     }
 
@@ -183,6 +191,11 @@ pub async fn run(options: &Options) -> Result<Report, String> {
     if subjects.is_empty() {
         return Err("no subject to benchmark".to_string());
     }
+    if options.etcd_endpoints.is_empty()
+        && let Some(s) = subjects.iter().find(|s| s.needs_cluster())
+    {
+        return Err(format!("{} needs a cluster: give its endpoints", s.name()));
+    }
     let progress = Progress::new();
     let (n, reps) = (options.n, options.reps.max(1));
     if n < 1_000 {
@@ -198,7 +211,10 @@ pub async fn run(options: &Options) -> Result<Report, String> {
     let clock = Arc::new(ManualClock::new(T0));
     let open = |i: usize, sync: SyncMode| {
         let (subject, dir, clock) = (subjects[i], dirs[i].clone(), clock.clone());
-        tokio::task::block_in_place(move || subject.open(&dir, sync, clock as Arc<dyn Clock>))
+        let endpoints = &options.etcd_endpoints;
+        tokio::task::block_in_place(move || {
+            subject.open(&dir, endpoints, sync, clock as Arc<dyn Clock>)
+        })
     };
     let mut sides = Vec::new();
     for i in 0..subjects.len() {
@@ -209,7 +225,7 @@ pub async fn run(options: &Options) -> Result<Report, String> {
         let values = subjects
             .iter()
             .zip(&dirs)
-            .map(|(s, d)| s.durable().then(|| dir_bytes(d) as f64 / logical))
+            .map(|(s, d)| s.on_local_disk().then(|| dir_bytes(d) as f64 / logical))
             .collect();
         Row::new(format!("space {what}"), "x logical", false, values)
     };
@@ -435,6 +451,13 @@ pub async fn run(options: &Options) -> Result<Report, String> {
         killed,
     ));
 
+    // The run's leases leave the clusters it used.
+    for (i, subject) in subjects.iter().enumerate() {
+        if subject.needs_cluster() {
+            forget(options, *subject, &dirs[i]).await?;
+        }
+    }
+
     // 9. the disk's floor.
     let (floor_append, floor_overwrite) =
         tokio::task::block_in_place(|| crate::phases::floor(work.path()))
@@ -478,6 +501,7 @@ async fn kill9_reopen(
         .arg(subject.id())
         .arg(dir)
         .arg(options.n.to_string())
+        .arg(options.etcd_endpoints.join(","))
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("start the kill -9 child: {e}"))?;
@@ -495,7 +519,12 @@ async fn kill9_reopen(
     }
     let start = Instant::now();
     let side = tokio::task::block_in_place(|| {
-        subject.open(dir, SyncMode::Always, clock.clone() as Arc<dyn Clock>)
+        subject.open(
+            dir,
+            &options.etcd_endpoints,
+            SyncMode::Always,
+            clock.clone() as Arc<dyn Clock>,
+        )
     })?;
     let probe = &data.leases[1];
     let got = side.get(&probe.reference).await;
@@ -510,14 +539,33 @@ async fn kill9_reopen(
     }
 }
 
-/// The kill -9 child: opens `subject` in `dir` with durable writes and rewrites the first
-/// [`KILL9_LEASES`] leases of the data set (`n` leases) in durable batches of
-/// [`KILL9_BATCH`], each with a later expiry, round after round. Prints `READY` once the first
-/// round is acknowledged, and goes on writing until it is killed.
-pub async fn kill9_child(subject: Subject, dir: &Path, n: usize) -> Result<(), String> {
+/// Removes every lease of this run from the cluster of `subject` (all expire before a clock
+/// far ahead), so a shared cluster keeps nothing of the benchmark but etcd's history of it
+/// (freed by the cluster's compaction).
+async fn forget(options: &Options, subject: Subject, dir: &Path) -> Result<(), String> {
+    let later = Arc::new(ManualClock::new(Timestamp(T0.0 + 1_000 * HOUR)));
+    let side = tokio::task::block_in_place(|| {
+        subject.open(dir, &options.etcd_endpoints, SyncMode::Always, later)
+    })?;
+    side.cleanup(Timestamp(T0.0 + 1_000 * HOUR)).await;
+    side.close().await;
+    Ok(())
+}
+
+/// The kill -9 child: opens `subject` in `dir` (etcd: on the cluster at `etcd_endpoints`) with
+/// durable writes and rewrites the first [`KILL9_LEASES`] leases of the data set (`n` leases)
+/// in durable batches of [`KILL9_BATCH`], each with a later expiry, round after round. Prints
+/// `READY` once the first round is acknowledged, and goes on writing until it is killed.
+pub async fn kill9_child(
+    subject: Subject,
+    dir: &Path,
+    n: usize,
+    etcd_endpoints: &[String],
+) -> Result<(), String> {
     // The first leases of a data set do not depend on its size.
     let data = Data::new(n.min(KILL9_LEASES));
-    let side = subject.open(dir, SyncMode::Always, Arc::new(ManualClock::new(T0)))?;
+    let clock = Arc::new(ManualClock::new(T0));
+    let side = subject.open(dir, etcd_endpoints, SyncMode::Always, clock)?;
     let mut batch: Vec<_> = Vec::with_capacity(KILL9_BATCH);
     for round in 0u64.. {
         for chunk in data.leases.chunks(KILL9_BATCH) {

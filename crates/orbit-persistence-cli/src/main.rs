@@ -7,7 +7,8 @@
 //!
 //! Exit codes: 0 success; 1 the lease asked for does not exist; 2 bad usage or an invalid
 //! config (the message names the field); 3 the store failed (locked by another process,
-//! corruption, I/O); 4 `verify` found problems.
+//! corruption, I/O, an unreachable cluster; `stats` prints an unhealthy store's health, then
+//! exits 3); 4 `verify` found problems.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use orbit_persistence::{
     AddressableDirectoryProvider, AddressableReference, Key, NodeId, OrbitError, PersistenceConfig,
-    SystemClock,
+    ProviderHealth, SystemClock,
 };
 use orbit_persistence_bench::subject::Subject;
 use orbit_persistence_bench::{chart, suite};
@@ -72,8 +73,9 @@ enum Command {
     /// leases; prints the report (exit code 4 if it found problems).
     Verify(Store),
     /// Runs the lease benchmark (BENCHMARK.md) on every compiled backend and the peers (redb,
-    /// fjall, and raw RocksDB when built with `--features rocksdb`) side by side; writes
-    /// report.md, report.json and SVG charts into the output directory and prints the table.
+    /// fjall, and raw RocksDB when built with `--features rocksdb`) side by side, and on etcd
+    /// when given `--etcd-endpoints`; writes report.md, report.json and SVG charts into the
+    /// output directory and prints the table.
     Bench(BenchArgs),
     /// The writer the benchmark kills with SIGKILL (started by `bench`; not for use by hand).
     #[command(hide = true)]
@@ -81,6 +83,9 @@ enum Command {
         subject: String,
         dir: PathBuf,
         n: usize,
+        /// The etcd endpoints, comma-separated (empty: none).
+        #[arg(default_value = "")]
+        etcd_endpoints: String,
     },
 }
 
@@ -99,10 +104,15 @@ struct BenchArgs {
     /// disk you want to measure.
     #[arg(long)]
     work_dir: Option<PathBuf>,
-    /// Only these subjects (comma-separated ids: memory, cow_btree, lsm_tree, rocksdb, redb,
-    /// fjall, raw_rocksdb).
+    /// Only these subjects (comma-separated ids: memory, cow_btree, lsm_tree, rocksdb, etcd,
+    /// redb, fjall, raw_rocksdb).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Also benchmark the etcd backend on this cluster (comma-separated client URLs; needs a
+    /// build with `--features etcd`). Its keys go under `/orbit-bench/...`, and are removed at
+    /// the end. Use a cluster of your own: the load is heavy.
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
     /// Gets per `get` run (overrides the mode's; for smoke tests).
     #[arg(long)]
     gets: Option<usize>,
@@ -231,12 +241,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Stats(store) => {
             let s = open(&store).await?;
+            let health = s.health_check().await;
             let out = serde_json::json!({
-                "health": s.health_check().await,
+                "health": health,
                 "metrics": s.metrics().await,
             });
             println!("{}", json(&out)?);
             s.shutdown().await?;
+            if let ProviderHealth::Unhealthy { reason } = health {
+                return Err(Failure(3, format!("the store is unhealthy: {reason}")));
+            }
         }
         Command::Get {
             store,
@@ -297,10 +311,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Bench(args) => bench(args).await?,
-        Command::BenchChild { subject, dir, n } => {
+        Command::BenchChild {
+            subject,
+            dir,
+            n,
+            etcd_endpoints,
+        } => {
             let subject = Subject::from_id(&subject)
                 .ok_or_else(|| Failure(2, format!("unknown subject {subject:?}")))?;
-            suite::kill9_child(subject, &dir, n)
+            let endpoints: Vec<String> = etcd_endpoints
+                .split(',')
+                .filter(|e| !e.is_empty())
+                .map(String::from)
+                .collect();
+            suite::kill9_child(subject, &dir, n, &endpoints)
                 .await
                 .map_err(|e| Failure(3, e))?;
         }
@@ -316,14 +340,31 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 /// `bench`: runs the suite and writes the report, its JSON and the charts.
 async fn bench(args: BenchArgs) -> Result<(), Failure> {
-    let subjects = if args.only.is_empty() {
-        Subject::all()
+    let clustered = Subject::clustered();
+    if !args.etcd_endpoints.is_empty() && clustered.is_empty() {
+        return Err(Failure(
+            2,
+            "--etcd-endpoints: this build has no etcd backend (build with --features etcd)".into(),
+        ));
+    }
+    let subjects: Vec<Subject> = if args.only.is_empty() {
+        let mut all = Subject::all();
+        if !args.etcd_endpoints.is_empty() {
+            // Ours first, then the peers, as in every table.
+            let peers = all.iter().position(|s| s.is_peer()).unwrap_or(all.len());
+            all.splice(peers..peers, clustered);
+        }
+        all
     } else {
         args.only
             .iter()
             .map(|id| {
                 Subject::from_id(id).ok_or_else(|| {
-                    let known: Vec<_> = Subject::all().iter().map(|s| s.id()).collect();
+                    let known: Vec<_> = Subject::all()
+                        .into_iter()
+                        .chain(Subject::clustered())
+                        .map(|s| s.id())
+                        .collect();
                     Failure(
                         2,
                         format!(
@@ -335,6 +376,14 @@ async fn bench(args: BenchArgs) -> Result<(), Failure> {
             })
             .collect::<Result<_, _>>()?
     };
+    if args.etcd_endpoints.is_empty()
+        && let Some(s) = subjects.iter().find(|s| s.needs_cluster())
+    {
+        return Err(Failure(
+            2,
+            format!("--only {}: give the cluster with --etcd-endpoints", s.id()),
+        ));
+    }
     let io = |what: &str, e: std::io::Error| Failure(3, format!("{what}: {e}"));
     std::fs::create_dir_all(&args.out).map_err(|e| io("create the output directory", e))?;
     let work_dir = args.work_dir.unwrap_or_else(|| args.out.clone());
@@ -348,6 +397,7 @@ async fn bench(args: BenchArgs) -> Result<(), Failure> {
     options.gets = args.gets.unwrap_or(options.gets);
     options.mixed_ops = args.mixed_ops.unwrap_or(options.mixed_ops);
     options.reps = args.reps.unwrap_or(options.reps);
+    options.etcd_endpoints = args.etcd_endpoints;
     if options.n < 1_000 {
         return Err(Failure(
             2,

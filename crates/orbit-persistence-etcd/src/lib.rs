@@ -34,6 +34,8 @@
 //! (each fsyncs its raft log). `SyncMode` does not apply.
 
 mod keys;
+#[cfg(feature = "local-cluster")]
+pub mod local_cluster;
 mod remote;
 
 use std::sync::Arc;

@@ -5,8 +5,6 @@
 //!   configured timeout, not later;
 //! - both come back: operations succeed again, and every acknowledged write is still there.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use orbit_persistence_conformance::fixtures::{T0, node, reference};
@@ -15,7 +13,7 @@ use orbit_persistence_core::{
     PersistenceProvider, Timestamp,
 };
 use orbit_persistence_etcd::EtcdDirectory;
-use support::LocalCluster;
+use orbit_persistence_etcd::local_cluster::LocalCluster;
 
 const TIMEOUT_MS: u64 = 2_000;
 

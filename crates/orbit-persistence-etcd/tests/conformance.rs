@@ -3,15 +3,13 @@
 //! directory becomes its own key prefix, so the cases share the member without seeing each
 //! other. etcd is shared by design: `exclusive = false` (no directory lock to test).
 
-mod support;
-
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use orbit_persistence_conformance::{Backend, Capabilities, conformance_suite};
 use orbit_persistence_core::{AddressableDirectoryProvider, Clock, EtcdConfig, OrbitResult};
 use orbit_persistence_etcd::EtcdDirectory;
-use support::LocalCluster;
+use orbit_persistence_etcd::local_cluster::LocalCluster;
 
 /// Where the member of this test binary writes its endpoints, by process id: a kill -9 child
 /// (this binary again) reads its parent's, so both talk to one member.

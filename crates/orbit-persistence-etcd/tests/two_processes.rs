@@ -6,8 +6,6 @@
 //! The children are this test binary again, started with `ORBIT_ETCD_CHILD` set, running
 //! [`child_entry`].
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -19,7 +17,7 @@ use orbit_persistence_core::{
     Timestamp,
 };
 use orbit_persistence_etcd::EtcdDirectory;
-use support::LocalCluster;
+use orbit_persistence_etcd::local_cluster::LocalCluster;
 
 const CHILD: &str = "ORBIT_ETCD_CHILD";
 const REFS: u32 = 300;

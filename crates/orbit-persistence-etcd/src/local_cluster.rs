@@ -1,13 +1,11 @@
-//! Real etcd members on loopback for the tests: a single member or a cluster, each a child
-//! `etcd` process with a temporary data directory and free ports.
+//! Real etcd members on loopback, for tests and benchmarks (feature `local-cluster`): a single
+//! member or a cluster, each a child `etcd` process with a temporary data directory and free
+//! ports. Not for production: the members live as long as the [`LocalCluster`] value.
 //!
 //! The `etcd` binary is `ETCD_BIN`, else `etcd` on `PATH` (Debian: `apt-get install
 //! etcd-server`; the workspace's `scripts/test.sh` installs it). Members are killed when their
 //! [`LocalCluster`] is dropped, and, through a watchdog process, when the test process dies
 //! without dropping it (a `static` cluster shared by a test binary's cases, or a `kill -9`).
-
-// Each test binary uses its own part of this module.
-#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
