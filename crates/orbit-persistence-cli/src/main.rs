@@ -77,6 +77,12 @@ enum Command {
     /// when given `--etcd-endpoints`; writes report.md, report.json and SVG charts into the
     /// output directory and prints the table.
     Bench(BenchArgs),
+    /// Kubernetes: the OrbitCluster CRD, and the manifests of a cluster.
+    #[cfg(feature = "k8s")]
+    K8s {
+        #[command(subcommand)]
+        action: K8sAction,
+    },
     /// The writer the benchmark kills with SIGKILL (started by `bench`; not for use by hand).
     #[command(hide = true)]
     BenchChild {
@@ -130,6 +136,25 @@ enum ConfigAction {
     Check {
         /// The config file.
         file: PathBuf,
+    },
+}
+
+#[cfg(feature = "k8s")]
+#[derive(Subcommand)]
+enum K8sAction {
+    /// Prints the OrbitCluster CustomResourceDefinition as YAML.
+    Crd,
+    /// Checks an OrbitCluster (YAML) as the API server and the operator would, and prints the
+    /// objects that run it (StorageClass, ConfigMap, Service, StatefulSet) as YAML.
+    Render {
+        /// The OrbitCluster file.
+        file: PathBuf,
+    },
+    /// Writes the CRD, one example cluster per backend and their manifests into DIR (the
+    /// repository's `deploy/`).
+    Deploy {
+        /// The directory (created if missing).
+        dir: PathBuf,
     },
 }
 
@@ -216,25 +241,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             action: ConfigAction::Check { file },
         } => {
             let config = load(&Store { config: Some(file) })?;
-            let effective = match config.backend {
-                orbit_persistence::BackendType::Memory => PersistenceConfig {
-                    memory: Some(config.memory_or_default()),
-                    ..config
-                },
-                orbit_persistence::BackendType::CowBTree => PersistenceConfig {
-                    cow_btree: Some(config.cow_btree_or_default()),
-                    ..config
-                },
-                orbit_persistence::BackendType::LsmTree => PersistenceConfig {
-                    lsm_tree: Some(config.lsm_tree_or_default()),
-                    ..config
-                },
-                orbit_persistence::BackendType::RocksDB => PersistenceConfig {
-                    rocksdb: Some(config.rocksdb_or_default()),
-                    ..config
-                },
-                orbit_persistence::BackendType::Etcd => config,
-            };
+            let effective = config.effective();
             let text = toml::to_string(&effective)
                 .map_err(|e| Failure(3, format!("printing the config: {e}")))?;
             print!("{text}");
@@ -311,6 +318,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Bench(args) => bench(args).await?,
+        #[cfg(feature = "k8s")]
+        Command::K8s { action } => k8s(action)?,
         Command::BenchChild {
             subject,
             dir,
@@ -333,6 +342,37 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let removed = s.cleanup_expired_leases().await;
             s.shutdown().await?;
             println!("{}", json(&serde_json::json!({ "removed": removed? }))?);
+        }
+    }
+    Ok(())
+}
+
+/// `k8s crd | render FILE | deploy DIR`.
+#[cfg(feature = "k8s")]
+fn k8s(action: K8sAction) -> Result<(), Failure> {
+    use orbit_persistence_k8s::{deploy, schema};
+    let yaml = |e: orbit_persistence_k8s::YamlError| Failure(3, format!("YAML output: {e}"));
+    match action {
+        K8sAction::Crd => print!("{}", schema::crd_yaml().map_err(yaml)?),
+        K8sAction::Render { file } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Failure(2, format!("read {}: {e}", file.display())))?;
+            let cluster =
+                schema::parse(&text).map_err(|e| Failure(2, format!("{}: {e}", file.display())))?;
+            let rendered = orbit_persistence_k8s::render(&cluster)
+                .map_err(|e| Failure(2, format!("{}: {e}", file.display())))?;
+            print!("{}", rendered.to_yaml().map_err(yaml)?);
+        }
+        K8sAction::Deploy { dir } => {
+            for (path, text) in deploy::files().map_err(|e| Failure(3, e))? {
+                let path = dir.join(path);
+                let io = |e: std::io::Error| Failure(3, format!("write {}: {e}", path.display()));
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(io)?;
+                }
+                std::fs::write(&path, text).map_err(io)?;
+                eprintln!("wrote {}", path.display());
+            }
         }
     }
     Ok(())

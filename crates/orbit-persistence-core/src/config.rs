@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{OrbitError, OrbitResult};
 
 /// Which storage engine a [`PersistenceConfig`] selects.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BackendType {
     /// In-memory, no durability: tests and caches.
@@ -87,11 +88,32 @@ pub enum SyncMode {
     Never,
 }
 
+/// A string (`always`, `never`) or an object (`{interval_ms = N}`): one value of two JSON
+/// types, which a Kubernetes structural schema cannot type. So the schema keeps the value as
+/// given (`x-kubernetes-preserve-unknown-fields`), and [`PersistenceConfig`]'s parser is what
+/// checks it.
+#[cfg(feature = "schemars")]
+impl schemars::JsonSchema for SyncMode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SyncMode".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "When a write is made durable: \"always\" (fdatasync before the \
+                acknowledgement), \"never\" (only at shutdown and checkpoints), or \
+                {\"interval_ms\": N} (at most every N ms).",
+            "x-kubernetes-preserve-unknown-fields": true,
+        })
+    }
+}
+
 fn default_data_dir(backend: &str) -> PathBuf {
     PathBuf::from("orbit-data").join(backend)
 }
 
 /// Settings of the in-memory backend.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryConfig {
@@ -101,6 +123,7 @@ pub struct MemoryConfig {
 }
 
 /// Settings of the copy-on-write B+tree backend.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CowBTreeConfig {
@@ -136,6 +159,7 @@ impl Default for CowBTreeConfig {
 }
 
 /// Settings of the LSM-tree backend.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LsmTreeConfig {
@@ -181,6 +205,7 @@ impl Default for LsmTreeConfig {
 }
 
 /// Settings of the RocksDB backend.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RocksDbConfig {
@@ -216,6 +241,7 @@ impl Default for RocksDbConfig {
 
 /// Settings of the etcd backend: where the cluster is, the key prefix the directory lives
 /// under, and how long a call may take.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EtcdConfig {
@@ -243,6 +269,7 @@ pub struct EtcdConfig {
 }
 
 /// TLS files of the etcd backend, PEM encoded.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdTlsConfig {
@@ -273,6 +300,7 @@ impl Default for EtcdConfig {
 }
 
 /// The whole configuration of a store: the backend to open and its settings.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PersistenceConfig {
@@ -402,6 +430,57 @@ impl PersistenceConfig {
     /// The etcd settings, or their defaults when the section is absent.
     pub fn etcd_or_default(&self) -> EtcdConfig {
         self.etcd.clone().unwrap_or_default()
+    }
+
+    /// This config with the selected backend's section filled in (its defaults where the
+    /// file leaves it out): exactly what the store opens, spelled out.
+    pub fn effective(&self) -> PersistenceConfig {
+        let mut config = self.clone();
+        match self.backend {
+            BackendType::Memory => config.memory = Some(self.memory_or_default()),
+            BackendType::CowBTree => config.cow_btree = Some(self.cow_btree_or_default()),
+            BackendType::LsmTree => config.lsm_tree = Some(self.lsm_tree_or_default()),
+            BackendType::RocksDB => config.rocksdb = Some(self.rocksdb_or_default()),
+            BackendType::Etcd => config.etcd = Some(self.etcd_or_default()),
+        }
+        config
+    }
+
+    /// The data directory of the selected backend; `None` for memory and etcd, which keep
+    /// nothing in one.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        match self.backend {
+            BackendType::Memory | BackendType::Etcd => None,
+            BackendType::CowBTree => Some(self.cow_btree_or_default().data_dir),
+            BackendType::LsmTree => Some(self.lsm_tree_or_default().data_dir),
+            BackendType::RocksDB => Some(self.rocksdb_or_default().data_dir),
+        }
+    }
+
+    /// The [effective](Self::effective) config with the selected backend's data directory set
+    /// to `dir` (no change for memory and etcd).
+    pub fn with_data_dir(&self, dir: impl Into<PathBuf>) -> PersistenceConfig {
+        let mut config = self.effective();
+        let dir = dir.into();
+        match config.backend {
+            BackendType::Memory | BackendType::Etcd => {}
+            BackendType::CowBTree => {
+                if let Some(c) = config.cow_btree.as_mut() {
+                    c.data_dir = dir;
+                }
+            }
+            BackendType::LsmTree => {
+                if let Some(c) = config.lsm_tree.as_mut() {
+                    c.data_dir = dir;
+                }
+            }
+            BackendType::RocksDB => {
+                if let Some(c) = config.rocksdb.as_mut() {
+                    c.data_dir = dir;
+                }
+            }
+        }
+        config
     }
 
     /// Checks every present section; the error names the first bad field.
@@ -768,5 +847,45 @@ mod tests {
         };
         let text = toml::to_string(&c).unwrap();
         assert_eq!(PersistenceConfig::from_toml_str(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn effective_fills_the_selected_section_and_data_dir_follows_it() {
+        for backend in [
+            BackendType::Memory,
+            BackendType::CowBTree,
+            BackendType::LsmTree,
+            BackendType::RocksDB,
+            BackendType::Etcd,
+        ] {
+            let bare = PersistenceConfig {
+                backend,
+                ..PersistenceConfig::default()
+            };
+            let effective = bare.effective();
+            let filled = [
+                effective.memory.is_some(),
+                effective.cow_btree.is_some(),
+                effective.lsm_tree.is_some(),
+                effective.rocksdb.is_some(),
+                effective.etcd.is_some(),
+            ];
+            assert_eq!(filled.iter().filter(|f| **f).count(), 1, "{backend:?}");
+            // What it spells out reads back as the same config.
+            let text = toml::to_string(&effective).unwrap();
+            assert_eq!(PersistenceConfig::from_toml_str(&text).unwrap(), effective);
+
+            let moved = bare.with_data_dir("/var/lib/orbit/x");
+            match backend {
+                BackendType::Memory | BackendType::Etcd => {
+                    assert_eq!(moved.data_dir(), None);
+                    assert_eq!(moved, effective);
+                }
+                _ => {
+                    assert_eq!(bare.data_dir(), Some(default_data_dir(backend.as_str())));
+                    assert_eq!(moved.data_dir(), Some(PathBuf::from("/var/lib/orbit/x")));
+                }
+            }
+        }
     }
 }
