@@ -86,6 +86,8 @@ fn every_example_validates_and_renders_to_typed_objects_whose_config_round_trips
                     let toml = &map.data.as_ref().unwrap()[CONFIG_KEY];
                     let read = PersistenceConfig::from_toml_str(toml).unwrap();
                     assert_eq!(read, pod_config(&cluster.spec.persistence), "{name}");
+                    // The examples spell out their config: the pod reads exactly it.
+                    assert_eq!(read, cluster.spec.persistence, "{name}");
                 }
                 "Service" => {
                     let service: Service = serde_json::from_value(doc).unwrap();
