@@ -50,13 +50,29 @@ pub enum Error {
     Incomplete(&'static str),
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: String) -> Condition {
+/// A condition of `cluster`: its `lastTransitionTime` is kept from the current status while
+/// the condition's status stays the same, and is now when it changes.
+fn condition(
+    cluster: &OrbitCluster,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    let since = cluster
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == type_ && c.status == status)
+        .and_then(|c| c.last_transition_time.clone());
     Condition {
         type_: type_.to_string(),
-        status: if ok { "True" } else { "False" }.to_string(),
+        status: status.to_string(),
         reason: reason.to_string(),
         message,
-        last_transition_time: Some(k8s_openapi::jiff::Timestamp::now().to_string()),
+        last_transition_time: since
+            .or_else(|| Some(k8s_openapi::jiff::Timestamp::now().to_string())),
     }
 }
 
@@ -88,8 +104,8 @@ pub async fn reconcile(cluster: Arc<OrbitCluster>, ctx: Arc<Context>) -> Result<
                 &client,
                 &cluster,
                 vec![
-                    condition("SpecValid", false, "InvalidSpec", message.clone()),
-                    condition("Applied", false, "InvalidSpec", message),
+                    condition(&cluster, "SpecValid", false, "InvalidSpec", message.clone()),
+                    condition(&cluster, "Applied", false, "InvalidSpec", message),
                 ],
             )
             .await?;
@@ -142,12 +158,13 @@ pub async fn reconcile(cluster: Arc<OrbitCluster>, ctx: Arc<Context>) -> Result<
         &cluster,
         vec![
             condition(
+                &cluster,
                 "SpecValid",
                 true,
                 "Valid",
                 format!("{} backend", cluster.spec.persistence.backend.as_str()),
             ),
-            condition("Applied", true, "Applied", applied.join(", ")),
+            condition(&cluster, "Applied", true, "Applied", applied.join(", ")),
         ],
     )
     .await?;

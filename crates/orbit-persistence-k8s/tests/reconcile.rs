@@ -8,7 +8,7 @@ use http::{Method, Request, Response};
 use kube::client::Body;
 use orbit_persistence_core::BackendType;
 use orbit_persistence_k8s::reconcile::{Context, MANAGER, reconcile};
-use orbit_persistence_k8s::{OrbitCluster, OrbitClusterStatus, deploy};
+use orbit_persistence_k8s::{Condition, OrbitCluster, OrbitClusterStatus, deploy};
 use serde_json::Value;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -218,4 +218,51 @@ async fn an_api_error_fails_the_reconcile_for_a_retry() {
         .expect_err("a refused apply fails the reconcile")
         .to_string();
     assert!(err.contains("forbidden"), "{err}");
+}
+
+#[tokio::test]
+async fn a_condition_keeps_its_transition_time_until_its_status_changes() {
+    let mut cluster = stored(BackendType::Memory);
+    let since = "2026-01-02T03:04:05Z".to_string();
+    cluster.status = Some(OrbitClusterStatus {
+        observed_generation: Some(3),
+        conditions: vec![Condition {
+            type_: "SpecValid".into(),
+            status: "True".into(),
+            reason: "Valid".into(),
+            message: "memory backend".into(),
+            last_transition_time: Some(since.clone()),
+        }],
+    });
+    let (client, mut handle) = mock();
+    let server = {
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            for path in [
+                "/api/v1/namespaces/orbit/configmaps/memory-persistence",
+                "/api/v1/namespaces/orbit/services/memory",
+                "/apis/apps/v1/namespaces/orbit/statefulsets/memory",
+            ] {
+                let (body, send) = next(&mut handle, path).await;
+                reply(send, &body);
+            }
+            status(&mut handle, &cluster).await
+        })
+    };
+    let action = reconcile(Arc::new(cluster), Arc::new(Context { client })).await;
+    let status = server.await.expect("the mock's checks");
+    action.expect("reconcile");
+    let valid = &status.conditions[0];
+    assert_eq!(
+        valid.last_transition_time.as_ref(),
+        Some(&since),
+        "still valid"
+    );
+    let applied = &status.conditions[1];
+    assert_ne!(
+        applied.last_transition_time.as_ref(),
+        Some(&since),
+        "newly applied"
+    );
+    assert!(applied.last_transition_time.is_some());
 }
