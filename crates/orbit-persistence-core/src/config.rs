@@ -254,8 +254,9 @@ pub struct EtcdConfig {
     pub connect_timeout_ms: u64,
     /// Milliseconds a request may take before it fails with `Unavailable` (no hang past it).
     pub request_timeout_ms: u64,
-    /// Attempts of an idempotent read (get, list, count) before its error is returned; writes
-    /// are never retried by the store (the caller sees `Unavailable` and decides).
+    /// Attempts of an idempotent read (get, list, count) before its error is returned, all
+    /// within `request_timeout_ms`; writes are never retried by the store (the caller sees
+    /// `Unavailable` and decides).
     pub read_attempts: u32,
     /// Leases removed per cleanup transaction (each costs three deletes and one compare; etcd
     /// allows 128 operations per transaction by default).

@@ -24,7 +24,8 @@
 //!   is never removed.
 //! - **Errors and time.** Every call is bounded by `request_timeout_ms`; a failure is
 //!   `Unavailable` naming the endpoints and the cause, never a hang. Idempotent reads (get,
-//!   list, count) are retried `read_attempts` times with backoff; writes are not (an answer lost
+//!   list, count) are retried `read_attempts` times with backoff, within that same timeout;
+//!   writes are not (an answer lost
 //!   in transit may hide a commit, and the conditional operations recover from that by reading).
 //! - **Expiry** is decided by the injected clock against the stored `expires_at`, like every
 //!   backend; etcd's own leases (TTL keys) are not used, so no key vanishes behind a caller's

@@ -1,5 +1,6 @@
 //! The connection to the cluster: every call bounded by the request timeout, every failure an
-//! `Unavailable` naming the endpoints and the cause, and idempotent reads retried with backoff.
+//! `Unavailable` naming the endpoints and the cause, and idempotent reads retried with backoff
+//! within that same timeout (a read, retries included, never takes longer than one request may).
 //!
 //! Writes are never retried here. A transaction whose answer was lost may have committed; the
 //! conditional operations re-read and compare on the next call, so the caller decides.
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions, GetResponse, KvClient, Txn, TxnResponse};
 use orbit_persistence_core::{EtcdConfig, OrbitError, OrbitResult};
+use tokio::time::Instant;
 
 /// First pause between two attempts of a read; doubled after each.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -92,19 +94,24 @@ impl Remote {
         self.client.kv_client()
     }
 
-    /// Runs one call, bounded by the request timeout (tonic's own deadline may not cover a
-    /// connection that is still being established). A call that never left this process (no
-    /// member at that address accepted the connection) is sent again at once, up to once per
-    /// member and then some: the client spreads calls over every endpoint, dead ones included,
-    /// and such a retry cannot commit anything twice.
-    async fn bounded<T, F, Fut>(&self, op: &'static str, call: &F) -> OrbitResult<T>
+    /// Runs one call, answered by `deadline` (tonic's own deadline may not cover a connection
+    /// that is still being established). A call that never left this process (no member at
+    /// that address accepted the connection) is sent again at once, up to once per member and
+    /// then some: the client spreads calls over every endpoint, dead ones included, and such a
+    /// retry cannot commit anything twice.
+    async fn bounded<T, F, Fut>(
+        &self,
+        op: &'static str,
+        call: &F,
+        deadline: Instant,
+    ) -> OrbitResult<T>
     where
         F: Fn(KvClient) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let mut unsent = 0;
         loop {
-            match tokio::time::timeout(self.timeout, call(self.kv())).await {
+            match tokio::time::timeout_at(deadline, call(self.kv())).await {
                 Ok(Ok(out)) => return Ok(out),
                 Ok(Err(e)) if never_sent(&e) && unsent < self.members * 2 => {
                     unsent += 1;
@@ -116,17 +123,19 @@ impl Remote {
         }
     }
 
-    /// A read: retried with backoff up to `read_attempts` times.
+    /// A read: retried with backoff up to `read_attempts` times, all within the request
+    /// timeout (a retry that could not start before it is not made).
     async fn read<T, F, Fut>(&self, op: &'static str, call: F) -> OrbitResult<T>
     where
         F: Fn(KvClient) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
+        let deadline = Instant::now() + self.timeout;
         let mut pause = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            match self.bounded(op, &call).await {
-                Err(e) if attempt < self.read_attempts => {
+            match self.bounded(op, &call, deadline).await {
+                Err(e) if attempt < self.read_attempts && Instant::now() + pause < deadline => {
                     tracing::debug!(op, attempt, error = %e, "etcd read failed; retrying");
                     tokio::time::sleep(pause).await;
                     pause *= 2;
@@ -161,7 +170,8 @@ impl Remote {
             let txn = txn.clone();
             async move { kv.txn(txn).await }
         };
-        self.bounded("write transaction", &call).await
+        let deadline = Instant::now() + self.timeout;
+        self.bounded("write transaction", &call, deadline).await
     }
 
     /// The status of the member the client talks to.
