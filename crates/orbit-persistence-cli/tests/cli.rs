@@ -1,8 +1,9 @@
 //! The binary as a subprocess: exit codes, messages that name the bad field, and the commands
 //! against a store written through the library.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,18 +11,7 @@ use orbit_persistence::{
     AddressableLease, AddressableReference, Clock, Key, NodeId, PersistenceConfig, SystemClock,
 };
 
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_orbit-persistence"))
-        .args(args)
-        .env_remove("ORBIT_PERSISTENCE_BACKEND")
-        .env_remove("ORBIT_PERSISTENCE_DATA_DIR")
-        .output()
-        .expect("run the binary")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use support::{cli, text};
 
 fn write_config(dir: &Path, body: &str) -> String {
     let path = dir.join("persistence.toml");

@@ -3,8 +3,9 @@
 //! give etcd a figure on every phase but the space rows and leave nothing in the cluster.
 #![cfg(feature = "etcd")]
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,24 +14,13 @@ use orbit_persistence::{
 };
 use orbit_persistence_etcd::local_cluster::LocalCluster;
 
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_orbit-persistence"))
-        .args(args)
-        .env_remove("ORBIT_PERSISTENCE_BACKEND")
-        .env_remove("ORBIT_PERSISTENCE_DATA_DIR")
-        .output()
-        .expect("run the binary")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use support::{cli, text};
 
 fn etcd_config(dir: &Path, endpoint: &str) -> String {
     let path = dir.join("persistence.toml");
     let body = format!(
         "backend = \"etcd\"\n[etcd]\nendpoints = [{endpoint:?}]\nkey_prefix = \"/cli-test/\"\n\
-         connect_timeout_ms = 1000\nrequest_timeout_ms = 1000\n"
+         connect_timeout_ms = 3000\nrequest_timeout_ms = 3000\n"
     );
     std::fs::write(&path, body).unwrap();
     path.to_str().unwrap().to_string()

@@ -2,15 +2,11 @@
 //! `deploy/` to exactly the checked-in manifests, and a bad cluster refused naming the field.
 #![cfg(feature = "k8s")]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_orbit-persistence"))
-        .args(args)
-        .output()
-        .expect("run the binary")
-}
+use std::path::{Path, PathBuf};
+
+use support::cli;
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

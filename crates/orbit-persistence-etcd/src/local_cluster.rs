@@ -76,7 +76,41 @@ impl LocalCluster {
         for i in 0..size {
             cluster.wait_accepting(i)?;
         }
+        for i in 0..size {
+            cluster.wait_healthy(i)?;
+        }
         Ok(cluster)
+    }
+
+    /// Waits until member `i` says it is healthy (`GET /health`: it has a leader), so a test's
+    /// first call is not spent on the cluster's first election.
+    fn wait_healthy(&mut self, i: usize) -> std::io::Result<()> {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + START_TIMEOUT;
+        let port = self.members[i].client_port;
+        loop {
+            let answer = (|| -> std::io::Result<String> {
+                let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+                stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+                stream.write_all(
+                    b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                )?;
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer)?;
+                Ok(answer)
+            })();
+            if answer.is_ok_and(|a| a.contains("\"health\":\"true\"")) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other(format!(
+                    "etcd member {} was not healthy within {START_TIMEOUT:?}; see {}",
+                    self.members[i].name,
+                    self.log_of(i).display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn spawn(&mut self, i: usize) -> std::io::Result<()> {
