@@ -119,6 +119,7 @@ macro_rules! conformance_suite {
             cleanup_follows_renewals,
             cleanup_clears_node_index,
             cleanup_of_many_is_exact,
+            cleanup_of_many_expiring_at_once,
             acquire_absent_acquires,
             acquire_held_returns_holder,
             acquire_expired_takes_over,

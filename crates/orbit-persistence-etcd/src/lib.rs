@@ -21,7 +21,8 @@
 //!   operations per transaction, and a lease change takes up to five); a larger batch is applied
 //!   as several transactions, each atomic. `cleanup_expired_leases` removes `cleanup_batch`
 //!   leases per transaction, each guarded by its lease's revision, so a lease renewed meanwhile
-//!   is never removed.
+//!   is never removed. It reads the expired entries in one pass of windows sized to hold about
+//!   a page, so its cost grows linearly with their number (see `scan_window`).
 //! - **Errors and time.** Every call is bounded by `request_timeout_ms`; a failure is
 //!   `Unavailable` naming the endpoints and the cause, never a hang. Idempotent reads (get,
 //!   list, count) are retried `read_attempts` times with backoff, within that same timeout;
@@ -38,6 +39,7 @@ mod keys;
 #[cfg(feature = "local-cluster")]
 pub mod local_cluster;
 mod remote;
+mod scan_window;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +56,7 @@ use orbit_persistence_core::{
 
 use crate::keys::Keys;
 use crate::remote::Remote;
+use crate::scan_window::ScanWindows;
 
 /// Leases per `store_leases` transaction: up to five operations each, under etcd's default
 /// limit of 128 operations per transaction.
@@ -226,6 +229,37 @@ impl EtcdDirectory {
     /// Removes the lease of one expired entry if the lease is still the one the entry was
     /// written with; an entry whose lease moved on (renewed, replaced, removed) by a write that
     /// somehow left it behind is deleted on its own. Whether a lease was removed.
+    /// Removes the leases of `expired` entries in one transaction, each only if its key still
+    /// has the revision its expiry entry was written with (a lease renewed meanwhile stays).
+    /// Returns how many were removed.
+    async fn remove_expired(&self, expired: &[etcd_client::KeyValue]) -> OrbitResult<u64> {
+        let mut compares = Vec::with_capacity(expired.len());
+        let mut ops = Vec::with_capacity(expired.len() * 3);
+        for kv in expired {
+            let (r, expires_at, node) = self.keys.decode_expiry_entry(kv.key(), kv.value())?;
+            compares.push(Compare::mod_revision(
+                self.keys.lease(&r),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            ));
+            ops.extend(self.delete_ops(&r, &node, expires_at));
+        }
+        let start = Instant::now();
+        let committed = self.commit(compares, ops).await;
+        self.metrics
+            .write_done(start, expired.len() as u64, &committed);
+        if committed?.is_some() {
+            return Ok(expired.len() as u64);
+        }
+        // A lost compare: some lease of the batch changed meanwhile. One by one, so that every
+        // entry is either removed or found stale.
+        let mut removed = 0;
+        for kv in expired {
+            removed += u64::from(self.remove_expired_one(kv).await?);
+        }
+        Ok(removed)
+    }
+
     async fn remove_expired_one(&self, entry: &etcd_client::KeyValue) -> OrbitResult<bool> {
         let (r, expires_at, node) = self.keys.decode_expiry_entry(entry.key(), entry.value())?;
         let lease_key = self.keys.lease(&r);
@@ -254,13 +288,11 @@ impl EtcdDirectory {
     async fn range(
         &self,
         (start, end): (Vec<u8>, Vec<u8>),
-        limit: Option<usize>,
     ) -> OrbitResult<Vec<etcd_client::KeyValue>> {
         let mut out = Vec::new();
         let (mut from, mut revision) = (start, 0);
         loop {
-            let page = limit.map_or(PAGE, |l| (l - out.len()).min(PAGE as usize) as i64);
-            let mut options = GetOptions::new().with_range(end.clone()).with_limit(page);
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
             if revision > 0 {
                 options = options.with_revision(revision);
             }
@@ -276,7 +308,7 @@ impl EtcdDirectory {
             from = last.key().to_vec();
             from.push(0);
             out.extend(kvs);
-            if !more || limit.is_some_and(|l| out.len() >= l) {
+            if !more {
                 return Ok(out);
             }
         }
@@ -384,7 +416,7 @@ impl AddressableDirectoryProvider for EtcdDirectory {
         self.check_open()?;
         let start = Instant::now();
         let out = async {
-            self.range(self.keys.node_range(node), None)
+            self.range(self.keys.node_range(node))
                 .await?
                 .iter()
                 .map(|kv| {
@@ -402,38 +434,21 @@ impl AddressableDirectoryProvider for EtcdDirectory {
         self.check_open()?;
         let now = self.clock.now();
         let mut total = 0;
+        // One pass over the expired entries, in windows of about a page (see `scan_window`
+        // for why not page after page from the start).
+        let mut windows = ScanWindows::new(self.keys.expired_range(now), PAGE as usize);
         loop {
-            // The oldest expired entries, then one transaction that removes each lease only if
-            // its key still has the revision its expiry entry was written with.
-            let expired = self
-                .range(self.keys.expired_range(now), Some(self.cleanup_batch))
-                .await?;
-            if expired.is_empty() {
+            let (from, to) = windows.window();
+            let options = GetOptions::new().with_range(to).with_limit(PAGE);
+            let mut response = self.remote.get(from.to_vec(), Some(options)).await?;
+            let count = usize::try_from(response.count()).unwrap_or(0);
+            let expired = response.take_kvs();
+            for batch in expired.chunks(self.cleanup_batch) {
+                total += self.remove_expired(batch).await?;
+            }
+            let keys: Vec<&[u8]> = expired.iter().map(|kv| kv.key()).collect();
+            if !windows.advance(&keys, count) {
                 break;
-            }
-            let mut compares = Vec::with_capacity(expired.len());
-            let mut ops = Vec::with_capacity(expired.len() * 3);
-            for kv in &expired {
-                let (r, expires_at, node) = self.keys.decode_expiry_entry(kv.key(), kv.value())?;
-                compares.push(Compare::mod_revision(
-                    self.keys.lease(&r),
-                    CompareOp::Equal,
-                    kv.mod_revision(),
-                ));
-                ops.extend(self.delete_ops(&r, &node, expires_at));
-            }
-            let start = Instant::now();
-            let committed = self.commit(compares, ops).await;
-            self.metrics
-                .write_done(start, expired.len() as u64, &committed);
-            if committed?.is_some() {
-                total += expired.len() as u64;
-                continue;
-            }
-            // A lost compare: some lease of the batch changed meanwhile. One by one, so that
-            // every entry is either removed or found stale, and the next scan makes progress.
-            for kv in &expired {
-                total += u64::from(self.remove_expired_one(kv).await?);
             }
         }
         MetricsRecorder::add(&self.metrics.expired_removed, total);

@@ -1,6 +1,6 @@
 //! Expiry by the injected clock, and cleanup through the expiry index.
 
-use orbit_persistence_core::{AddressableLease, Renew};
+use orbit_persistence_core::{AddressableLease, Renew, Timestamp};
 
 use crate::Backend;
 use crate::fixtures::{Ctx, TTL_MS, node, reference};
@@ -121,4 +121,28 @@ pub async fn cleanup_of_many_is_exact(b: Backend) {
     assert_eq!(ctx.store.cleanup_expired_leases().await.unwrap(), 5_000);
     assert_eq!(ctx.listed(&node(0)).await.len(), 200);
     assert_eq!(ctx.store.metrics().await.lease_count, 1_000);
+}
+
+/// Many leases expiring at one instant (a node that died holding them) are all removed by one
+/// cleanup; the ones expiring a moment later stay. Their expiry-index keys share everything
+/// up to the references, which a backend scanning its index by key ranges must cope with.
+pub async fn cleanup_of_many_expiring_at_once(b: Backend) {
+    let ctx = Ctx::new(b).await;
+    let at = Timestamp(ctx.now().0 + 10);
+    let batch: Vec<_> = (0..3_500u32)
+        .map(|i| {
+            let mut l = ctx.lease(i, i % 3);
+            l.expires_at = Timestamp(at.0 + u64::from(i >= 3_000));
+            l.renew_at = at;
+            l
+        })
+        .collect();
+    ctx.store.store_leases(&batch).await.unwrap();
+    ctx.advance(10);
+    assert_eq!(ctx.store.cleanup_expired_leases().await.unwrap(), 3_000);
+    assert_eq!(ctx.store.cleanup_expired_leases().await.unwrap(), 0);
+    assert_eq!(ctx.store.metrics().await.lease_count, 500);
+    let survivor = ctx.store.get_lease(&reference(3_000)).await.unwrap();
+    assert_eq!(survivor.map(|l| l.expires_at), Some(Timestamp(at.0 + 1)));
+    assert_eq!(ctx.store.get_lease(&reference(2_999)).await.unwrap(), None);
 }
