@@ -229,6 +229,25 @@ impl EtcdDirectory {
     /// Removes the lease of one expired entry if the lease is still the one the entry was
     /// written with; an entry whose lease moved on (renewed, replaced, removed) by a write that
     /// somehow left it behind is deleted on its own. Whether a lease was removed.
+    /// Deletes `r`'s lease (its three keys) if `wanted` accepts the current one, reading and
+    /// deciding again after a lost compare. False when there is none or `wanted` refuses it.
+    async fn delete_lease_if(
+        &self,
+        r: &AddressableReference,
+        wanted: impl Fn(&AddressableLease) -> bool,
+    ) -> OrbitResult<bool> {
+        loop {
+            let Some(current) = self.current_one(r).await?.filter(|c| wanted(c)) else {
+                return Ok(false);
+            };
+            let compare = unchanged(&self.keys.lease(r), Some(&current));
+            let ops = self.delete_ops(r, &current.node_id, current.expires_at);
+            if self.commit(vec![compare], ops).await?.is_some() {
+                return Ok(true);
+            }
+        }
+    }
+
     /// Removes the leases of `expired` entries in one transaction, each only if its key still
     /// has the revision its expiry entry was written with (a lease renewed meanwhile stays).
     /// Returns how many were removed.
@@ -283,35 +302,41 @@ impl EtcdDirectory {
         Ok(false)
     }
 
-    /// All leases listed under `[start, end)`, page by page at the first page's revision, so
-    /// the list is one consistent snapshot.
-    async fn range(
-        &self,
-        (start, end): (Vec<u8>, Vec<u8>),
-    ) -> OrbitResult<Vec<etcd_client::KeyValue>> {
-        let mut out = Vec::new();
-        let (mut from, mut revision) = (start, 0);
+    /// All leases listed under `[start, end)`, window by window (see `scan_window`) at the
+    /// first read's revision, so the list is one consistent snapshot.
+    async fn range(&self, range: (Vec<u8>, Vec<u8>)) -> OrbitResult<Vec<etcd_client::KeyValue>> {
+        let mut windows = ScanWindows::new(range, PAGE as usize);
+        let (mut out, mut revision) = (Vec::new(), 0);
         loop {
-            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
-            if revision > 0 {
-                options = options.with_revision(revision);
-            }
-            let mut response = self.remote.get(from.clone(), Some(options)).await?;
+            let (kvs, count, read_at) = self.read_window(&windows, revision).await?;
             if revision == 0 {
-                revision = response.header().map_or(0, |h| h.revision());
+                revision = read_at;
             }
-            let more = response.more();
-            let kvs = response.take_kvs();
-            let Some(last) = kvs.last() else {
-                return Ok(out);
-            };
-            from = last.key().to_vec();
-            from.push(0);
+            let keys: Vec<&[u8]> = kvs.iter().map(|kv| kv.key()).collect();
+            let more = windows.advance(&keys, count);
             out.extend(kvs);
             if !more {
                 return Ok(out);
             }
         }
+    }
+
+    /// One read of the current window of `windows`, at `revision` (0: the latest): its first
+    /// [`PAGE`] keys, how many keys it counted, and the revision of the store it read.
+    async fn read_window(
+        &self,
+        windows: &ScanWindows,
+        revision: i64,
+    ) -> OrbitResult<(Vec<etcd_client::KeyValue>, usize, i64)> {
+        let (from, to) = windows.window();
+        let mut options = GetOptions::new().with_range(to).with_limit(PAGE);
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let mut response = self.remote.get(from.to_vec(), Some(options)).await?;
+        let read_at = response.header().map_or(0, |h| h.revision());
+        let count = usize::try_from(response.count()).unwrap_or(0);
+        Ok((response.take_kvs(), count, read_at))
     }
 }
 
@@ -394,19 +419,7 @@ impl AddressableDirectoryProvider for EtcdDirectory {
         rules::validate_reference(r)?;
         self.check_open()?;
         let start = Instant::now();
-        let out = async {
-            loop {
-                let Some(current) = self.current_one(r).await? else {
-                    return Ok(false);
-                };
-                let compare = unchanged(&self.keys.lease(r), Some(&current));
-                let ops = self.delete_ops(r, &current.node_id, current.expires_at);
-                if self.commit(vec![compare], ops).await?.is_some() {
-                    return Ok(true);
-                }
-            }
-        }
-        .await;
+        let out = self.delete_lease_if(r, |_| true).await;
         self.metrics.write_done(start, 1, &out);
         out
     }
@@ -435,14 +448,10 @@ impl AddressableDirectoryProvider for EtcdDirectory {
         let now = self.clock.now();
         let mut total = 0;
         // One pass over the expired entries, in windows of about a page (see `scan_window`
-        // for why not page after page from the start).
+        // for why not page after page from the start), each read at the latest revision.
         let mut windows = ScanWindows::new(self.keys.expired_range(now), PAGE as usize);
         loop {
-            let (from, to) = windows.window();
-            let options = GetOptions::new().with_range(to).with_limit(PAGE);
-            let mut response = self.remote.get(from.to_vec(), Some(options)).await?;
-            let count = usize::try_from(response.count()).unwrap_or(0);
-            let expired = response.take_kvs();
+            let (expired, count, _) = self.read_window(&windows, 0).await?;
             for batch in expired.chunks(self.cleanup_batch) {
                 total += self.remove_expired(batch).await?;
             }
@@ -533,21 +542,12 @@ impl AddressableDirectoryProvider for EtcdDirectory {
         rules::validate_release(r, owner)?;
         self.check_open()?;
         let start = Instant::now();
-        let out = async {
-            loop {
-                let current = self.current_one(r).await?;
-                let Some(held) = current.filter(|c| rules::owns(Some(c), owner, revision)) else {
-                    self.metrics.conflict();
-                    return Ok(false);
-                };
-                let compare = unchanged(&self.keys.lease(r), Some(&held));
-                let ops = self.delete_ops(r, &held.node_id, held.expires_at);
-                if self.commit(vec![compare], ops).await?.is_some() {
-                    return Ok(true);
-                }
-            }
+        let out = self
+            .delete_lease_if(r, |held| rules::owns(Some(held), owner, revision))
+            .await;
+        if matches!(out, Ok(false)) {
+            self.metrics.conflict();
         }
-        .await;
         self.metrics.write_done(start, 1, &out);
         out
     }

@@ -138,6 +138,8 @@ pub async fn cleanup_of_many_expiring_at_once(b: Backend) {
         })
         .collect();
     ctx.store.store_leases(&batch).await.unwrap();
+    // More than a page of any sane backend's scan on one node.
+    assert_eq!(ctx.listed(&node(0)).await.len(), 1_167);
     ctx.advance(10);
     assert_eq!(ctx.store.cleanup_expired_leases().await.unwrap(), 3_000);
     assert_eq!(ctx.store.cleanup_expired_leases().await.unwrap(), 0);
@@ -145,4 +147,5 @@ pub async fn cleanup_of_many_expiring_at_once(b: Backend) {
     let survivor = ctx.store.get_lease(&reference(3_000)).await.unwrap();
     assert_eq!(survivor.map(|l| l.expires_at), Some(Timestamp(at.0 + 1)));
     assert_eq!(ctx.store.get_lease(&reference(2_999)).await.unwrap(), None);
+    assert_eq!(ctx.listed(&node(0)).await.len(), 167);
 }
