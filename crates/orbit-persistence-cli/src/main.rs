@@ -106,8 +106,8 @@ struct BenchArgs {
     /// Where report.md, report.json and the charts go (created if missing).
     #[arg(long, short, default_value = "bench-report")]
     out: PathBuf,
-    /// Where the stores live during the run (default: the output directory). Put it on the
-    /// disk you want to measure.
+    /// Where the stores live during the run (default: the output directory; created if
+    /// missing). Put it on the disk you want to measure.
     #[arg(long)]
     work_dir: Option<PathBuf>,
     /// Only these subjects (comma-separated ids: memory, cow_btree, lsm_tree, rocksdb, etcd,
@@ -427,6 +427,7 @@ async fn bench(args: BenchArgs) -> Result<(), Failure> {
     let io = |what: &str, e: std::io::Error| Failure(3, format!("{what}: {e}"));
     std::fs::create_dir_all(&args.out).map_err(|e| io("create the output directory", e))?;
     let work_dir = args.work_dir.unwrap_or_else(|| args.out.clone());
+    std::fs::create_dir_all(&work_dir).map_err(|e| io("create the work directory", e))?;
     let exe = std::env::current_exe().map_err(|e| io("find this program", e))?;
     let child = vec![exe.into_os_string(), "bench-child".into()];
     let mut options = match args.quick {

@@ -16,7 +16,11 @@ fn bench(args: &[&str]) -> std::process::Output {
 fn quick_bench_writes_the_table_the_json_and_the_charts() {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().to_str().unwrap();
+    // A work directory that does not exist yet is created, like the output directory.
+    let work = out_dir.path().join("stores").join("nested");
     let run = bench(&[
+        "--work-dir",
+        work.to_str().unwrap(),
         "--quick",
         "-n",
         "2000",
@@ -31,6 +35,8 @@ fn quick_bench_writes_the_table_the_json_and_the_charts() {
     ]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(0), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&work).unwrap().collect();
+    assert!(left.is_empty(), "the run's stores are removed: {left:?}");
     // Not a terminal: no progress bars, only the closing line.
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
