@@ -11,7 +11,7 @@ use orbit_persistence::{
     AddressableLease, AddressableReference, Clock, Key, NodeId, PersistenceConfig, SystemClock,
 };
 
-use support::{cli, text};
+use support::{check_store_commands, cli, live_and_short, store_through_library, text};
 
 fn write_config(dir: &Path, body: &str) -> String {
     let path = dir.join("persistence.toml");
@@ -80,71 +80,8 @@ fn stats_get_list_node_and_cleanup_operate_a_store() {
         dir.path(),
         &format!("backend = \"cow_btree\"\n[cow_btree]\ndata_dir = {data:?}\n"),
     );
-    let config = PersistenceConfig::from_path(&file).unwrap();
-    let now = SystemClock.now();
-    let live = AddressableLease::new(
-        AddressableReference::new("Greeter", Key::string("alice")),
-        NodeId::new("node-1", "prod"),
-        now.saturating_add(Duration::from_secs(3600)),
-        now.saturating_add(Duration::from_secs(1800)),
-    );
-    let short = AddressableLease::new(
-        AddressableReference::new("Greeter", Key::Int64Key { key: 7 }),
-        NodeId::new("node-1", "prod"),
-        now.saturating_add(Duration::from_millis(300)),
-        now.saturating_add(Duration::from_millis(100)),
-    );
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = orbit_persistence::open(&config, Arc::new(SystemClock)).unwrap();
-        store
-            .store_leases(&[live.clone(), short.clone()])
-            .await
-            .unwrap();
-        store.shutdown().await.unwrap();
-    });
-
-    let out = cli(&["stats", "--config", &file]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(stats["metrics"]["lease_count"], 2, "{stats}");
-
-    let out = cli(&["get", "--config", &file, "Greeter", "alice"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let got: AddressableLease = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(got.node_id, live.node_id);
-    let out = cli(&[
-        "get",
-        "--config",
-        &file,
-        "Greeter",
-        "7",
-        "--key-kind",
-        "int64",
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let out = cli(&["get", "--config", &file, "Greeter", "bob"]);
-    assert_eq!(out.status.code(), Some(1));
-    let out = cli(&[
-        "get",
-        "--config",
-        &file,
-        "Greeter",
-        "x",
-        "--key-kind",
-        "int32",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-
-    let out = cli(&[
-        "list-node",
-        "--config",
-        &file,
-        "node-1",
-        "--namespace",
-        "prod",
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).lines().count(), 2);
+    let [live, short] = live_and_short();
+    store_through_library(&file, &[live.clone(), short.clone()]);
 
     let out = cli(&["dump", "--config", &file]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -158,21 +95,9 @@ fn stats_get_list_node_and_cleanup_operate_a_store() {
     want.sort();
     assert_eq!(refs, want);
 
-    std::thread::sleep(Duration::from_millis(400));
-    let out = cli(&["cleanup", "--config", &file]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let cleaned: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(cleaned["removed"], 1);
-    let out = cli(&[
-        "list-node",
-        "--config",
-        &file,
-        "node-1",
-        "--namespace",
-        "prod",
-    ]);
-    assert_eq!(text(&out.stdout).lines().count(), 1);
+    assert_eq!(check_store_commands(&file).reference, live.reference);
 
+    let config = PersistenceConfig::from_path(&file).unwrap();
     // A store held open elsewhere: exit 3, and the message says it is locked.
     let held = orbit_persistence::open(&config, Arc::new(SystemClock)).unwrap();
     let out = cli(&["stats", "--config", &file]);

@@ -6,15 +6,10 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-use orbit_persistence::{
-    AddressableLease, AddressableReference, Clock, Key, NodeId, PersistenceConfig, SystemClock,
-};
 use orbit_persistence_etcd::local_cluster::LocalCluster;
 
-use support::{cli, text};
+use support::{check_store_commands, cli, live_and_short, store_through_library, text};
 
 fn etcd_config(dir: &Path, endpoint: &str) -> String {
     let path = dir.join("persistence.toml");
@@ -46,64 +41,9 @@ fn stats_get_list_node_and_cleanup_operate_a_store_on_etcd() {
     let endpoint = cluster.endpoint(0);
     let dir = tempfile::tempdir().unwrap();
     let file = etcd_config(dir.path(), &endpoint);
-    let now = SystemClock.now();
-    let node = NodeId::new("node-1", "prod");
-    let live = AddressableLease::new(
-        AddressableReference::new("Greeter", Key::string("alice")),
-        node.clone(),
-        now.saturating_add(Duration::from_secs(3600)),
-        now.saturating_add(Duration::from_secs(1800)),
-    );
-    let short = AddressableLease::new(
-        AddressableReference::new("Greeter", Key::Int64Key { key: 7 }),
-        node,
-        now.saturating_add(Duration::from_millis(300)),
-        now.saturating_add(Duration::from_millis(100)),
-    );
-    let config = PersistenceConfig::from_path(&file).unwrap();
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = tokio::task::spawn_blocking(move || {
-            orbit_persistence::open(&config, Arc::new(SystemClock))
-        })
-        .await
-        .unwrap()
-        .unwrap();
-        store.store_leases(&[live, short]).await.unwrap();
-        store.shutdown().await.unwrap();
-    });
-
-    let out = cli(&["stats", "--config", &file]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(stats["health"], "Healthy", "{stats}");
-    assert_eq!(stats["metrics"]["lease_count"], 2, "{stats}");
-
-    let out = cli(&["get", "--config", &file, "Greeter", "alice"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let got: AddressableLease = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(got.node_id.key, "node-1");
-    assert!(got.revision > 0, "etcd's mod revision: {got:?}");
-    let out = cli(&["get", "--config", &file, "Greeter", "bob"]);
-    assert_eq!(out.status.code(), Some(1));
-
-    let list = [
-        "list-node",
-        "--config",
-        &file,
-        "node-1",
-        "--namespace",
-        "prod",
-    ];
-    let out = cli(&list);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).lines().count(), 2);
-
-    std::thread::sleep(Duration::from_millis(400));
-    let out = cli(&["cleanup", "--config", &file]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let cleaned: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(cleaned["removed"], 1);
-    assert_eq!(text(&cli(&list).stdout).lines().count(), 1);
+    store_through_library(&file, &live_and_short());
+    let live = check_store_commands(&file);
+    assert!(live.revision > 0, "etcd's mod revision: {live:?}");
 
     // dump and verify read a local data directory: a usage error that says so.
     for command in ["dump", "verify"] {

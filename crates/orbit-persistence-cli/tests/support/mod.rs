@@ -4,6 +4,12 @@
 #![allow(dead_code)]
 
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use orbit_persistence::{
+    AddressableLease, AddressableReference, Clock, Key, NodeId, PersistenceConfig, SystemClock,
+};
 
 /// Runs the `orbit-persistence` binary with `args`, without the environment's store
 /// variables (a test says what it opens).
@@ -19,4 +25,101 @@ pub fn cli(args: &[&str]) -> Output {
 /// Output bytes as text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Two leases on node `node-1` of namespace `prod`: `Greeter/alice` for an hour, and
+/// `Greeter/7` (an int64 key) for 300 ms.
+pub fn live_and_short() -> [AddressableLease; 2] {
+    let now = SystemClock.now();
+    let node = NodeId::new("node-1", "prod");
+    [
+        AddressableLease::new(
+            AddressableReference::new("Greeter", Key::string("alice")),
+            node.clone(),
+            now.saturating_add(Duration::from_secs(3600)),
+            now.saturating_add(Duration::from_secs(1800)),
+        ),
+        AddressableLease::new(
+            AddressableReference::new("Greeter", Key::Int64Key { key: 7 }),
+            node,
+            now.saturating_add(Duration::from_millis(300)),
+            now.saturating_add(Duration::from_millis(100)),
+        ),
+    ]
+}
+
+/// Stores `leases` through the library in the store that the config `file` describes, then
+/// shuts it down.
+pub fn store_through_library(file: &str, leases: &[AddressableLease]) {
+    let config = PersistenceConfig::from_path(file).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        // Opening may block (a disk backend's recovery, an etcd connection): off the runtime.
+        let store = tokio::task::spawn_blocking(move || {
+            orbit_persistence::open(&config, Arc::new(SystemClock))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        store.store_leases(leases).await.unwrap();
+        store.shutdown().await.unwrap();
+    });
+}
+
+/// `stats`, `get`, `list-node` and `cleanup` on the store of [`live_and_short`] that `file`
+/// configures, checking what each prints and how each exits; waits for the short lease to
+/// expire before the cleanup. Returns the live lease as `get` printed it.
+pub fn check_store_commands(file: &str) -> AddressableLease {
+    let out = cli(&["stats", "--config", file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["health"], "Healthy", "{stats}");
+    assert_eq!(stats["metrics"]["lease_count"], 2, "{stats}");
+
+    let out = cli(&["get", "--config", file, "Greeter", "alice"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let live: AddressableLease = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(live.node_id, NodeId::new("node-1", "prod"));
+    let int64 = [
+        "get",
+        "--config",
+        file,
+        "Greeter",
+        "7",
+        "--key-kind",
+        "int64",
+    ];
+    let out = cli(&int64);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = cli(&["get", "--config", file, "Greeter", "bob"]);
+    assert_eq!(out.status.code(), Some(1), "absent");
+    let out = cli(&[
+        "get",
+        "--config",
+        file,
+        "Greeter",
+        "x",
+        "--key-kind",
+        "int32",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "not an int32");
+
+    let list = [
+        "list-node",
+        "--config",
+        file,
+        "node-1",
+        "--namespace",
+        "prod",
+    ];
+    let out = cli(&list);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 2);
+
+    std::thread::sleep(Duration::from_millis(400));
+    let out = cli(&["cleanup", "--config", file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let cleaned: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cleaned["removed"], 1);
+    assert_eq!(text(&cli(&list).stdout).lines().count(), 1);
+    live
 }
