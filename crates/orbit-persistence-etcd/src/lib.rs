@@ -322,7 +322,8 @@ impl EtcdDirectory {
     }
 
     /// One read of the current window of `windows`, at `revision` (0: the latest): its first
-    /// [`PAGE`] keys, how many keys it counted, and the revision of the store it read.
+    /// [`PAGE`] keys, how many keys the window holds (more than returned exactly when etcd says
+    /// there are more), and the revision of the store it read.
     async fn read_window(
         &self,
         windows: &ScanWindows,
@@ -335,8 +336,15 @@ impl EtcdDirectory {
         }
         let mut response = self.remote.get(from.to_vec(), Some(options)).await?;
         let read_at = response.header().map_or(0, |h| h.revision());
-        let count = usize::try_from(response.count()).unwrap_or(0);
-        Ok((response.take_kvs(), count, read_at))
+        let (more, count) = (response.more(), response.count());
+        let kvs = response.take_kvs();
+        // `more` decides whether the window was read whole; the count only sizes the next
+        // window, so a proxy that leaves it out slows a scan down but never makes it skip keys.
+        let count = match more {
+            true => usize::try_from(count).unwrap_or(0).max(kvs.len() + 1),
+            false => kvs.len(),
+        };
+        Ok((kvs, count, read_at))
     }
 }
 
