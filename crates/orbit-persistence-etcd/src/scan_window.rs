@@ -11,8 +11,8 @@
 //! from the first byte where the page's first and last keys differ, so the estimate works at
 //! whatever depth the keys differ (distinct expiries, or one expiry for all and references that
 //! differ only in their last bytes). Windows tile the range whatever the estimate, so a bad
-//! one costs time, never an entry: too wide, the read returns one page and its count says
-//! more are left, and the next window starts after that page; too narrow, the next is wider.
+//! one costs time, never an entry: too wide, the read returns one page and etcd says there is
+//! more, and the next window starts after that page; too narrow, the next is wider.
 
 /// How far apart consecutive keys are, on average, read as numbers at `depth`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,16 +102,16 @@ impl ScanWindows {
         let estimate = self.spread.filter(|_| self.left > 0);
         self.to = match estimate.and_then(|spread| extend(&self.from, spread, self.page)) {
             Some(to) if to < limit => to,
-            // Past the end, or no key left as far as the reads saw: one read to the end
-            // finds any key written since.
+            // Past the limit, or no key left as far as the reads saw: one read to the limit
+            // (at the end, it finds any key written since the count).
             _ => limit,
         };
         true
     }
 }
 
-/// `from` moved forward by `page` keys of `spread`; `None` past every key of `from`'s length
-/// class (the caller then reads to the end).
+/// `from` moved forward by `page` keys of `spread`; `None` when that width does not fit in
+/// 16 bytes even from the first byte (the caller then reads to its limit).
 fn extend(from: &[u8], mut spread: Spread, page: usize) -> Option<Vec<u8>> {
     loop {
         let width = (spread.per_key * page as f64).max(1.0) as u128;
