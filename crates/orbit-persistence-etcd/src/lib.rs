@@ -226,9 +226,6 @@ impl EtcdDirectory {
         }
     }
 
-    /// Removes the lease of one expired entry if the lease is still the one the entry was
-    /// written with; an entry whose lease moved on (renewed, replaced, removed) by a write that
-    /// somehow left it behind is deleted on its own. Whether a lease was removed.
     /// Deletes `r`'s lease (its three keys) if `wanted` accepts the current one, reading and
     /// deciding again after a lost compare. False when there is none or `wanted` refuses it.
     async fn delete_lease_if(
@@ -279,6 +276,9 @@ impl EtcdDirectory {
         Ok(removed)
     }
 
+    /// Removes the lease of one expired entry if the lease is still the one the entry was
+    /// written with; an entry whose lease moved on (renewed, replaced, removed) by a write that
+    /// somehow left it behind is deleted on its own. Whether a lease was removed.
     async fn remove_expired_one(&self, entry: &etcd_client::KeyValue) -> OrbitResult<bool> {
         let (r, expires_at, node) = self.keys.decode_expiry_entry(entry.key(), entry.value())?;
         let lease_key = self.keys.lease(&r);
