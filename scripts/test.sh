@@ -48,6 +48,10 @@ if [ -n "$rocksdb_out" ] && [ -f "$rocksdb_out/librocksdb.a" ]; then
     fi
 fi
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+echo "== cargo doc -D warnings (the docs users read on docs.rs: no broken or private links)"
+# Reuses clippy's check build of the dependencies (same features, same RocksDB library).
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked
 unset ROCKSDB_LIB_DIR ROCKSDB_STATIC SNAPPY_LIB_DIR SNAPPY_STATIC
 
 echo "== cargo package (every crate must publish on its own)"

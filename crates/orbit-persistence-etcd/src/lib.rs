@@ -4,7 +4,8 @@
 //! nodes share one directory, and it survives the loss of a member.
 //!
 //! - **Keys.** Leases, the node index and the expiry index live as keys under the configured
-//!   prefix (layout in [`keys`](crate::keys)); stores with different prefixes share a cluster.
+//!   prefix (layout at the top of the `keys` module); stores with different prefixes share a
+//!   cluster.
 //! - **One transaction per change.** A lease change writes its three keys (and deletes the
 //!   index entries it replaces) in one etcd transaction, so the indexes never disagree with the
 //!   leases.
