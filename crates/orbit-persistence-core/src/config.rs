@@ -337,6 +337,9 @@ impl Default for PersistenceConfig {
     }
 }
 
+/// Largest config file [`PersistenceConfig::from_path`] reads: 1 MiB.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// Environment variable naming the backend for [`PersistenceConfig::from_env`].
 pub const ENV_BACKEND: &str = "ORBIT_PERSISTENCE_BACKEND";
 /// Environment variable naming the data directory for [`PersistenceConfig::from_env`].
@@ -351,16 +354,61 @@ impl PersistenceConfig {
         Ok(config)
     }
 
-    /// Reads, parses and validates a TOML file.
+    /// Reads, parses and validates a TOML file. A relative `data_dir` in it is resolved
+    /// against the file's directory, so the file means the same store from any working
+    /// directory. The file must be a regular file of at most [`MAX_CONFIG_BYTES`] (a config
+    /// pointed at `/dev/zero` or a pipe is refused, not read forever).
     pub fn from_path(path: impl AsRef<Path>) -> OrbitResult<Self> {
+        use std::io::Read;
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| OrbitError::io("read", path, e))?;
-        Self::from_toml_str(&text)
-            .map_err(|e| OrbitError::Config(format!("{}: {e}", path.display())))
+        let in_file = |msg: String| OrbitError::Config(format!("{}: {msg}", path.display()));
+        let meta = std::fs::metadata(path).map_err(|e| OrbitError::io("read", path, e))?;
+        if !meta.is_file() {
+            return Err(in_file("not a regular file".into()));
+        }
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
+            .map_err(|e| OrbitError::io("read", path, e))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(in_file(format!(
+                "larger than {MAX_CONFIG_BYTES} bytes: not a config file"
+            )));
+        }
+        let mut config: PersistenceConfig =
+            toml::from_str(&text).map_err(|e| in_file(e.to_string()))?;
+        if let Some(base) = path.parent() {
+            config.resolve_data_dirs(base);
+        }
+        config.validate().map_err(|e| match e {
+            OrbitError::Config(msg) => in_file(msg),
+            e => e,
+        })?;
+        Ok(config)
+    }
+
+    /// Makes every relative `data_dir` relative to `base` instead of the working directory.
+    fn resolve_data_dirs(&mut self, base: &Path) {
+        let resolve = |dir: &mut PathBuf| {
+            if dir.is_relative() && !dir.as_os_str().is_empty() {
+                *dir = base.join(&*dir);
+            }
+        };
+        if let Some(c) = self.cow_btree.as_mut() {
+            resolve(&mut c.data_dir);
+        }
+        if let Some(c) = self.lsm_tree.as_mut() {
+            resolve(&mut c.data_dir);
+        }
+        if let Some(c) = self.rocksdb.as_mut() {
+            resolve(&mut c.data_dir);
+        }
     }
 
     /// Builds a config from `ORBIT_PERSISTENCE_BACKEND` (default `memory`) and
-    /// `ORBIT_PERSISTENCE_DATA_DIR` (default: the backend's default directory).
+    /// `ORBIT_PERSISTENCE_DATA_DIR` (default: the backend's default directory; a relative one
+    /// is relative to the working directory). A data directory without a disk backend is an
+    /// error: the store it names would never be opened.
     pub fn from_env() -> OrbitResult<Self> {
         Self::from_vars(|name| std::env::var(name).ok())
     }
@@ -373,11 +421,21 @@ impl PersistenceConfig {
                 .map_err(|e| OrbitError::Config(format!("{ENV_BACKEND}: {e}")))?,
             None => BackendType::Memory,
         };
+        let data_dir = var(ENV_DATA_DIR).map(PathBuf::from);
+        if data_dir.is_some() && matches!(backend, BackendType::Memory | BackendType::Etcd) {
+            return Err(OrbitError::Config(format!(
+                "{ENV_DATA_DIR} is set but {ENV_BACKEND} is {}, which keeps no data directory: \
+                 set {ENV_BACKEND} to cow_btree, lsm_tree or rocksdb",
+                match var(ENV_BACKEND) {
+                    Some(_) => backend.as_str(),
+                    None => "unset (memory)",
+                }
+            )));
+        }
         let mut config = PersistenceConfig {
             backend,
             ..PersistenceConfig::default()
         };
-        let data_dir = var(ENV_DATA_DIR).map(PathBuf::from);
         match backend {
             BackendType::Memory => {}
             // A cluster has no data directory; its endpoints come from a config file.
@@ -484,8 +542,26 @@ impl PersistenceConfig {
         config
     }
 
-    /// Checks every present section; the error names the first bad field.
+    /// Checks every present section; the error names the first bad field. A section for
+    /// another backend than `backend` is an error too: it means the file is not what its
+    /// author thinks (a store would open with the selected backend's defaults, elsewhere).
     pub fn validate(&self) -> OrbitResult<()> {
+        let present = [
+            (BackendType::Memory, self.memory.is_some()),
+            (BackendType::CowBTree, self.cow_btree.is_some()),
+            (BackendType::LsmTree, self.lsm_tree.is_some()),
+            (BackendType::RocksDB, self.rocksdb.is_some()),
+            (BackendType::Etcd, self.etcd.is_some()),
+        ];
+        if let Some((other, _)) = present.iter().find(|(b, p)| *p && *b != self.backend) {
+            return Err(OrbitError::Config(format!(
+                "backend = \"{}\" but the config has a [{}] section: remove the section, or \
+                 set backend = \"{}\"",
+                self.backend.as_str(),
+                other.as_str(),
+                other.as_str()
+            )));
+        }
         if let Some(c) = &self.memory {
             c.validate()?;
         }
@@ -794,6 +870,68 @@ mod tests {
             PersistenceConfig::from_vars(|_| None).unwrap().backend,
             BackendType::Memory
         );
+    }
+
+    #[test]
+    fn a_data_dir_without_a_disk_backend_is_refused() {
+        for backend in [None, Some("memory"), Some("etcd")] {
+            let err = PersistenceConfig::from_vars(|k| match k {
+                ENV_BACKEND => backend.map(String::from),
+                ENV_DATA_DIR => Some("/var/lib/orbit".into()),
+                _ => None,
+            })
+            .unwrap_err();
+            assert!(
+                matches!(&err, OrbitError::Config(m) if m.contains(ENV_DATA_DIR) && m.contains(ENV_BACKEND)),
+                "{backend:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_section_of_another_backend_is_refused_naming_both() {
+        let err = PersistenceConfig::from_toml_str(
+            "backend = \"cow_btree\"\n[lsm_tree]\ndata_dir = \"/x\"\n",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("backend = \"cow_btree\"") && msg.contains("[lsm_tree]"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_config_file_resolves_relative_dirs_against_itself_and_refuses_non_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("store.toml");
+        std::fs::write(
+            &path,
+            "backend = \"lsm_tree\"\n[lsm_tree]\ndata_dir = \"data/leases\"\n",
+        )
+        .unwrap();
+        let c = PersistenceConfig::from_path(&path).unwrap();
+        assert_eq!(c.data_dir(), Some(tmp.path().join("data/leases")));
+
+        std::fs::write(
+            &path,
+            "backend = \"lsm_tree\"\n[lsm_tree]\nblock_size = 1\n",
+        )
+        .unwrap();
+        let msg = PersistenceConfig::from_path(&path).unwrap_err().to_string();
+        assert_eq!(msg.matches("invalid configuration").count(), 1, "{msg}");
+        assert!(
+            msg.contains("store.toml") && msg.contains("lsm_tree.block_size"),
+            "{msg}"
+        );
+
+        let err = PersistenceConfig::from_path("/dev/zero").unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let err = PersistenceConfig::from_path(tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        std::fs::write(&path, vec![b'#'; MAX_CONFIG_BYTES as usize + 1]).unwrap();
+        let err = PersistenceConfig::from_path(&path).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
     }
 
     #[test]

@@ -65,6 +65,13 @@ impl NodeId {
     }
 }
 
+/// `key@namespace`.
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.key, self.namespace)
+    }
+}
+
 /// The identity of an addressable within its type.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Key {
@@ -94,6 +101,19 @@ impl Key {
     }
 }
 
+/// A string key quoted (`"42"`), integer keys with their width (`42i32`, `42i64`), and
+/// `(no key)`: distinct keys never print alike.
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::StringKey { key } => write!(f, "{key:?}"),
+            Key::Int32Key { key } => write!(f, "{key}i32"),
+            Key::Int64Key { key } => write!(f, "{key}i64"),
+            Key::NoKey => f.write_str("(no key)"),
+        }
+    }
+}
+
 /// Identifies one addressable (virtual actor): its type plus its key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AddressableReference {
@@ -110,6 +130,13 @@ impl AddressableReference {
             addressable_type: addressable_type.into(),
             key,
         }
+    }
+}
+
+/// `Type key`, e.g. `Greeter "alice"`.
+impl fmt::Display for AddressableReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.addressable_type, self.key)
     }
 }
 
