@@ -1,17 +1,23 @@
-//! Corruption of every file (RELIABILITY.md row E), for any durable backend on a real directory.
+//! Corruption of every file (RELIABILITY.md row E) and operator mistakes with them (row J),
+//! for any durable backend on a real directory.
 //!
 //! A store is written in two phases: a load that the store turns into its long-lived files
 //! (pages or tables, meta or manifest: it is shut down and reopened), then single writes that
 //! stay in its log, the last of them a *sentinel*. The directory is then copied while the store
 //! is open, which is a crash image holding every kind of file the engine keeps. Each file of the
-//! image in turn is damaged, on a fresh copy each time, at many offsets: a flipped byte, or the
-//! file cut short. The damaged copy is opened and read in full (every lease, every node's list,
-//! the lease count). Each trial must end one of these ways:
+//! image in turn is damaged, on a fresh copy each time, at many offsets: a flipped byte, the
+//! file cut short or emptied, or the file deleted. The damaged copy is opened and read in full
+//! (every lease, every node's list, the lease count). Each trial must end one of these ways:
 //!
 //! - `Corruption` naming the damaged file, from the open or from a read;
 //! - exactly the acknowledged data. A flip may cost the sentinel alone: the last record of a
 //!   log damaged in place cannot be told from a torn write, and recovery cuts a torn tail;
 //! - after a cut only: the data as of an earlier write (a log cut short is a torn tail).
+//!
+//! Whatever a repair cost must be reported: a trial that reads back less than everything must
+//! find the cut in the store's `recovery_report()`. A second image, of a store that never
+//! flushed or checkpointed, has each file deleted and emptied: there, everything acknowledged
+//! is in the first WAL segment, and its loss must be an error, never a new empty store.
 //!
 //! Anything else fails: a panic on any thread, a hang, another error type, a lease that was
 //! never written, or acknowledged data gone without a word.
@@ -26,7 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use orbit_persistence_core::{
-    AddressableDirectoryProvider, AddressableLease, Clock, ManualClock, OrbitError,
+    AddressableDirectoryProvider, AddressableLease, Clock, ManualClock, OrbitError, RecoveryReport,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -51,8 +57,10 @@ fn essence(l: &AddressableLease) -> Essence {
 pub enum Damage {
     /// The byte at this offset xor-ed with a mask.
     Flip(u64, u8),
-    /// The file cut to this length.
+    /// The file cut to this length (0: emptied, as by `: > file`).
     Cut(u64),
+    /// The file deleted (an operator cleaning up "logs", a bad copy).
+    Delete,
 }
 
 /// What the trials of one file came to.
@@ -73,6 +81,10 @@ pub struct FileReport {
     /// Trials that ended in `Corruption` naming another file, accepted by the caller's
     /// [`Misnaming`] rule (see [`every_file_allowing`]).
     pub misnamed: usize,
+    /// Trials on the image of a store that never flushed or checkpointed (its data all in its
+    /// first WAL segment), where the file was deleted or emptied: each must be an error or
+    /// the acknowledged data.
+    pub unflushed: usize,
 }
 
 /// Whether an error naming another file than the damaged one (`damaged`, relative to the data
@@ -96,7 +108,11 @@ impl History {
     }
 }
 
-async fn write_image(backend: Backend, dir: &Path, image: &Path) -> History {
+/// Writes a store and copies it while open (a crash image). With `reopen`, the load is shut
+/// down and reopened first, so it sits in the engine's long-lived files; without, everything
+/// stays in the log of a store that never flushed or checkpointed (at most 20 writes, under
+/// every engine's limits).
+async fn write_image(backend: Backend, dir: &Path, image: &Path, reopen: bool) -> History {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
     let mut rng = StdRng::seed_from_u64(0xC0FFEE);
     let mut writes = Vec::new();
@@ -112,6 +128,16 @@ async fn write_image(backend: Backend, dir: &Path, image: &Path) -> History {
     let store = crate::fixtures::open_in(backend, clock.clone(), dir)
         .await
         .expect("open for the image");
+    if !reopen {
+        for first in (0..60).step_by(20) {
+            let batch: Vec<_> = (first..first + 20).map(|i| lease(i, &mut rng)).collect();
+            store.store_leases(&batch).await.expect("load");
+            writes.push((first..).zip(batch.iter().map(essence)).collect());
+        }
+        copy_dir(dir, image);
+        store.shutdown().await.expect("shutdown after the image");
+        return History { writes };
+    }
     for first in (0..REFS).step_by(20) {
         let batch: Vec<_> = (first..first + 20).map(|i| lease(i, &mut rng)).collect();
         store.store_leases(&batch).await.expect("load");
@@ -195,6 +221,7 @@ fn damages(len: u64, flips: usize, rng: &mut StdRng) -> Vec<Damage> {
         .collect();
     cuts.dedup();
     out.extend(cuts.into_iter().map(Damage::Cut));
+    out.push(Damage::Delete);
     out
 }
 
@@ -203,6 +230,7 @@ fn apply(path: &Path, damage: Damage) {
     match damage {
         Damage::Flip(offset, mask) => bytes[offset as usize] ^= mask,
         Damage::Cut(len) => bytes.truncate(len as usize),
+        Damage::Delete => return std::fs::remove_file(path).expect("delete the file"),
     }
     std::fs::write(path, bytes).expect("write the damaged file");
 }
@@ -272,17 +300,43 @@ fn count_panics() {
     });
 }
 
-/// Damages every file of a crash image of the store `open` opens, `flips` spread offsets per
-/// file (plus its first and last bytes and random ones), and checks every trial as the module
-/// docs say. `open` should use small settings, so the load becomes pages or tables. Returns one
-/// report per file.
-pub fn every_file(open: OpenFn, flips: usize) -> Vec<FileReport> {
-    every_file_allowing(open, flips, |_, _| false)
+/// What an engine that is not ours may do beyond [`every_file`]'s rules: each as narrow as
+/// the engine's known gap.
+#[derive(Debug, Clone, Copy)]
+pub struct Allowances {
+    /// Errors naming another file than the damaged one that still pass (counted in
+    /// [`FileReport::misnamed`]).
+    pub misnamed: Misnaming,
+    /// Whether a repair (a cut log tail) may go unreported: an engine whose recovery reports
+    /// nothing to us.
+    pub unreported_repairs: bool,
+    /// Deletions and emptyings (`Damage::Delete`, `Damage::Cut(0)`) the engine cannot see, by
+    /// file (relative to the data directory): the store then opens with an earlier state,
+    /// which must still be one it acknowledged.
+    pub undetected_loss: fn(&Path, Damage) -> bool,
 }
 
-/// [`every_file`], where an error that `misnamed_ok` accepts also passes, counted in
-/// [`FileReport::misnamed`]: still a `Corruption` or other error, never wrong or lost data.
-pub fn every_file_allowing(open: OpenFn, flips: usize, misnamed_ok: Misnaming) -> Vec<FileReport> {
+/// Damages every file of a crash image of the store `open` opens, `flips` spread offsets per
+/// file (plus its first and last bytes and random ones), cuts, empties and deletes each, and
+/// checks every trial as the module docs say. Then, on the image of a store that never flushed
+/// or checkpointed, deletes and empties each file: the data of such a store is all in one WAL
+/// segment, and its loss must be an error, never an empty store (RELIABILITY.md row J). `open`
+/// should use small settings, so the load becomes pages or tables. Returns one report per file.
+pub fn every_file(open: OpenFn, flips: usize) -> Vec<FileReport> {
+    every_file_allowing(
+        open,
+        flips,
+        Allowances {
+            misnamed: |_, _| false,
+            unreported_repairs: false,
+            undetected_loss: |_, _| false,
+        },
+    )
+}
+
+/// [`every_file`] with the [`Allowances`] of an engine that is not ours: still a
+/// `Corruption` or other error, never wrong data, never acknowledged data gone without one.
+pub fn every_file_allowing(open: OpenFn, flips: usize, allow: Allowances) -> Vec<FileReport> {
     count_panics();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -290,7 +344,6 @@ pub fn every_file_allowing(open: OpenFn, flips: usize, misnamed_ok: Misnaming) -
         .build()
         .expect("a tokio runtime");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (live, image) = (tmp.path().join("live"), tmp.path().join("image"));
     let backend = Backend {
         name: "corruption",
         open,
@@ -299,17 +352,15 @@ pub fn every_file_allowing(open: OpenFn, flips: usize, misnamed_ok: Misnaming) -
             exclusive: true,
         },
     };
-    let history = runtime.block_on(write_image(backend, &live, &image));
-    let n = history.writes.len();
-    let full = history.state_after(n);
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
     let open_and_read = |dir: PathBuf| {
         let clock = clock.clone();
         async move {
             let store = crate::fixtures::open_in(backend, clock, &dir).await?;
             let read = read_all(&store).await;
+            let report = store.recovery_report().await;
             let _ = store.shutdown().await;
-            read
+            read.map(|state| (state, report))
         }
     };
     let within = |fut| async move {
@@ -317,71 +368,118 @@ pub fn every_file_allowing(open: OpenFn, flips: usize, misnamed_ok: Misnaming) -
             .await
             .expect("a trial hung for 30 s")
     };
-
-    // Every trial opens a copy: an open recovers, and may checkpoint or flush, in place.
-    let fresh_copy = || {
-        let trial = tmp.path().join("trial");
-        let _ = std::fs::remove_dir_all(&trial);
-        copy_dir(&image, &trial);
-        trial
-    };
-    let baseline = runtime.block_on(within(open_and_read(fresh_copy())));
-    assert_eq!(
-        baseline.as_ref().ok(),
-        Some(&full),
-        "the undamaged image must read back every acknowledged write: {baseline:?}"
-    );
-    let mut files = Vec::new();
-    files_under(&image, &image, &mut files);
-    files.sort();
     let seed = std::env::var("ORBIT_CORRUPTION_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0xDA_4A6E_u64);
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut reports = Vec::new();
-    for file in files {
-        let len = std::fs::metadata(image.join(&file)).expect("stat").len();
-        let mut report = FileReport {
-            file: file.clone(),
-            len,
-            ..FileReport::default()
+    let mut reports: Vec<FileReport> = Vec::new();
+
+    for reopen in [true, false] {
+        let name = if reopen { "flushed" } else { "unflushed" };
+        let (live, image) = (
+            tmp.path().join(name),
+            tmp.path().join(format!("{name}.image")),
+        );
+        let history = runtime.block_on(write_image(backend, &live, &image, reopen));
+        let n = history.writes.len();
+        let full = history.state_after(n);
+        // Every trial opens a copy: an open recovers, and may checkpoint or flush, in place.
+        let fresh_copy = || {
+            let trial = tmp.path().join("trial");
+            let _ = std::fs::remove_dir_all(&trial);
+            copy_dir(&image, &trial);
+            trial
         };
-        for damage in damages(len, flips, &mut rng) {
-            let trial = fresh_copy();
-            apply(&trial.join(&file), damage);
-            let panics_before = PANICS.load(Ordering::SeqCst);
-            let outcome = runtime.block_on(within(open_and_read(trial)));
-            assert_eq!(
-                PANICS.load(Ordering::SeqCst),
-                panics_before,
-                "{}: {damage:?} made the store panic",
-                file.display()
-            );
-            let what = format!("{} ({len} bytes): {damage:?} (seed {seed})", file.display());
-            match outcome {
-                Err(e) if names(&e, &file) => report.corruption += 1,
-                Err(e) if misnamed_ok(&file, &e) => report.misnamed += 1,
-                Err(e) => panic!("{what}: expected Corruption naming the file, got {e:?}"),
-                Ok(state) if state == full => report.intact += 1,
-                Ok(state) if matches!(damage, Damage::Flip(..)) => {
-                    assert_eq!(
-                        state,
-                        history.state_after(n - 1),
-                        "{what}: wrong data, or acknowledged data lost silently"
-                    );
-                    report.sentinel_lost += 1;
+        let baseline = runtime.block_on(within(open_and_read(fresh_copy())));
+        assert_eq!(
+            baseline.as_ref().ok().map(|(state, _)| state),
+            Some(&full),
+            "the undamaged {name} image must read back every acknowledged write: {baseline:?}"
+        );
+        let mut files = Vec::new();
+        files_under(&image, &image, &mut files);
+        files.sort();
+        for file in files {
+            let len = std::fs::metadata(image.join(&file)).expect("stat").len();
+            let at = match reports.iter().position(|r| r.file == file) {
+                Some(at) => at,
+                None => {
+                    reports.push(FileReport {
+                        file: file.clone(),
+                        len,
+                        ..FileReport::default()
+                    });
+                    reports.len() - 1
                 }
-                Ok(state) => {
-                    assert!(
-                        (0..n).any(|k| history.state_after(k) == state),
-                        "{what}: the data is no state the store ever acknowledged"
-                    );
-                    report.earlier_state += 1;
+            };
+            let report = &mut reports[at];
+            let trials = match reopen {
+                true => damages(len, flips, &mut rng),
+                false => vec![Damage::Delete, Damage::Cut(0)],
+            };
+            for damage in trials {
+                let trial = fresh_copy();
+                apply(&trial.join(&file), damage);
+                let panics_before = PANICS.load(Ordering::SeqCst);
+                let outcome = runtime.block_on(within(open_and_read(trial)));
+                assert_eq!(
+                    PANICS.load(Ordering::SeqCst),
+                    panics_before,
+                    "{}: {damage:?} made the store panic",
+                    file.display()
+                );
+                let what = format!(
+                    "{} ({len} bytes, {name} image): {damage:?} (seed {seed})",
+                    file.display()
+                );
+                let reported = |r: &RecoveryReport| allow.unreported_repairs || !r.is_empty();
+                match outcome {
+                    Err(e) if names(&e, &file) => report.corruption += 1,
+                    Err(e) if (allow.misnamed)(&file, &e) => report.misnamed += 1,
+                    Err(e) => panic!("{what}: expected Corruption naming the file, got {e:?}"),
+                    Ok((state, _)) if state == full => report.intact += 1,
+                    Ok((state, _)) if (allow.undetected_loss)(&file, damage) => {
+                        assert!(
+                            (0..n).any(|k| history.state_after(k) == state),
+                            "{what}: the data is no state the store ever acknowledged"
+                        );
+                        report.earlier_state += 1;
+                    }
+                    Ok((state, _)) if !reopen || damage == Damage::Delete => panic!(
+                        "{what}: acknowledged data gone without an error: {} of {} leases left",
+                        state.values().filter(|s| s.is_some()).count(),
+                        full.values().filter(|s| s.is_some()).count(),
+                    ),
+                    Ok((state, recovery)) if matches!(damage, Damage::Flip(..)) => {
+                        assert_eq!(
+                            state,
+                            history.state_after(n - 1),
+                            "{what}: wrong data, or acknowledged data lost silently"
+                        );
+                        assert!(
+                            reported(&recovery),
+                            "{what}: the sentinel's loss went unreported"
+                        );
+                        report.sentinel_lost += 1;
+                    }
+                    Ok((state, recovery)) => {
+                        assert!(
+                            (0..n).any(|k| history.state_after(k) == state),
+                            "{what}: the data is no state the store ever acknowledged"
+                        );
+                        assert!(
+                            reported(&recovery),
+                            "{what}: the cut went unreported (recovery report empty)"
+                        );
+                        report.earlier_state += 1;
+                    }
+                }
+                if !reopen {
+                    report.unflushed += 1;
                 }
             }
         }
-        reports.push(report);
     }
     assert!(
         reports.len() >= 2,

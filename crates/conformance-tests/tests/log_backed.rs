@@ -151,6 +151,10 @@ fn open(clock: Arc<dyn Clock>, dir: &Path) -> OrbitResult<Arc<dyn AddressableDir
 }
 
 impl LogBacked {
+    fn writes(&self) -> OrbitResult<&Arc<LeaseWrites<Writer>>> {
+        Ok(&self.writes)
+    }
+
     fn check_open(&self) -> OrbitResult<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(OrbitError::Closed);

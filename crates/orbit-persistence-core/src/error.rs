@@ -58,6 +58,19 @@ pub enum OrbitError {
     /// A remote backend cannot be reached.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The store was opened read-only (for inspection); it refuses writes.
+    #[error("the store in {} was opened read-only and refuses writes", .0.display())]
+    ReadOnly(PathBuf),
+    /// The data directory holds something other than the store the config describes: another
+    /// engine's store, a newer format than this build reads, or files that belong to no store.
+    /// Nothing was changed.
+    #[error("{}: {detail}", path.display())]
+    WrongStore {
+        /// The data directory (or the file in it that told).
+        path: PathBuf,
+        /// What it holds, and what to do about it.
+        detail: String,
+    },
 }
 
 impl OrbitError {
@@ -75,6 +88,14 @@ impl OrbitError {
         OrbitError::Corruption {
             path: path.into(),
             offset,
+            detail: detail.into(),
+        }
+    }
+
+    /// Builds an [`OrbitError::WrongStore`].
+    pub fn wrong_store(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
+        OrbitError::WrongStore {
+            path: path.into(),
             detail: detail.into(),
         }
     }

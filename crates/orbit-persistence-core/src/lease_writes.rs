@@ -261,10 +261,11 @@ impl Lifecycle {
 }
 
 /// Implements [`AddressableDirectoryProvider`](crate::AddressableDirectoryProvider) for a
-/// backend type whose writes all go through a [`LeaseWrites`] field, so each disk backend
-/// writes only its reads. The type must have the field `$writes` (a `LeaseWrites` or an `Arc` of
-/// one) and these inherent methods:
+/// backend type whose writes all go through a [`LeaseWrites`], so each disk backend writes
+/// only its reads. The type must have these inherent methods:
 ///
+/// - `fn $writes(&self) -> OrbitResult<&LeaseWrites<_>>`: the writer, or
+///   [`OrbitError::ReadOnly`] for a store opened read-only;
 /// - `fn check_open(&self) -> OrbitResult<()>`: `Closed` once shut down;
 /// - `fn read_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>>`;
 /// - `fn read_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>>`
@@ -284,7 +285,7 @@ macro_rules! directory_over_lease_writes {
                 lease: &$crate::AddressableLease,
             ) -> $crate::OrbitResult<()> {
                 self.check_open()?;
-                self.$writes.store(::std::slice::from_ref(lease)).await
+                self.$writes()?.store(::std::slice::from_ref(lease)).await
             }
 
             async fn get_lease(
@@ -300,7 +301,7 @@ macro_rules! directory_over_lease_writes {
                 r: &$crate::AddressableReference,
             ) -> $crate::OrbitResult<bool> {
                 self.check_open()?;
-                self.$writes.remove(r).await
+                self.$writes()?.remove(r).await
             }
 
             async fn list_node_leases(
@@ -313,7 +314,7 @@ macro_rules! directory_over_lease_writes {
 
             async fn cleanup_expired_leases(&self) -> $crate::OrbitResult<u64> {
                 self.check_open()?;
-                self.$writes.cleanup().await
+                self.$writes()?.cleanup().await
             }
 
             async fn acquire_lease(
@@ -321,7 +322,7 @@ macro_rules! directory_over_lease_writes {
                 lease: &$crate::AddressableLease,
             ) -> $crate::OrbitResult<$crate::Acquire> {
                 self.check_open()?;
-                self.$writes.acquire(lease).await
+                self.$writes()?.acquire(lease).await
             }
 
             async fn renew_lease(
@@ -333,7 +334,7 @@ macro_rules! directory_over_lease_writes {
                 renew_at: $crate::Timestamp,
             ) -> $crate::OrbitResult<$crate::Renew> {
                 self.check_open()?;
-                self.$writes
+                self.$writes()?
                     .renew(r, owner, revision, expires_at, renew_at)
                     .await
             }
@@ -345,7 +346,7 @@ macro_rules! directory_over_lease_writes {
                 revision: u64,
             ) -> $crate::OrbitResult<bool> {
                 self.check_open()?;
-                self.$writes.release(r, owner, revision).await
+                self.$writes()?.release(r, owner, revision).await
             }
 
             async fn store_leases(
@@ -353,7 +354,7 @@ macro_rules! directory_over_lease_writes {
                 leases: &[$crate::AddressableLease],
             ) -> $crate::OrbitResult<()> {
                 self.check_open()?;
-                self.$writes.store(leases).await
+                self.$writes()?.store(leases).await
             }
         }
     };

@@ -10,7 +10,8 @@
 //!   every disk backend logs, with the writer-side staging of conditional operations
 //!   ([`change`]);
 //! - the pieces every disk backend shares, written once: the file-system seam ([`fs`]), the
-//!   CRC32-framed log ([`log`]), the data-directory lock ([`lock`]) and the group-commit writer
+//!   CRC32-framed log ([`log`]), the data-directory lock ([`lock`]), the store identity record
+//!   ([`identity`]), the report of what recovery did ([`recovery`]) and the group-commit writer
 //!   ([`group_commit`]).
 #![warn(missing_docs)]
 
@@ -21,12 +22,14 @@ pub mod encoding;
 pub mod error;
 pub mod fs;
 pub mod group_commit;
+pub mod identity;
 pub mod keyspace;
 pub mod lease_writes;
 pub mod lock;
 pub mod log;
 pub mod metrics;
 pub mod provider;
+pub mod recovery;
 pub mod rules;
 pub mod types;
 pub mod verify;
@@ -40,6 +43,7 @@ pub use config::{
 pub use error::{OrbitError, OrbitResult};
 pub use metrics::{PersistenceMetrics, ProviderHealth};
 pub use provider::{Acquire, AddressableDirectoryProvider, PersistenceProvider, Renew};
+pub use recovery::{RecoveryAction, RecoveryReport};
 pub use types::{AddressableLease, AddressableReference, Key, NodeId, Timestamp};
 
 /// Re-exports for the macros of this crate; not part of the API.

@@ -78,6 +78,27 @@ impl DirLock {
         Ok(DirLock { _file: file, path })
     }
 
+    /// Takes a shared OS lock on `dir/LOCK` for a read-only open: many readers at once, but
+    /// never beside a writer (whose exclusive lock it waits for no more than
+    /// [`DirLock::acquire`] does). Creates nothing and writes nothing, so it works on a
+    /// read-only mount and a full disk; without a `LOCK` file (a copy of a store, say) there
+    /// is nothing to lock and `None` is returned.
+    ///
+    /// Fails with [`OrbitError::Locked`] while a writer holds the directory.
+    pub fn acquire_shared(dir: &Path) -> OrbitResult<Option<DirLock>> {
+        let path = dir.join(Self::FILE_NAME);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(OrbitError::io("open", &path, e)),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Some(DirLock { _file: file, path })),
+            Err(TryLockError::WouldBlock) => Err(OrbitError::Locked { path }),
+            Err(TryLockError::Error(e)) => Err(OrbitError::io("lock", &path, e)),
+        }
+    }
+
     /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path

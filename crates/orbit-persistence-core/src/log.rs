@@ -248,17 +248,34 @@ impl LogWriter {
             file.sync_data()?;
             len = HEADER_LEN;
         } else if replay.file_len > len {
-            tracing::warn!(
-                path = %path.display(),
-                offset = len,
-                dropped = replay.file_len - len,
-                "truncating the torn tail of a log"
-            );
+            // Not logged here: the caller reports the cut (`crate::recovery`).
             file.set_len(len)?;
             file.sync_data()?;
         }
         fs.sync_dir(parent_dir(path))?;
         Ok((LogWriter { file, len }, replay))
+    }
+
+    /// Opens an existing segment of a store opened read-only: replays it and changes nothing
+    /// (a torn tail stays on disk; the returned writer stands at the end of the valid
+    /// records). The file is opened for reading only, so an append through this writer fails.
+    pub fn open_read_only(fs: &dyn FileSystem, path: &Path) -> OrbitResult<(Self, LogReplay)> {
+        let mut reader = LogReader::open(fs, path)?;
+        let records = reader.collect_records()?;
+        let replay = LogReplay {
+            records,
+            valid_len: reader.valid_len(),
+            file_len: reader.file_len(),
+            torn_tail: reader.torn_tail(),
+        };
+        let len = replay.valid_len;
+        Ok((
+            LogWriter {
+                file: reader.into_file(),
+                len,
+            },
+            replay,
+        ))
     }
 
     /// Writes every record of `batch` with one positional write at the end of the segment and

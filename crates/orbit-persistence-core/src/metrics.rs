@@ -64,6 +64,10 @@ pub struct PersistenceMetrics {
     pub memory_bytes: u64,
     /// Highest revision assigned.
     pub last_revision: u64,
+    /// Actions recovery took when the store opened (see
+    /// [`crate::PersistenceProvider::recovery_report`]); 0 after a clean shutdown.
+    #[serde(default)]
+    pub recovery_actions: u64,
     /// Latency of reads.
     pub read_latency: LatencySummary,
     /// Latency of writes, until acknowledged.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::OrbitResult;
 use crate::metrics::{PersistenceMetrics, ProviderHealth};
+use crate::recovery::RecoveryReport;
 use crate::types::{AddressableLease, AddressableReference, NodeId, Timestamp};
 
 /// Result of [`AddressableDirectoryProvider::acquire_lease`].
@@ -37,6 +38,12 @@ pub trait PersistenceProvider: Send + Sync {
     async fn health_check(&self) -> ProviderHealth;
     /// Counters, latencies and sizes.
     async fn metrics(&self) -> PersistenceMetrics;
+    /// What opening the store did to recover it (cut a torn log tail, replayed the WAL, skipped
+    /// a damaged meta page...): empty after a clean shutdown, and for stores that keep nothing
+    /// on disk of their own. See [`crate::recovery`].
+    async fn recovery_report(&self) -> RecoveryReport {
+        RecoveryReport::default()
+    }
 }
 
 /// The lease directory: who hosts which addressable, until when.

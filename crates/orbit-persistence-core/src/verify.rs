@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::recovery::RecoveryReport;
+
 /// Most problems a report lists; the count goes on.
 pub const MAX_PROBLEMS: usize = 100;
 
@@ -18,6 +20,10 @@ pub struct VerifyReport {
     pub leases: u64,
     /// What is wrong, each naming the file and offset where it can (at most [`MAX_PROBLEMS`]).
     pub problems: Vec<String>,
+    /// What opening the store did to recover it: not a problem (nothing acknowledged is
+    /// known lost), but what an operator must hear of.
+    #[serde(default)]
+    pub recovery: RecoveryReport,
 }
 
 impl VerifyReport {

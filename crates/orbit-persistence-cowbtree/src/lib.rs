@@ -45,14 +45,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use orbit_persistence_core::fs::{FileSystem, StdFileSystem};
 use orbit_persistence_core::group_commit::GroupCommit;
+use orbit_persistence_core::identity;
 use orbit_persistence_core::keyspace::LeaseKv;
 use orbit_persistence_core::lease_writes::{LeaseWrites, Lifecycle};
 use orbit_persistence_core::lock::DirLock;
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::verify::{MAX_PROBLEMS, VerifyReport};
+use orbit_persistence_core::wal::Access;
 use orbit_persistence_core::{
     AddressableLease, AddressableReference, Clock, CowBTreeConfig, NodeId, OrbitError, OrbitResult,
-    PersistenceMetrics, PersistenceProvider, ProviderHealth,
+    PersistenceMetrics, PersistenceProvider, ProviderHealth, RecoveryReport,
 };
 
 pub use version::Snapshot;
@@ -66,11 +68,13 @@ pub(crate) fn internal(what: impl std::fmt::Display) -> OrbitError {
 /// The lease directory on a copy-on-write B+tree. Open it with [`CowBTreeDirectory::open`].
 pub struct CowBTreeDirectory {
     shared: Arc<Shared>,
-    writes: Arc<LeaseWrites<Writer>>,
+    /// `None` for a store opened read-only.
+    writes: Option<Arc<LeaseWrites<Writer>>>,
     metrics: Arc<MetricsRecorder>,
     fs: Arc<dyn FileSystem>,
     dir: std::path::PathBuf,
     life: Lifecycle,
+    recovery: RecoveryReport,
 }
 
 impl std::fmt::Debug for CowBTreeDirectory {
@@ -91,8 +95,26 @@ impl CowBTreeDirectory {
     /// naming the file and offset of any bad byte recovery needs.
     pub fn open(config: &CowBTreeConfig, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
         config.validate()?;
+        let fs = Arc::new(StdFileSystem::new());
+        // Before the lock file is created: another engine's store or someone else's files are
+        // refused without a byte written (the check is repeated under the lock).
+        identity::prepare(&*fs, &config.data_dir, &writer::FILES)?;
         let lock = DirLock::acquire(&config.data_dir)?;
-        Self::open_inner(Arc::new(StdFileSystem::new()), config, clock, Some(lock))
+        Self::open_inner(fs, config, clock, Some(lock), Access::ReadWrite)
+    }
+
+    /// Opens the store in `config.data_dir` for reading only: creates, deletes and writes
+    /// nothing (no lock file, no WAL replayed into a new segment, no checkpoint), so it works
+    /// on a read-only mount and a full disk. The WAL is replayed in memory; writes answer
+    /// `ReadOnly`. Takes a shared lock: readers go together, never beside a writer.
+    ///
+    /// Errors: as [`CowBTreeDirectory::open`], and `WrongStore` for a directory that holds no
+    /// store of this engine (an absent one too).
+    pub fn open_read_only(config: &CowBTreeConfig, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
+        config.validate()?;
+        let lock = DirLock::acquire_shared(&config.data_dir)?;
+        let fs = Arc::new(StdFileSystem::new());
+        Self::open_inner(fs, config, clock, lock, Access::ReadOnly)
     }
 
     /// Opens the store in `dir` with the default settings.
@@ -112,7 +134,17 @@ impl CowBTreeDirectory {
         clock: Arc<dyn Clock>,
     ) -> OrbitResult<Self> {
         config.validate()?;
-        Self::open_inner(fs, config, clock, None)
+        Self::open_inner(fs, config, clock, None, Access::ReadWrite)
+    }
+
+    /// [`CowBTreeDirectory::open_read_only`] on another file system; no OS lock is taken.
+    pub fn open_read_only_on(
+        fs: Arc<dyn FileSystem>,
+        config: &CowBTreeConfig,
+        clock: Arc<dyn Clock>,
+    ) -> OrbitResult<Self> {
+        config.validate()?;
+        Self::open_inner(fs, config, clock, None, Access::ReadOnly)
     }
 
     fn open_inner(
@@ -120,23 +152,44 @@ impl CowBTreeDirectory {
         config: &CowBTreeConfig,
         clock: Arc<dyn Clock>,
         lock: Option<DirLock>,
+        access: Access,
     ) -> OrbitResult<Self> {
         let settings = Settings {
             page_size: config.page_size as usize,
             checkpoint_interval: Duration::from_millis(config.checkpoint_interval_ms),
             wal_size_limit: config.wal_size_limit,
             cache_size: config.cache_size,
+            now: clock.now(),
         };
-        let (writer, shared) = Writer::open(Arc::clone(&fs), &config.data_dir, settings)?;
-        let writer = GroupCommit::spawn("cowbtree-writer", writer, config.sync)?;
+        let mut recovery = RecoveryReport::default();
+        let (writer, shared) = Writer::open(
+            Arc::clone(&fs),
+            &config.data_dir,
+            settings,
+            access,
+            &mut recovery,
+        )?;
         let metrics = Arc::new(MetricsRecorder::default());
+        let writes = match access {
+            Access::ReadWrite => {
+                let writer = GroupCommit::spawn("cowbtree-writer", writer, config.sync)?;
+                Some(Arc::new(LeaseWrites::new(
+                    writer,
+                    clock,
+                    Arc::clone(&metrics),
+                )))
+            }
+            // Its replay is published; the writer itself never starts.
+            Access::ReadOnly => None,
+        };
         Ok(CowBTreeDirectory {
             shared,
-            writes: Arc::new(LeaseWrites::new(writer, clock, Arc::clone(&metrics))),
+            writes,
             metrics,
             fs,
             dir: config.data_dir.clone(),
             life: Lifecycle::new(lock),
+            recovery,
         })
     }
 
@@ -149,14 +202,22 @@ impl CowBTreeDirectory {
     /// Reads the whole tree back: every page of the lease and index ranges (each page's
     /// checksum is checked the first time this open reads it) and every lease and index
     /// entry, which must agree. The meta pages, the free list and the WAL were checked when
-    /// the store opened. Blocking reads run off the runtime's workers.
+    /// the store opened; what recovery did then is in the report. Blocking reads run off the
+    /// runtime's workers.
     pub async fn verify(&self) -> OrbitResult<VerifyReport> {
         self.check_open()?;
         let version = self.shared.current();
+        let recovery = self.recovery.clone();
+        let page_size = self.shared.layout.page_size as u64;
         tokio::task::spawn_blocking(move || {
             // Only the tree's pages are read, not the whole file (free pages are not).
-            let mut report = VerifyReport::default();
+            let mut report = VerifyReport {
+                recovery,
+                ..VerifyReport::default()
+            };
             report.add_index_check(LeaseKv(&version.view()).index_problems(MAX_PROBLEMS));
+            report.files_checked = 1;
+            report.bytes_checked = version.store.checked_pages() * page_size;
             report
         })
         .await
@@ -165,6 +226,13 @@ impl CowBTreeDirectory {
 
     fn check_open(&self) -> OrbitResult<()> {
         self.life.check_open()
+    }
+
+    /// The writer; `ReadOnly` for a store opened read-only.
+    fn writes(&self) -> OrbitResult<&Arc<LeaseWrites<Writer>>> {
+        self.writes
+            .as_ref()
+            .ok_or_else(|| OrbitError::ReadOnly(self.dir.clone()))
     }
 
     fn read_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
@@ -191,7 +259,14 @@ impl PersistenceProvider for CowBTreeDirectory {
     }
 
     async fn shutdown(&self) -> OrbitResult<()> {
-        self.life.shutdown(|| self.writes.shutdown()).await
+        self.life
+            .shutdown(|| async {
+                match &self.writes {
+                    Some(writes) => writes.shutdown().await,
+                    None => Ok(()),
+                }
+            })
+            .await
     }
 
     async fn health_check(&self) -> ProviderHealth {
@@ -200,7 +275,11 @@ impl PersistenceProvider for CowBTreeDirectory {
                 reason: "closed".into(),
             };
         }
-        if self.writes.writer().is_poisoned() {
+        if self
+            .writes
+            .as_ref()
+            .is_some_and(|w| w.writer().is_poisoned())
+        {
             return ProviderHealth::Unhealthy {
                 reason: "poisoned by a failed write or sync; reopen to recover".into(),
             };
@@ -208,10 +287,18 @@ impl PersistenceProvider for CowBTreeDirectory {
         ProviderHealth::Healthy
     }
 
+    async fn recovery_report(&self) -> RecoveryReport {
+        self.recovery.clone()
+    }
+
     async fn metrics(&self) -> PersistenceMetrics {
         let v = self.shared.current();
         let s = &self.shared.stats;
-        let gc = self.writes.writer().stats();
+        let gc = self
+            .writes
+            .as_ref()
+            .map(|w| w.writer().stats())
+            .unwrap_or_default();
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         let page_size = self.shared.layout.page_size as u64;
         let engine = [
@@ -234,6 +321,7 @@ impl PersistenceProvider for CowBTreeDirectory {
             syncs: gc.syncs,
             disk_bytes: orbit_persistence_core::fs::dir_bytes(&*self.fs, &self.dir),
             memory_bytes: load(&s.loaded_pages) * page_size,
+            recovery_actions: self.recovery.len(),
             engine,
             ..self.metrics.snapshot()
         }

@@ -118,6 +118,14 @@ impl PageStore {
         self.mapped_pages
     }
 
+    /// Pages of the mapping whose checksum has been checked so far.
+    pub fn checked_pages(&self) -> u64 {
+        self.verified
+            .iter()
+            .map(|w| u64::from(w.load(Ordering::Relaxed).count_ones()))
+            .sum()
+    }
+
     /// A `Corruption` error at page `id`.
     pub fn corrupt(&self, id: PageId, detail: impl Into<String>) -> OrbitError {
         // A corrupt link can name any number: no overflow on the way to the error.

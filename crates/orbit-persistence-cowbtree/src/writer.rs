@@ -12,20 +12,31 @@ use orbit_persistence_core::change::{
 };
 use orbit_persistence_core::fs::{FileSystem, FsFile, OpenMode, write_file_atomic};
 use orbit_persistence_core::group_commit::CommitHandler;
+use orbit_persistence_core::identity::{self, EngineFiles, Plan};
 use orbit_persistence_core::keyspace::{self, CountChange, LeaseKv, OrderedKvWrite};
 use orbit_persistence_core::log::{HEADER_LEN, LogBatch, LogWriter};
-use orbit_persistence_core::wal;
-use orbit_persistence_core::{OrbitError, OrbitResult};
+use orbit_persistence_core::wal::{self, Access};
+use orbit_persistence_core::{
+    BackendType, OrbitError, OrbitResult, RecoveryAction, RecoveryReport, Timestamp,
+};
 
 use crate::btree::{self, Child, WriteCtx};
 use crate::checkpoint::{self, Allocator, Done, Job};
-use crate::meta::{self, META_LEN, Meta};
+use crate::meta::{self, META_LEN, META_VERSION, Meta};
 use crate::page::{Layout, PageId};
 use crate::pagefile::PageStore;
 use crate::version::{Guard, TreeView, Version};
 
 /// Name of the page file in the data directory.
 pub const PAGE_FILE: &str = "pages.cow";
+
+/// The files of this engine, for its identity record ([`identity`]).
+pub const FILES: EngineFiles = EngineFiles {
+    engine: BackendType::CowBTree,
+    format_version: META_VERSION,
+    root: PAGE_FILE,
+    owns: |name| name.starts_with(PAGE_FILE) || name.starts_with("wal-"),
+};
 
 /// What the writer needs from the config.
 #[derive(Debug, Clone)]
@@ -38,6 +49,8 @@ pub struct Settings {
     pub wal_size_limit: u64,
     /// Checkpoint when pages loaded into memory since the last one pass this many bytes.
     pub cache_size: u64,
+    /// The clock's time at open: the creation time of a store this open creates.
+    pub now: Timestamp,
 }
 
 /// Counters the writer publishes for metrics.
@@ -122,23 +135,26 @@ fn read_meta(file: &dyn FsFile, at: u64) -> Result<Meta, String> {
 }
 
 impl Writer {
-    /// Opens (or creates) the store in `dir` and replays its WAL. The caller holds the
-    /// directory lock.
+    /// Opens (or creates) the store in `dir` and replays its WAL, recording in `report` what
+    /// recovery did. The caller holds the directory lock (a shared one for `ReadOnly`).
+    ///
+    /// `Access::ReadOnly` creates, deletes and writes nothing: the WAL's replay goes into the
+    /// tree in memory only, and the writer returned must not be started (its WAL cannot
+    /// append); the published version serves reads.
     pub fn open(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
         settings: Settings,
+        access: Access,
+        report: &mut RecoveryReport,
     ) -> OrbitResult<(Writer, Arc<Shared>)> {
-        fs.create_dir_all(dir)?;
+        let plan = identity::prepare(&*fs, dir, &FILES)?;
         let path = dir.join(PAGE_FILE);
-        if !fs.exists(&path)? {
-            if !wal::list_segments(&*fs, dir)?.is_empty() {
-                return Err(OrbitError::corruption(
-                    &path,
-                    0,
-                    "page file missing, but WAL segments exist",
-                ));
-            }
+        if access == Access::ReadOnly {
+            identity::check_readable(dir, plan)?;
+        }
+        if let Plan::Create { restart } = plan {
+            let mut id = identity::begin_create(&*fs, dir, &FILES, restart, settings.now, report)?;
             let first = Meta {
                 page_size: settings.page_size as u32,
                 generation: 0,
@@ -155,8 +171,20 @@ impl Writer {
                 .encode(),
             );
             write_file_atomic(&*fs, &path, &bytes)?;
+            wal::create_first(&*fs, dir, first.wal_start)?;
+            identity::finish_create(&*fs, dir, &mut id)?;
+        } else if !fs.exists(&path)? {
+            return Err(OrbitError::corruption(
+                &path,
+                0,
+                "page file is missing (deleted?): the store's checkpointed data is gone",
+            ));
         }
-        let file: Arc<dyn FsFile> = Arc::from(fs.open(&path, OpenMode::ReadWrite)?);
+        let mode = match access {
+            Access::ReadWrite => OpenMode::ReadWrite,
+            Access::ReadOnly => OpenMode::Read,
+        };
+        let file: Arc<dyn FsFile> = Arc::from(fs.open(&path, mode)?);
         let first = read_meta(&*file, 0);
         let page_size = first
             .as_ref()
@@ -185,7 +213,11 @@ impl Writer {
                     ));
                 }
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), slot, reason = %e, "ignoring an invalid meta page (torn checkpoint?)");
+                    report.record(RecoveryAction::DamagedRootSkipped {
+                        path: path.clone(),
+                        offset: slot * page_size as u64,
+                        reason: e.clone(),
+                    });
                     damaged_meta = Some((slot * page_size as u64, e.clone()));
                 }
                 Ok(_) => {}
@@ -229,7 +261,7 @@ impl Writer {
             Child::Page(meta.root)
         };
         let replayed =
-            wal::recover(&*fs, dir, meta.wal_start, meta.generation <= 1).map_err(|e| {
+            wal::recover(&*fs, dir, meta.wal_start, &path, access, report).map_err(|e| {
                 match (&damaged_meta, e) {
                     // After a torn checkpoint the older meta page's WAL is still there; when it is
                     // not, a durable newer meta page rotted, and that page is what to report.
@@ -292,6 +324,9 @@ impl Writer {
         }
         writer.stager = ChangeStager::new(writer.revision);
         writer.publish_version();
+        if plan == Plan::Legacy && access == Access::ReadWrite {
+            identity::adopt(&*writer.fs, dir, &FILES, writer.settings.now, report)?;
+        }
         Ok((writer, shared))
     }
 
@@ -365,9 +400,8 @@ impl Writer {
         // Under `interval`/`never` sync the old segment may hold unsynced records that are
         // already acknowledged; they must not wait for the checkpoint to become durable (the
         // interval promise holds while it runs, and a failed checkpoint leaves them to the WAL).
-        self.wal.sync()?;
         let seq = self.wal_seq + 1;
-        let wal = LogWriter::create(&*self.fs, &wal::segment_path(&self.dir, seq))?;
+        let wal = wal::rotate(&*self.fs, &self.dir, &mut self.wal, seq)?;
         let retired = std::mem::take(&mut self.retired);
         let also_free = self
             .in_guards

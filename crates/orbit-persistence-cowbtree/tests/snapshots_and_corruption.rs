@@ -218,7 +218,7 @@ fn a_torn_meta_page_falls_back_and_two_bad_ones_are_corruption() {
         }) => {
             assert!(path.ends_with("pages.cow"), "{path:?}");
             assert_eq!(offset, newest as u64 * 1024);
-            assert!(detail.contains("WAL segment missing"), "{detail}");
+            assert!(detail.contains("WAL segment named by"), "{detail}");
         }
         other => panic!("expected the missing WAL to be reported, got {other:?}"),
     }

@@ -51,14 +51,16 @@ use async_trait::async_trait;
 use orbit_persistence_core::change::{WriteOp, WriteRequest};
 use orbit_persistence_core::fs::{FileSystem, StdFileSystem};
 use orbit_persistence_core::group_commit::GroupCommit;
+use orbit_persistence_core::identity;
 use orbit_persistence_core::keyspace::LeaseKv;
 use orbit_persistence_core::lease_writes::{LeaseWrites, Lifecycle};
 use orbit_persistence_core::lock::DirLock;
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::verify::{MAX_PROBLEMS, VerifyReport};
+use orbit_persistence_core::wal::Access;
 use orbit_persistence_core::{
     AddressableLease, AddressableReference, Clock, LsmTreeConfig, NodeId, OrbitError, OrbitResult,
-    PersistenceMetrics, PersistenceProvider, ProviderHealth,
+    PersistenceMetrics, PersistenceProvider, ProviderHealth, RecoveryReport,
 };
 
 pub use state::Snapshot;
@@ -78,9 +80,11 @@ pub(crate) fn internal(what: impl std::fmt::Display) -> OrbitError {
 /// The lease directory on an LSM tree. Open it with [`LsmDirectory::open`].
 pub struct LsmDirectory {
     tree: Arc<Tree>,
-    writes: Arc<LeaseWrites<Writer>>,
+    /// `None` for a store opened read-only.
+    writes: Option<Arc<LeaseWrites<Writer>>>,
     metrics: Arc<MetricsRecorder>,
     life: Lifecycle,
+    recovery: RecoveryReport,
 }
 
 impl std::fmt::Debug for LsmDirectory {
@@ -102,8 +106,26 @@ impl LsmDirectory {
     /// recovery needs.
     pub fn open(config: &LsmTreeConfig, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
         config.validate()?;
+        let fs = Arc::new(StdFileSystem::new());
+        // Before the lock file is created: another engine's store or someone else's files are
+        // refused without a byte written (the check is repeated under the lock).
+        identity::prepare(&*fs, &config.data_dir, &writer::FILES)?;
         let lock = DirLock::acquire(&config.data_dir)?;
-        Self::open_inner(Arc::new(StdFileSystem::new()), config, clock, Some(lock))
+        Self::open_inner(fs, config, clock, Some(lock), Access::ReadWrite)
+    }
+
+    /// Opens the store in `config.data_dir` for reading only: creates, deletes and writes
+    /// nothing (no lock file, no new WAL segment, no flush or compaction, no thread), so it
+    /// works on a read-only mount and a full disk. The WAL is replayed into memory; writes
+    /// answer `ReadOnly`. Takes a shared lock: readers go together, never beside a writer.
+    ///
+    /// Errors: as [`LsmDirectory::open`], and `WrongStore` for a directory that holds no
+    /// store of this engine (an absent one too).
+    pub fn open_read_only(config: &LsmTreeConfig, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
+        config.validate()?;
+        let lock = DirLock::acquire_shared(&config.data_dir)?;
+        let fs = Arc::new(StdFileSystem::new());
+        Self::open_inner(fs, config, clock, lock, Access::ReadOnly)
     }
 
     /// Opens the store in `dir` with the default settings.
@@ -123,7 +145,17 @@ impl LsmDirectory {
         clock: Arc<dyn Clock>,
     ) -> OrbitResult<Self> {
         config.validate()?;
-        Self::open_inner(fs, config, clock, None)
+        Self::open_inner(fs, config, clock, None, Access::ReadWrite)
+    }
+
+    /// [`LsmDirectory::open_read_only`] on another file system; no OS lock is taken.
+    pub fn open_read_only_on(
+        fs: Arc<dyn FileSystem>,
+        config: &LsmTreeConfig,
+        clock: Arc<dyn Clock>,
+    ) -> OrbitResult<Self> {
+        config.validate()?;
+        Self::open_inner(fs, config, clock, None, Access::ReadOnly)
     }
 
     fn open_inner(
@@ -131,6 +163,7 @@ impl LsmDirectory {
         config: &LsmTreeConfig,
         clock: Arc<dyn Clock>,
         lock: Option<DirLock>,
+        access: Access,
     ) -> OrbitResult<Self> {
         let settings = Settings {
             memtable_size: config.memtable_size,
@@ -145,20 +178,36 @@ impl LsmDirectory {
             config.level1_size,
             config.level_fanout.into(),
         ));
+        let mut recovery = RecoveryReport::default();
         let (writer, tree) = Writer::open(
             fs,
             &config.data_dir,
             settings,
             config.block_cache_size,
             strategy,
+            clock.now(),
+            access,
+            &mut recovery,
         )?;
-        let writer = GroupCommit::spawn("lsm-writer", writer, config.sync)?;
         let metrics = Arc::new(MetricsRecorder::default());
+        let writes = match access {
+            Access::ReadWrite => {
+                let writer = GroupCommit::spawn("lsm-writer", writer, config.sync)?;
+                Some(Arc::new(LeaseWrites::new(
+                    writer,
+                    clock,
+                    Arc::clone(&metrics),
+                )))
+            }
+            // Its replay is published; the writer itself never starts.
+            Access::ReadOnly => None,
+        };
         Ok(LsmDirectory {
             tree,
-            writes: Arc::new(LeaseWrites::new(writer, clock, Arc::clone(&metrics))),
+            writes,
             metrics,
             life: Lifecycle::new(lock),
+            recovery,
         })
     }
 
@@ -172,17 +221,18 @@ impl LsmDirectory {
     /// on meanwhile. Useful after a large purge, or before a backup.
     pub async fn compact(&self) -> OrbitResult<()> {
         self.check_open()?;
+        let writes = Arc::clone(self.writes()?);
         self.tree.freeze_requested.store(true, Ordering::Release);
         // A request that changes nothing: the writer freezes the memtable after its batch.
-        let now = self.writes.clock().now();
-        self.writes
+        let now = writes.clock().now();
+        writes
             .writer()
             .submit(WriteRequest {
                 op: WriteOp::Cleanup { limit: 0 },
                 now,
             })
             .await?;
-        let (tree, writes) = (Arc::clone(&self.tree), Arc::clone(&self.writes));
+        let tree = Arc::clone(&self.tree);
         tokio::task::spawn_blocking(move || {
             writer::full_compaction_blocking(&tree, || writes.writer().is_poisoned())
         })
@@ -202,8 +252,12 @@ impl LsmDirectory {
     pub async fn verify(&self) -> OrbitResult<VerifyReport> {
         self.check_open()?;
         let state = self.tree.current();
+        let recovery = self.recovery.clone();
         tokio::task::spawn_blocking(move || {
-            let mut report = VerifyReport::default();
+            let mut report = VerifyReport {
+                recovery,
+                ..VerifyReport::default()
+            };
             for t in state.levels.levels.iter().flatten() {
                 report.files_checked += 1;
                 report.bytes_checked += t.meta.file_size;
@@ -220,6 +274,13 @@ impl LsmDirectory {
 
     fn check_open(&self) -> OrbitResult<()> {
         self.life.check_open()
+    }
+
+    /// The writer; `ReadOnly` for a store opened read-only.
+    fn writes(&self) -> OrbitResult<&Arc<LeaseWrites<Writer>>> {
+        self.writes
+            .as_ref()
+            .ok_or_else(|| OrbitError::ReadOnly(self.tree.dir.clone()))
     }
 
     fn read_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
@@ -246,7 +307,14 @@ impl PersistenceProvider for LsmDirectory {
     }
 
     async fn shutdown(&self) -> OrbitResult<()> {
-        self.life.shutdown(|| self.writes.shutdown()).await
+        self.life
+            .shutdown(|| async {
+                match &self.writes {
+                    Some(writes) => writes.shutdown().await,
+                    None => Ok(()),
+                }
+            })
+            .await
     }
 
     async fn health_check(&self) -> ProviderHealth {
@@ -260,7 +328,11 @@ impl PersistenceProvider for LsmDirectory {
                 reason: format!("{e}; reopen to recover"),
             };
         }
-        if self.writes.writer().is_poisoned() {
+        if self
+            .writes
+            .as_ref()
+            .is_some_and(|w| w.writer().is_poisoned())
+        {
             return ProviderHealth::Unhealthy {
                 reason: "poisoned by a failed write or sync; reopen to recover".into(),
             };
@@ -277,10 +349,18 @@ impl PersistenceProvider for LsmDirectory {
         ProviderHealth::Healthy
     }
 
+    async fn recovery_report(&self) -> RecoveryReport {
+        self.recovery.clone()
+    }
+
     async fn metrics(&self) -> PersistenceMetrics {
         let state = self.tree.current();
         let s = &self.tree.stats;
-        let gc = self.writes.writer().stats();
+        let gc = self
+            .writes
+            .as_ref()
+            .map(|w| w.writer().stats())
+            .unwrap_or_default();
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         let memtable_bytes =
             state.active.bytes() + state.frozen.iter().map(|f| f.mem.bytes()).sum::<u64>();
@@ -318,6 +398,7 @@ impl PersistenceProvider for LsmDirectory {
             syncs: gc.syncs,
             disk_bytes: orbit_persistence_core::fs::dir_bytes(&*self.tree.fs, &self.tree.dir),
             memory_bytes: memtable_bytes + self.tree.cache.as_ref().map_or(0, |c| c.bytes()),
+            recovery_actions: self.recovery.len(),
             engine: engine.into_iter().collect(),
             ..self.metrics.snapshot()
         }

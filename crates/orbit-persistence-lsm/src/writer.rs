@@ -14,12 +14,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use orbit_persistence_core::change::{ChangeStager, WriteOutcome, WriteRequest, decode_changes};
-use orbit_persistence_core::fs::{FileSystem, tmp_path};
+use orbit_persistence_core::fs::FileSystem;
 use orbit_persistence_core::group_commit::CommitHandler;
+use orbit_persistence_core::identity::{self, EngineFiles, Plan};
 use orbit_persistence_core::keyspace::{self, CountChange, LeaseKv, OrderedKv, OrderedKvWrite};
 use orbit_persistence_core::log::{LogBatch, LogWriter};
-use orbit_persistence_core::wal;
-use orbit_persistence_core::{OrbitError, OrbitResult};
+use orbit_persistence_core::wal::{self, Access};
+use orbit_persistence_core::{
+    BackendType, OrbitError, OrbitResult, RecoveryAction, RecoveryReport, Timestamp,
+};
 
 use crate::cache::BlockCache;
 use crate::compaction::{self, CompactionStrategy};
@@ -30,6 +33,16 @@ use crate::memtable::{MemEntry, Memtable, SeqKey};
 use crate::sstable::{Lookup, Table, parse_table_name, table_path};
 use crate::state::{Frozen, State};
 use crate::tree::{L0_STALL_TABLES, Settings, Signals, Stats, Tree};
+
+/// The files of this engine, for its identity record ([`identity`]).
+pub const FILES: EngineFiles = EngineFiles {
+    engine: BackendType::LsmTree,
+    format_version: crate::sstable::VERSION,
+    root: MANIFEST,
+    owns: |name| {
+        name.starts_with(MANIFEST) || name.starts_with("wal-") || parse_table_name(name).is_some()
+    },
+};
 
 /// The body of a background thread.
 type BackgroundLoop = fn(&Tree);
@@ -118,13 +131,21 @@ fn open_levels(
     dir: &Path,
     manifest: &Manifest,
     cache: &Option<Arc<BlockCache>>,
+    access: Access,
+    report: &mut RecoveryReport,
 ) -> OrbitResult<Levels> {
     let tables = &manifest.state().tables;
-    for name in fs.list_dir(dir)? {
+    // Read-only: files nobody names are simply not read.
+    let names = match access {
+        Access::ReadWrite => fs.list_dir(dir)?,
+        Access::ReadOnly => Vec::new(),
+    };
+    for name in names {
         let orphan = parse_table_name(&name).is_some_and(|id| !tables.contains_key(&id));
         if orphan || name == format!("{MANIFEST}.tmp") {
-            tracing::info!(file = %name, "deleting a file no manifest edit names");
-            fs.remove_file(&dir.join(&name))?;
+            let path = dir.join(&name);
+            fs.remove_file(&path)?;
+            report.record(RecoveryAction::OrphanRemoved { path });
         }
     }
     let mut levels = Levels::default();
@@ -167,37 +188,50 @@ fn open_levels(
 
 impl Writer {
     /// Opens (or creates) the tree in `dir`, replays its WAL and starts the background
-    /// threads. The caller holds the directory lock.
+    /// threads, recording in `report` what recovery did. The caller holds the directory lock
+    /// (a shared one for `ReadOnly`).
+    ///
+    /// `Access::ReadOnly` creates, deletes and writes nothing and starts no thread: the WAL is
+    /// replayed into the memtable only, and the writer returned must not be started (its WAL
+    /// cannot append); the published state serves reads.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
         settings: Settings,
         cache_size: u64,
         strategy: Box<dyn CompactionStrategy>,
+        now: Timestamp,
+        access: Access,
+        report: &mut RecoveryReport,
     ) -> OrbitResult<(Writer, Arc<Tree>)> {
-        fs.create_dir_all(dir)?;
+        let plan = identity::prepare(&*fs, dir, &FILES)?;
+        if access == Access::ReadOnly {
+            identity::check_readable(dir, plan)?;
+        }
         let manifest_path = dir.join(MANIFEST);
-        let fresh = !fs.exists(&manifest_path)?;
-        let manifest = if fresh {
-            let stray = fs
-                .list_dir(dir)?
-                .into_iter()
-                .find(|n| parse_table_name(n).is_some() || n.starts_with("wal-"));
-            if let Some(name) = stray {
-                return Err(OrbitError::corruption(
-                    &manifest_path,
-                    0,
-                    format!("manifest missing, but {name} exists"),
-                ));
-            }
-            let tmp = tmp_path(&manifest_path);
-            if fs.exists(&tmp)? {
-                fs.remove_file(&tmp)?;
-            }
-            Manifest::create(Arc::clone(&fs), dir)?
-        } else {
+        let manifest = if let Plan::Create { restart } = plan {
+            let mut id = identity::begin_create(&*fs, dir, &FILES, restart, now, report)?;
+            let manifest = Manifest::create(Arc::clone(&fs), dir)?;
+            wal::create_first(&*fs, dir, manifest.state().log_start)?;
+            identity::finish_create(&*fs, dir, &mut id)?;
+            manifest
+        } else if fs.exists(&manifest_path)? {
             Manifest::open(Arc::clone(&fs), dir)?
+        } else {
+            return Err(OrbitError::corruption(
+                &manifest_path,
+                0,
+                "manifest is missing (deleted?): the store's tables cannot be found without it",
+            ));
         };
+        if let Some(at) = manifest.torn_at() {
+            report.record(RecoveryAction::DamagedRootSkipped {
+                path: manifest_path.clone(),
+                offset: at,
+                reason: "the last edit is torn or damaged (a crash while committing it?)".into(),
+            });
+        }
         let cache =
             (cache_size > 0).then(|| Arc::new(BlockCache::new(cache_size, settings.block_size)));
         // A damaged last manifest edit reads like a torn one, and recovery starts from the state
@@ -215,14 +249,11 @@ impl Writer {
             ),
             (_, e) => e,
         };
-        let levels = open_levels(&*fs, dir, &manifest, &cache).map_err(name_manifest)?;
+        let levels =
+            open_levels(&*fs, dir, &manifest, &cache, access, report).map_err(name_manifest)?;
         let ms = manifest.state().clone();
-        // The first segment is created after the manifest: a crash in between leaves a manifest
-        // that never named a segment anyone wrote to (nothing was acknowledged before both
-        // existed), so its absence is not data loss then.
-        let never_flushed = ms.log_start == 1 && ms.tables.is_empty();
-        let replayed =
-            wal::recover(&*fs, dir, ms.log_start, fresh || never_flushed).map_err(name_manifest)?;
+        let replayed = wal::recover(&*fs, dir, ms.log_start, &manifest_path, access, report)
+            .map_err(name_manifest)?;
         let tree = Arc::new(Tree {
             fs,
             dir: dir.to_path_buf(),
@@ -264,6 +295,12 @@ impl Writer {
         }
         writer.stager = ChangeStager::new(writer.revision);
         writer.publish_state();
+        if access == Access::ReadOnly {
+            return Ok((writer, tree));
+        }
+        if plan == Plan::Legacy {
+            identity::adopt(&*tree.fs, dir, &FILES, now, report)?;
+        }
         writer.spawn_threads()?;
         if tree.current().active.bytes() >= tree.settings.memtable_size {
             writer.freeze()?;
@@ -333,9 +370,8 @@ impl Writer {
         }
         // Under `interval`/`never` sync the segment may end in acknowledged, unsynced records;
         // a later segment must never be durable while an earlier one is torn.
-        self.wal.sync()?;
         let next = self.wal_seq + 1;
-        self.wal = LogWriter::create(&*self.tree.fs, &wal::segment_path(&self.tree.dir, next))?;
+        self.wal = wal::rotate(&*self.tree.fs, &self.tree.dir, &mut self.wal, next)?;
         self.wal_seq = next;
         let frozen = Arc::new(Frozen {
             mem: Arc::clone(&state.active),

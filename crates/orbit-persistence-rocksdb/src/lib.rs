@@ -8,8 +8,10 @@
 //! memory-only tier (memtables and block cache) in place and hops to the pool only on a miss.
 //!
 //! Layout and tuning: [`options`]. The data directory holds `LOCK` (our exclusive lock: a second
-//! open, from this or another process, is `Locked` before RocksDB is touched) and `db/`, the
-//! RocksDB database.
+//! open, from this or another process, is `Locked` before RocksDB is touched), `ORBIT-STORE`
+//! (the store's identity, `orbit_persistence_core::identity`) and `db/`, the RocksDB database.
+//! RocksDB may create a database only while the identity says the store is being created;
+//! afterwards a missing `db/CURRENT` is `Corruption`, never a new empty database.
 //!
 //! Sync modes: `always` syncs the WAL in each write; `interval_ms = N` writes unsynced and a
 //! background thread syncs the WAL every N ms; `never` leaves it to RocksDB (and shutdown).
@@ -26,16 +28,30 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
+use orbit_persistence_core::fs::StdFileSystem;
+use orbit_persistence_core::identity::{self, EngineFiles, Plan};
 use orbit_persistence_core::lock::DirLock;
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::verify::VerifyReport;
 use orbit_persistence_core::{
-    Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock, NodeId,
-    OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider, ProviderHealth, Renew,
-    RocksDbConfig, SyncMode, Timestamp, rules,
+    Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, BackendType,
+    Clock, NodeId, OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider,
+    ProviderHealth, RecoveryReport, Renew, RocksDbConfig, SyncMode, Timestamp, rules,
 };
 
-use store::Store;
+use store::{Opening, Store};
+
+/// The RocksDB database's directory inside the data directory.
+pub const DB_DIR: &str = "db";
+
+/// The files of this engine, for its identity record: the database directory. Nothing is
+/// ever deleted to restart a crashed creation (RocksDB finishes its own).
+pub const FILES: EngineFiles = EngineFiles {
+    engine: BackendType::RocksDB,
+    format_version: 1,
+    root: DB_DIR,
+    owns: |_| false,
+};
 
 /// Most expired leases removed by one cleanup batch: bounds how long cleanup holds stripes.
 pub const CLEANUP_BATCH: usize = 1024;
@@ -43,7 +59,8 @@ pub const CLEANUP_BATCH: usize = 1024;
 /// An open store and the directory lock it lives under.
 struct Open {
     store: Arc<Store>,
-    _lock: DirLock,
+    /// `None` only for a read-only open of a directory without a `LOCK` file.
+    _lock: Option<DirLock>,
 }
 
 /// The RocksDB [`AddressableDirectoryProvider`].
@@ -108,14 +125,63 @@ impl RocksDbDirectory {
     /// blocking context (e.g. `spawn_blocking`) inside an async program.
     pub fn open(config: &RocksDbConfig, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
         config.validate()?;
+        let (fs, dir) = (StdFileSystem::new(), &config.data_dir);
+        // Before the lock file is created: another engine's store or someone else's files are
+        // refused without a byte written (the check is repeated under the lock).
+        identity::prepare(&fs, dir, &FILES)?;
         let lock = DirLock::acquire(&config.data_dir)?;
-        let store = Arc::new(Store::open(config, &config.data_dir.join("db"))?);
+        let db = dir.join(DB_DIR);
+        let mut report = RecoveryReport::default();
+        let store = match identity::prepare(&fs, dir, &FILES)? {
+            Plan::Create { restart } => {
+                // RocksDB creates its database crash-safely itself: a creation that crashed
+                // is finished by opening with `create_if_missing` again.
+                let mut id =
+                    identity::begin_create(&fs, dir, &FILES, restart, clock.now(), &mut report)?;
+                let store = Store::open(config, &db, Opening::Create)?;
+                identity::finish_create(&fs, dir, &mut id)?;
+                store
+            }
+            Plan::Open(_) => Store::open(config, &db, Opening::Existing)?,
+            Plan::Legacy => {
+                let store = Store::open(config, &db, Opening::Existing)?;
+                identity::adopt(&fs, dir, &FILES, clock.now(), &mut report)?;
+                store
+            }
+        };
+        let store = Arc::new(store);
         if let SyncMode::IntervalMs(ms) = config.sync {
             spawn_interval_sync(Arc::downgrade(&store), Duration::from_millis(ms))
                 .map_err(|e| OrbitError::io("spawn the WAL sync thread", &config.data_dir, e))?;
         }
         Ok(RocksDbDirectory {
-            open: ArcSwapOption::from_pointee(Open { store, _lock: lock }),
+            open: ArcSwapOption::from_pointee(Open {
+                store,
+                _lock: Some(lock),
+            }),
+            clock,
+            metrics: MetricsRecorder::default(),
+        })
+    }
+
+    /// Opens the store in `config.data_dir` for reading only, with RocksDB's read-only mode:
+    /// nothing in the directory is created or written (no lock file, no info log, the WAL
+    /// replayed into memory only), so it works on a read-only mount and a full disk; writes
+    /// answer `ReadOnly`. Takes a shared lock: readers go together, never beside a writer.
+    ///
+    /// Errors: as [`RocksDbDirectory::open`], and `WrongStore` for a directory that holds no
+    /// store (an absent one too).
+    pub fn open_read_only(config: &RocksDbConfig, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
+        config.validate()?;
+        let dir = &config.data_dir;
+        let lock = DirLock::acquire_shared(dir)?;
+        identity::check_readable(dir, identity::prepare(&StdFileSystem::new(), dir, &FILES)?)?;
+        let store = Store::open(config, &dir.join(DB_DIR), Opening::ReadOnly)?;
+        Ok(RocksDbDirectory {
+            open: ArcSwapOption::from_pointee(Open {
+                store: Arc::new(store),
+                _lock: lock,
+            }),
             clock,
             metrics: MetricsRecorder::default(),
         })
@@ -217,8 +283,12 @@ impl PersistenceProvider for RocksDbDirectory {
             // Calls still running (and the interval sync thread) hold it a little longer.
             let deadline = Instant::now() + Duration::from_secs(30);
             let Open { store, _lock } = sole_owner(open, deadline)?;
-            // Memtables to SST files: the next open then replays no WAL (fast reopen).
-            let synced = store.sync().and_then(|()| store.flush());
+            // Memtables to SST files: the next open then replays no WAL (fast reopen). A
+            // read-only store has nothing to sync and may write nothing.
+            let synced = match store.is_read_only() {
+                true => Ok(()),
+                false => store.sync().and_then(|()| store.flush()),
+            };
             // The database is closed (and its files released) before the directory lock is.
             drop(sole_owner(store, deadline)?);
             drop(_lock);

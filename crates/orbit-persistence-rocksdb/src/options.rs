@@ -114,6 +114,9 @@ pub fn build(config: &RocksDbConfig) -> (Options, Vec<ColumnFamilyDescriptor>) {
     db.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
     // Checks every block read during open and compaction as well as reads.
     db.set_paranoid_checks(true);
+    // Records every WAL in the MANIFEST, so that recovery refuses to open when a WAL it needs
+    // is missing (an operator deleting "logs") instead of opening without its writes.
+    db.set_track_and_verify_wals_in_manifest(true);
     let cfs = [CF_LEASES, CF_BY_NODE, CF_BY_EXPIRY]
         .into_iter()
         .map(|name| {

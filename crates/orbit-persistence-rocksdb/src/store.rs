@@ -50,6 +50,18 @@ pub struct Store {
     stripes: Stripes,
     last_revision: AtomicU64,
     poisoned: Mutex<Option<String>>,
+    read_only: bool,
+}
+
+/// How [`Store::open`] opens a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// Create it if missing (only while the store's identity says it is being created).
+    Create,
+    /// It must exist.
+    Existing,
+    /// It must exist; nothing is written, and writes answer `ReadOnly`.
+    ReadOnly,
 }
 
 /// RocksDB's own corruption reports stay `Corruption`, naming the damaged file (and offset)
@@ -117,12 +129,27 @@ fn damaged_file_in(message: &str) -> Option<(PathBuf, u64)> {
 }
 
 impl Store {
-    /// Opens (creating if missing) the database in `path`.
-    pub fn open(config: &RocksDbConfig, path: &Path) -> OrbitResult<Store> {
+    /// Opens the database in `path` as `how` says.
+    pub fn open(config: &RocksDbConfig, path: &Path, how: Opening) -> OrbitResult<Store> {
+        let current = path.join("CURRENT");
+        if how != Opening::Create && !current.exists() {
+            return Err(OrbitError::corruption(
+                &current,
+                0,
+                "missing (deleted?): the database cannot be found without it",
+            ));
+        }
         // RocksDB's replay reads some damage as the end of a WAL (see the module).
         crate::wal_check::check_wals(path)?;
-        let (db_options, cfs) = options::build(config);
-        let db = DB::open_cf_descriptors(&db_options, path, cfs).map_err(|e| {
+        let (mut db_options, cfs) = options::build(config);
+        db_options.create_if_missing(how == Opening::Create);
+        let opened = match how {
+            // RocksDB's read-only mode writes nothing: no info LOG, no OPTIONS file, the WAL
+            // replayed into memory only.
+            Opening::ReadOnly => DB::open_cf_descriptors_read_only(&db_options, path, cfs, false),
+            Opening::Create | Opening::Existing => DB::open_cf_descriptors(&db_options, path, cfs),
+        };
+        let db = opened.map_err(|e| {
             let err = rocks_err("open rocksdb", path, e);
             damaged_current(path).unwrap_or(err)
         })?;
@@ -140,6 +167,7 @@ impl Store {
             stripes: Stripes::default(),
             last_revision: AtomicU64::new(0),
             poisoned: Mutex::new(None),
+            read_only: how == Opening::ReadOnly,
         };
         let revision = store.counter(KEY_REVISION)?;
         store.last_revision.store(revision, Ordering::SeqCst);
@@ -323,7 +351,15 @@ impl Store {
         *self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
     }
 
+    /// Whether the database was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     fn check_writable(&self) -> OrbitResult<()> {
+        if self.read_only {
+            return Err(OrbitError::ReadOnly(self.path.clone()));
+        }
         match self.poisoned() {
             Some(reason) => Err(OrbitError::Poisoned(reason)),
             None => Ok(()),

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use orbit_persistence_conformance::corruption::{self, copy_dir};
+use orbit_persistence_conformance::corruption::{self, Damage, copy_dir};
 use orbit_persistence_conformance::fixtures::{T0, TTL_MS, lease_at, node, reference};
 use orbit_persistence_core::{
     AddressableDirectoryProvider, Clock, ManualClock, OrbitError, OrbitResult, RocksDbConfig,
@@ -40,10 +40,26 @@ fn rocksdb_blames_the_manifest_for_a_table(damaged: &Path, error: &OrbitError) -
         && detail.contains("may be corrupted")
 }
 
+/// RocksDB's known gap with lost files: its live WAL. The MANIFEST tracks a WAL only once it
+/// is synced and closed (`track_and_verify_wals_in_manifest`, which this backend enables), and
+/// nothing names the WAL being written, so deleting or emptying it opens the database as of its
+/// last flush: an acknowledged state, but not the last one (before the first flush, an empty
+/// store). Our engines create each WAL segment before anything names it and seal it before
+/// the next is used, and see this (`docs/operating.md`).
+fn rocksdb_cannot_see_its_live_wal_go(damaged: &Path, damage: Damage) -> bool {
+    damaged.extension().is_some_and(|x| x == "log")
+        && matches!(damage, Damage::Delete | Damage::Cut(0))
+}
+
 #[test]
 fn every_file_damaged_anywhere_is_corruption_or_correct_data() {
-    let reports =
-        corruption::every_file_allowing(open, 24, rocksdb_blames_the_manifest_for_a_table);
+    let allow = corruption::Allowances {
+        misnamed: rocksdb_blames_the_manifest_for_a_table,
+        // RocksDB cuts a torn WAL tail in its own recovery, which tells us nothing.
+        unreported_repairs: true,
+        undetected_loss: rocksdb_cannot_see_its_live_wal_go,
+    };
+    let reports = corruption::every_file_allowing(open, 24, allow);
     for r in &reports {
         eprintln!("{r:?}");
     }

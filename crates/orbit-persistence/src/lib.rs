@@ -83,6 +83,53 @@ pub fn open(
     }
 }
 
+/// Opens the directory `config` names for inspection: the embedded engines (`cow_btree`,
+/// `lsm_tree`, `rocksdb`) open read-only, creating, deleting and writing nothing (no lock
+/// file, no WAL replayed into a new segment, no checkpoint, flush or compaction), so this
+/// works on a read-only mount and a full disk; writes answer `ReadOnly`. A directory without
+/// a store is `WrongStore`, never a new empty store.
+///
+/// RocksDB opens in its own read-only mode, which writes nothing either. etcd connects as
+/// with [`open`] (reads change nothing there). The memory backend is `Config`: a new process
+/// would only ever see an empty store.
+///
+/// Blocking, like [`open`]: call it from `tokio::task::spawn_blocking` inside a runtime.
+pub fn open_read_only(
+    config: &PersistenceConfig,
+    clock: Arc<dyn Clock>,
+) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
+    config.validate()?;
+    match config.backend {
+        BackendType::Memory => Err(OrbitError::Config(
+            "the memory backend keeps nothing between processes: there is no store to open \
+             read-only"
+                .into(),
+        )),
+        #[cfg(feature = "cowbtree")]
+        BackendType::CowBTree => Ok(Arc::new(
+            orbit_persistence_cowbtree::CowBTreeDirectory::open_read_only(
+                &config.cow_btree_or_default(),
+                clock,
+            )?,
+        )),
+        #[cfg(feature = "lsm")]
+        BackendType::LsmTree => Ok(Arc::new(
+            orbit_persistence_lsm::LsmDirectory::open_read_only(
+                &config.lsm_tree_or_default(),
+                clock,
+            )?,
+        )),
+        #[cfg(feature = "rocksdb")]
+        BackendType::RocksDB => Ok(Arc::new(
+            orbit_persistence_rocksdb::RocksDbDirectory::open_read_only(
+                &config.rocksdb_or_default(),
+                clock,
+            )?,
+        )),
+        _ => open(config, clock),
+    }
+}
+
 /// Connects to etcd from synchronous code running on a multi-thread tokio runtime (a worker
 /// thread or the blocking pool).
 #[cfg(feature = "etcd")]
@@ -110,19 +157,21 @@ const ETCD_OFFLINE: &str = "verify and dump read a local data directory; an etcd
      its own data (etcdctl endpoint hashkv, etcdctl check datascale)";
 
 /// Opens the store of type `$backend` with `$config` on the blocking pool (with the system
-/// clock), for a command that reads it and closes it: `verify`, `dump`.
+/// clock), for a command that reads it and closes it: `verify`, `dump`; `$open` is the
+/// backend's open function (`open_read_only` where it has one).
 #[allow(unused_macros)]
 macro_rules! open_offline {
-    ($backend:path, $config:expr) => {{
+    ($backend:path, $open:ident, $config:expr) => {{
         let config = $config;
-        blocking(move || <$backend>::open(&config, Arc::new(SystemClock))).await?
+        blocking(move || <$backend>::$open(&config, Arc::new(SystemClock))).await?
     }};
 }
 
-/// Opens the store `config` names and reads it all back: every checksum the backend's
-/// `verify` covers, and that the leases and both indexes agree (see `LsmDirectory::verify` and
-/// `CowBTreeDirectory::verify`). A problem found while opening (a bad manifest, a torn meta
-/// page) is the error. The memory backend has nothing on disk: its report is empty. For
+/// Opens the store `config` names (read-only, as [`open_read_only`] does) and reads it all
+/// back: every checksum the backend's `verify` covers, and that the leases and both indexes
+/// agree (see `LsmDirectory::verify` and `CowBTreeDirectory::verify`). A problem found while
+/// opening (a bad manifest, a torn meta page) is the error; what recovery did is in the
+/// report. The memory backend has nothing on disk: its report is empty. For
 /// RocksDB, every block is read with RocksDB's checksum verification and both indexes are
 /// checked against the leases in both directions (`RocksDbDirectory::verify`).
 pub async fn verify(config: &PersistenceConfig) -> OrbitResult<verify::VerifyReport> {
@@ -134,6 +183,7 @@ pub async fn verify(config: &PersistenceConfig) -> OrbitResult<verify::VerifyRep
         BackendType::CowBTree => {
             let store = open_offline!(
                 orbit_persistence_cowbtree::CowBTreeDirectory,
+                open_read_only,
                 config.cow_btree_or_default()
             );
             finish_verify(store.verify().await, store.shutdown().await)
@@ -142,6 +192,7 @@ pub async fn verify(config: &PersistenceConfig) -> OrbitResult<verify::VerifyRep
         BackendType::LsmTree => {
             let store = open_offline!(
                 orbit_persistence_lsm::LsmDirectory,
+                open_read_only,
                 config.lsm_tree_or_default()
             );
             finish_verify(store.verify().await, store.shutdown().await)
@@ -150,6 +201,7 @@ pub async fn verify(config: &PersistenceConfig) -> OrbitResult<verify::VerifyRep
         BackendType::RocksDB => {
             let store = open_offline!(
                 orbit_persistence_rocksdb::RocksDbDirectory,
+                open_read_only,
                 config.rocksdb_or_default()
             );
             finish_verify(store.verify().await, store.shutdown().await)
@@ -161,7 +213,8 @@ pub async fn verify(config: &PersistenceConfig) -> OrbitResult<verify::VerifyRep
     }
 }
 
-/// Opens the store `config` names and calls `each` with every lease of a consistent snapshot,
+/// Opens the store `config` names (read-only, as [`open_read_only`] does) and calls `each`
+/// with every lease of a consistent snapshot,
 /// in reference order (a backup, or `orbit-persistence dump`); returns how many. `each` runs on
 /// the blocking pool. The memory backend starts empty in a new process: it dumps nothing.
 pub async fn dump(
@@ -177,6 +230,7 @@ pub async fn dump(
         BackendType::CowBTree => {
             let store = open_offline!(
                 orbit_persistence_cowbtree::CowBTreeDirectory,
+                open_read_only,
                 config.cow_btree_or_default()
             );
             let leases = store.snapshot().map(|snapshot| snapshot.leases());
@@ -186,6 +240,7 @@ pub async fn dump(
         BackendType::LsmTree => {
             let store = open_offline!(
                 orbit_persistence_lsm::LsmDirectory,
+                open_read_only,
                 config.lsm_tree_or_default()
             );
             let leases = store.snapshot().map(|snapshot| snapshot.leases());
@@ -195,6 +250,7 @@ pub async fn dump(
         BackendType::RocksDB => {
             let store = open_offline!(
                 orbit_persistence_rocksdb::RocksDbDirectory,
+                open_read_only,
                 config.rocksdb_or_default()
             );
             let drained = store.for_each_lease(each).await;
