@@ -50,11 +50,11 @@ missed=0
 t=(cargo test --locked -q)
 
 plant A crates/orbit-persistence-core/src/wal.rs \
-    '    records.extend(replay.records.into_iter().map(|r| (path.clone(), r)));
-    Ok(Replayed {' \
-    '    records.extend(replay.records.into_iter().map(|r| (path.clone(), r)));
-    records.pop();
-    Ok(Replayed {' \
+    '    if !records.is_empty() {
+        report.record(RecoveryAction::Replayed {' \
+    '    records.pop();
+    if !records.is_empty() {
+        report.record(RecoveryAction::Replayed {' \
     "WAL replay drops the last record" -- \
     "${t[@]}" -p orbit-persistence-lsm --test conformance defaults::kill9_acknowledged_writes_survive
 
@@ -114,5 +114,11 @@ plant I crates/orbit-persistence-core/src/lock.rs \
     '        match Ok::<(), std::fs::TryLockError>(()) {' \
     "the data directory is not locked" -- \
     "${t[@]}" -p orbit-persistence-cowbtree --test conformance second_open_is_locked
+
+plant J crates/orbit-persistence-core/src/wal.rs \
+    '        if replay.valid_len == 0 && (sealed || seq == start || !is_last) {' \
+    '        if replay.valid_len == 0 && (sealed || !is_last) {' \
+    "an emptied WAL segment that the meta page names is read as a crash while creating it" -- \
+    "${t[@]}" -p orbit-persistence-cowbtree --test snapshots_and_corruption every_file
 
 exit "$missed"

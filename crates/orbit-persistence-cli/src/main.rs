@@ -1,12 +1,16 @@
 //! `orbit-persistence`: check a config, and inspect and operate a lease directory.
 //!
 //! Every command that opens a store takes `--config FILE` (TOML, as
-//! `PersistenceConfig::from_path` reads it); without it, the environment
-//! (`ORBIT_PERSISTENCE_BACKEND`, `ORBIT_PERSISTENCE_DATA_DIR`). Output is JSON (one value per
-//! line), so it pipes into `jq`.
+//! `PersistenceConfig::from_path` reads it: a relative `data_dir` is relative to the file);
+//! without it, the environment (`ORBIT_PERSISTENCE_BACKEND`, `ORBIT_PERSISTENCE_DATA_DIR`).
+//! They operate an existing store: a data directory that does not exist is refused (exit 2)
+//! rather than created, and so is the memory backend, which would only ever show an empty
+//! store. Output is JSON (one value per line), so it pipes into `jq`; a reader that goes away
+//! (`| head -1`) ends the command quietly with exit 0.
 //!
-//! Exit codes: 0 success; 1 the lease asked for does not exist; 2 bad usage or an invalid
-//! config (the message names the field); 3 the store failed (locked by another process,
+//! Exit codes: 0 success; 1 the lease asked for does not exist; 2 bad usage, an invalid
+//! config (the message names the field), a missing data directory, or a directory that holds
+//! another engine's store or other files; 3 the store failed (locked by another process,
 //! corruption, I/O, an unreachable cluster; `stats` prints an unhealthy store's health, then
 //! exits 3); 4 `verify` found problems.
 
@@ -15,9 +19,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use orbit_persistence::config::{ENV_BACKEND, ENV_DATA_DIR};
 use orbit_persistence::{
-    AddressableDirectoryProvider, AddressableReference, Key, NodeId, OrbitError, PersistenceConfig,
-    ProviderHealth, SystemClock,
+    AddressableDirectoryProvider, AddressableReference, BackendType, Key, NodeId, OrbitError,
+    PersistenceConfig, ProviderHealth, SystemClock,
 };
 use orbit_persistence_bench::subject::Subject;
 use orbit_persistence_bench::{chart, suite};
@@ -60,8 +65,8 @@ enum Command {
         store: Store,
         /// The node's key.
         node: String,
-        /// The node's namespace.
-        #[arg(long, default_value = "default")]
+        /// The node's namespace (required: a node key alone names no node).
+        #[arg(long)]
         namespace: String,
     },
     /// Removes every lease expired now; prints how many.
@@ -181,11 +186,44 @@ impl From<OrbitError> for Failure {
         let code = match e {
             OrbitError::Config(_)
             | OrbitError::InvalidInput(_)
-            | OrbitError::BackendNotCompiled(_) => 2,
+            | OrbitError::BackendNotCompiled(_)
+            | OrbitError::WrongStore { .. } => 2,
             _ => 3,
         };
         Failure(code, e.to_string())
     }
+}
+
+impl Failure {
+    /// Stdout was closed by its reader: not an error of ours (`| head`), so exit 0, silently.
+    fn closed_stdout() -> Failure {
+        Failure(0, String::new())
+    }
+}
+
+/// Writes `text` to stdout. A reader that went away (`EPIPE`) ends the command with exit 0.
+fn out(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::closed_stdout()),
+        Err(e) => Err(Failure(3, format!("writing to stdout: {e}"))),
+    }
+}
+
+/// A progress line on stderr; a closed stderr is ignored (`eprintln!` would panic).
+fn note(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// [`out`] of one line.
+fn out_line(line: &str) -> Result<(), Failure> {
+    out(&format!("{line}\n"))
 }
 
 /// The config of `store`; any failure to read it (a missing file too) is a usage error.
@@ -197,11 +235,66 @@ fn load(store: &Store) -> Result<PersistenceConfig, Failure> {
     .map_err(|e| Failure(2, e.to_string()))
 }
 
-async fn open(store: &Store) -> Result<Arc<dyn AddressableDirectoryProvider>, Failure> {
+/// The config of a command that operates an existing store: one was given (a file or the
+/// environment), it names a backend compiled in that keeps data somewhere, and its data
+/// directory exists. Nothing is created to find that out.
+fn load_existing(store: &Store) -> Result<PersistenceConfig, Failure> {
+    if store.config.is_none() && std::env::var_os(ENV_BACKEND).is_none() {
+        return Err(Failure(
+            2,
+            format!(
+                "no store given: pass --config FILE (or set {ENV_BACKEND} and \
+                 {ENV_DATA_DIR})"
+            ),
+        ));
+    }
     let config = load(store)?;
+    if config.backend == BackendType::Memory {
+        return Err(Failure(
+            2,
+            "the config selects the memory backend, which keeps nothing between processes: \
+             there is no store to operate (point --config at the file of a disk backend or \
+             etcd)"
+                .into(),
+        ));
+    }
+    if !orbit_persistence::compiled_backends().contains(&config.backend) {
+        return Err(OrbitError::BackendNotCompiled(config.backend).into());
+    }
+    if let Some(dir) = config.data_dir()
+        && !dir.is_dir()
+    {
+        return Err(Failure(
+            2,
+            format!(
+                "data directory {} does not exist (or is not a directory): check data_dir in \
+                 the config; nothing was created",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(config)
+}
+
+/// How a command opens its store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Inspection: `orbit_persistence::open_read_only`, which changes no byte of our engines'
+    /// stores.
+    Inspect,
+    /// A command that writes (`cleanup`).
+    Write,
+}
+
+async fn open(
+    store: &Store,
+    access: Access,
+) -> Result<Arc<dyn AddressableDirectoryProvider>, Failure> {
+    let config = load_existing(store)?;
     // Opening recovers the data directory: blocking file I/O, off the runtime's workers.
-    let opened = tokio::task::spawn_blocking(move || {
-        orbit_persistence::open(&config, Arc::new(SystemClock))
+    let opened = tokio::task::spawn_blocking(move || match access {
+        Access::Inspect => orbit_persistence::open_read_only(&config, Arc::new(SystemClock)),
+        Access::Write => orbit_persistence::open(&config, Arc::new(SystemClock)),
     })
     .await
     .map_err(|e| Failure(3, format!("open task failed: {e}")))?;
@@ -217,6 +310,12 @@ fn key(kind: KeyKind, key: Option<String>) -> Result<Key, Failure> {
         k.ok_or_else(|| Failure(2, "KEY is required for this --key-kind".into()))
     };
     let number = |s: String| Failure(2, format!("KEY {s:?} is not a number of that kind"));
+    if let (KeyKind::None, Some(k)) = (kind, &key) {
+        return Err(Failure(
+            2,
+            format!("--key-kind none takes no KEY, got {k:?}: drop it, or pick another kind"),
+        ));
+    }
     Ok(match kind {
         KeyKind::String => Key::string(need(key)?),
         KeyKind::Int32 => {
@@ -241,20 +340,31 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             action: ConfigAction::Check { file },
         } => {
             let config = load(&Store { config: Some(file) })?;
+            if !orbit_persistence::compiled_backends().contains(&config.backend) {
+                return Err(OrbitError::BackendNotCompiled(config.backend).into());
+            }
             let effective = config.effective();
             let text = toml::to_string(&effective)
                 .map_err(|e| Failure(3, format!("printing the config: {e}")))?;
-            print!("{text}");
+            out(&text)?;
         }
         Command::Stats(store) => {
-            let s = open(&store).await?;
-            let health = s.health_check().await;
-            let out = serde_json::json!({
+            let s = open(&store, Access::Inspect).await?;
+            let mut health = s.health_check().await;
+            let metrics = s.metrics().await;
+            let recovery = s.recovery_report().await;
+            // A store that cannot close is not healthy, whatever it said before.
+            if let Err(e) = s.shutdown().await {
+                health = ProviderHealth::Unhealthy {
+                    reason: format!("closing the store failed: {e}"),
+                };
+            }
+            let printed = serde_json::json!({
                 "health": health,
-                "metrics": s.metrics().await,
+                "metrics": metrics,
+                "recovery": recovery,
             });
-            println!("{}", json(&out)?);
-            s.shutdown().await?;
+            out_line(&json(&printed)?)?;
             if let ProviderHealth::Unhealthy { reason } = health {
                 return Err(Failure(3, format!("the store is unhealthy: {reason}")));
             }
@@ -266,39 +376,55 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             key_kind,
         } => {
             let r = AddressableReference::new(addressable_type, key(key_kind, k)?);
-            let s = open(&store).await?;
-            let found = s.get_lease(&r).await;
-            s.shutdown().await?;
-            match found? {
-                Some(lease) => println!("{}", json(&lease)?),
-                None => return Err(Failure(1, format!("no lease for {r:?}"))),
-            }
+            let s = open(&store, Access::Inspect).await?;
+            // What was read is printed before the store closes: a close that fails (a full
+            // disk) must not swallow it.
+            let printed = match s.get_lease(&r).await {
+                Ok(Some(lease)) => json(&lease).and_then(|line| out_line(&line)),
+                Ok(None) => Err(Failure(1, format!("no lease for {r}"))),
+                Err(e) => Err(e.into()),
+            };
+            let closed = s.shutdown().await;
+            printed?;
+            closed?;
         }
         Command::ListNode {
             store,
             node,
             namespace,
         } => {
-            let s = open(&store).await?;
-            let leases = s.list_node_leases(&NodeId::new(node, namespace)).await;
-            s.shutdown().await?;
-            for lease in leases? {
-                println!("{}", json(&lease)?);
-            }
+            let s = open(&store, Access::Inspect).await?;
+            let printed = match s.list_node_leases(&NodeId::new(node, namespace)).await {
+                Ok(leases) => leases
+                    .iter()
+                    .try_for_each(|lease| json(lease).and_then(|line| out_line(&line))),
+                Err(e) => Err(e.into()),
+            };
+            let closed = s.shutdown().await;
+            printed?;
+            closed?;
         }
         Command::Dump(store) => {
-            let config = load(&store)?;
-            orbit_persistence::dump(&config, |lease| {
+            let config = load_existing(&store)?;
+            let dumped = orbit_persistence::dump(&config, |lease| {
                 use std::io::Write;
                 let line = serde_json::to_string(&lease)
                     .map_err(|e| OrbitError::Unavailable(format!("JSON output: {e}")))?;
                 writeln!(std::io::stdout().lock(), "{line}")
                     .map_err(|e| OrbitError::io("write", "stdout", e))
             })
-            .await?;
+            .await;
+            match dumped {
+                Err(OrbitError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    return Err(Failure::closed_stdout());
+                }
+                other => other?,
+            };
         }
         Command::Verify(store) => {
-            let config = load(&store)?;
+            let config = load_existing(&store)?;
             let report = match orbit_persistence::verify(&config).await {
                 Ok(report) => report,
                 // Bad bytes met while opening are findings too.
@@ -309,7 +435,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            println!("{}", json(&report)?);
+            out_line(&json(&report)?)?;
             if !report.is_clean() {
                 return Err(Failure(
                     4,
@@ -338,10 +464,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure(3, e))?;
         }
         Command::Cleanup(store) => {
-            let s = open(&store).await?;
+            let s = open(&store, Access::Write).await?;
             let removed = s.cleanup_expired_leases().await;
             s.shutdown().await?;
-            println!("{}", json(&serde_json::json!({ "removed": removed? }))?);
+            out_line(&json(&serde_json::json!({ "removed": removed? }))?)?;
         }
     }
     Ok(())
@@ -353,7 +479,7 @@ fn k8s(action: K8sAction) -> Result<(), Failure> {
     use orbit_persistence_k8s::{deploy, schema};
     let yaml = |e: orbit_persistence_k8s::YamlError| Failure(3, format!("YAML output: {e}"));
     match action {
-        K8sAction::Crd => print!("{}", schema::crd_yaml().map_err(yaml)?),
+        K8sAction::Crd => out(&schema::crd_yaml().map_err(yaml)?)?,
         K8sAction::Render { file } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| Failure(2, format!("read {}: {e}", file.display())))?;
@@ -361,7 +487,7 @@ fn k8s(action: K8sAction) -> Result<(), Failure> {
                 schema::parse(&text).map_err(|e| Failure(2, format!("{}: {e}", file.display())))?;
             let rendered = orbit_persistence_k8s::render(&cluster)
                 .map_err(|e| Failure(2, format!("{}: {e}", file.display())))?;
-            print!("{}", rendered.to_yaml().map_err(yaml)?);
+            out(&rendered.to_yaml().map_err(yaml)?)?;
         }
         K8sAction::Deploy { dir } => {
             for (path, text) in deploy::files().map_err(|e| Failure(3, e))? {
@@ -371,7 +497,7 @@ fn k8s(action: K8sAction) -> Result<(), Failure> {
                     std::fs::create_dir_all(parent).map_err(io)?;
                 }
                 std::fs::write(&path, text).map_err(io)?;
-                eprintln!("wrote {}", path.display());
+                note(&format!("wrote {}", path.display()));
             }
         }
     }
@@ -453,8 +579,8 @@ async fn bench(args: BenchArgs) -> Result<(), Failure> {
     write("report.md", &markdown)?;
     write("report.json", &report.json())?;
     let charts = chart::write_charts(&report, &args.out).map_err(|e| Failure(3, e))?;
-    print!("{markdown}");
-    eprintln!(
+    out(&markdown)?;
+    note(&format!(
         "wrote {}, {} and {} charts ({})",
         args.out.join("report.md").display(),
         args.out.join("report.json").display(),
@@ -464,7 +590,7 @@ async fn bench(args: BenchArgs) -> Result<(), Failure> {
             .map(|c| c.display().to_string())
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    ));
     Ok(())
 }
 
@@ -473,7 +599,9 @@ async fn main() -> ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, message)) => {
-            eprintln!("orbit-persistence: {message}");
+            if !message.is_empty() {
+                note(&format!("orbit-persistence: {message}"));
+            }
             ExitCode::from(code)
         }
     }

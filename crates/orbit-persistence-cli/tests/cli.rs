@@ -169,3 +169,309 @@ fn verify_finds_a_flipped_byte_and_names_the_file() {
         "{problems}"
     );
 }
+
+/// A store operated by the commands must exist: nothing is created to find out that it does
+/// not, and a config that could only show an empty store is refused with a hint.
+#[test]
+fn store_commands_refuse_a_missing_dir_the_memory_backend_and_no_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not").join("there");
+    let file = write_config(
+        dir.path(),
+        &format!("backend = \"lsm_tree\"\n[lsm_tree]\ndata_dir = {missing:?}\n"),
+    );
+    for command in ["stats", "dump", "verify", "cleanup"] {
+        let out = cli(&[command, "--config", &file]);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("does not exist") && err.contains("not/there"),
+            "{command}: {err}"
+        );
+    }
+    let out = cli(&["get", "--config", &file, "Greeter", "alice"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        !dir.path().join("not").exists(),
+        "a command created the dir"
+    );
+
+    let memory = write_config(dir.path(), "backend = \"memory\"\n");
+    let out = cli(&["stats", "--config", &memory]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("memory backend"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli(&["list-node", "node-1", "--namespace", "prod"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--config"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The binary with stdout (or stderr) a pipe whose reader is already gone, as under
+/// `| head -1` once head has its line.
+fn with_closed(args: &[&str], stream: &str) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orbit-persistence"))
+        .args(args)
+        .env_remove("ORBIT_PERSISTENCE_BACKEND")
+        .env_remove("ORBIT_PERSISTENCE_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    match stream {
+        "stdout" => drop(child.stdout.take()),
+        _ => drop(child.stderr.take()),
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_reader_that_goes_away_is_no_panic_and_messages_are_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        "backend = \"cow_btree\"\n[cow_btree]\ndata_dir = \"leases\"\n",
+    );
+    let [live, short] = live_and_short();
+    store_through_library(&file, &[live, short]);
+    // The relative data_dir is the config file's neighbour, wherever the command runs.
+    assert!(dir.path().join("leases").join("pages.cow").exists());
+
+    for args in [
+        vec![
+            "list-node",
+            "--config",
+            &file,
+            "node-1",
+            "--namespace",
+            "prod",
+        ],
+        vec!["get", "--config", &file, "Greeter", "alice"],
+        vec!["stats", "--config", &file],
+        vec!["dump", "--config", &file],
+        vec!["verify", "--config", &file],
+        vec!["config", "check", &file],
+    ] {
+        let out = with_closed(&args, "stdout");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(!text(&out.stderr).contains("panicked"), "{args:?}");
+    }
+    // A message to a closed stderr: the exit code still says what happened.
+    let out = with_closed(&["get", "--config", &file, "Greeter", "bob"], "stderr");
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = cli(&["get", "--config", &file, "Greeter", "bob"]);
+    assert!(
+        text(&out.stderr).contains(r#"no lease for Greeter "bob""#),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli(&[
+        "get",
+        "--config",
+        &file,
+        "Greeter",
+        "x",
+        "--key-kind",
+        "none",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("takes no KEY"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli(&["list-node", "--config", &file, "node-1"]);
+    assert_eq!(out.status.code(), Some(2), "a node without its namespace");
+    assert!(
+        text(&out.stderr).contains("--namespace"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// What recovery did is shown: a crash image (the directory copied while the store is open)
+/// replays its WAL, and the same image with its last bytes torn has them cut; both are
+/// reported by `stats` and `verify`, which still exit 0.
+#[test]
+fn stats_and_verify_report_what_recovery_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let live_dir = dir.path().join("live");
+    let image = dir.path().join("image");
+    let config = PersistenceConfig::from_toml_str(&format!(
+        "backend = \"cow_btree\"\n[cow_btree]\ndata_dir = {live_dir:?}\n"
+    ))
+    .unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = orbit_persistence::open(&config, Arc::new(SystemClock)).unwrap();
+        let [live, short] = live_and_short();
+        store.store_leases(&[live, short]).await.unwrap();
+        copy_tree(&live_dir, &image);
+        store.shutdown().await.unwrap();
+    });
+    let file = write_config(
+        dir.path(),
+        &format!("backend = \"cow_btree\"\n[cow_btree]\ndata_dir = {image:?}\n"),
+    );
+    let torn_copy = dir.path().join("torn");
+    copy_tree(&image, &torn_copy);
+
+    let out = cli(&["stats", "--config", &file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        stats["recovery"]["actions"][0]["action"], "replayed",
+        "{stats}"
+    );
+    assert_eq!(stats["metrics"]["recovery_actions"], 1, "{stats}");
+    // stats opened it read-only: the WAL is still to replay. A writing command recovers it
+    // for good and closes it cleanly; then there is nothing to report.
+    let out = cli(&["stats", "--config", &file]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        stats["recovery"]["actions"][0]["action"], "replayed",
+        "{stats}"
+    );
+    let out = cli(&["cleanup", "--config", &file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = cli(&["stats", "--config", &file]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        stats["recovery"]["actions"],
+        serde_json::json!([]),
+        "{stats}"
+    );
+
+    // Tear the WAL's last record: cut, and said so.
+    let wal = std::fs::read_dir(&torn_copy)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .unwrap();
+    let len = std::fs::metadata(&wal).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let torn = write_config(
+        dir.path(),
+        &format!("backend = \"cow_btree\"\n[cow_btree]\ndata_dir = {torn_copy:?}\n"),
+    );
+    let out = cli(&["verify", "--config", &torn]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let actions = report["recovery"]["actions"].to_string();
+    assert!(
+        actions.contains("tail_cut") && actions.contains(".log"),
+        "{report}"
+    );
+    assert_eq!(
+        report["leases"], 0,
+        "the one record was the torn one: {report}"
+    );
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Every file under `dir` (subdirectories too) with its bytes.
+fn hashed(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                let name = entry.path().strip_prefix(dir).unwrap().to_path_buf();
+                out.insert(name, std::fs::read(entry.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Inspection changes no byte (RELIABILITY.md row J): `stats`, `get`, `list-node`, `dump` and
+/// `verify` on a crash image of each of our engines, whose WAL recovery must replay, leave
+/// every file as it was.
+#[test]
+fn inspection_commands_change_no_byte_of_a_crash_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backends = vec!["cow_btree", "lsm_tree"];
+    if cfg!(feature = "rocksdb") {
+        backends.push("rocksdb");
+    }
+    for backend in backends {
+        let live_dir = dir.path().join(backend);
+        let image = dir.path().join(format!("{backend}-image"));
+        let config = PersistenceConfig::from_toml_str(&format!(
+            "backend = \"{backend}\"\n[{backend}]\ndata_dir = {live_dir:?}\n"
+        ))
+        .unwrap();
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let store = orbit_persistence::open(&config, Arc::new(SystemClock)).unwrap();
+            let [live, short] = live_and_short();
+            store.store_leases(&[live, short]).await.unwrap();
+            copy_tree(&live_dir, &image);
+            store.shutdown().await.unwrap();
+        });
+        let file = write_config(
+            dir.path(),
+            &format!("backend = \"{backend}\"\n[{backend}]\ndata_dir = {image:?}\n"),
+        );
+        let before = hashed(&image);
+        for args in [
+            vec!["stats", "--config", &file],
+            vec!["get", "--config", &file, "Greeter", "alice"],
+            vec![
+                "list-node",
+                "--config",
+                &file,
+                "node-1",
+                "--namespace",
+                "prod",
+            ],
+            vec!["dump", "--config", &file],
+            vec!["verify", "--config", &file],
+        ] {
+            let out = cli(&args);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{backend} {args:?}: {}",
+                text(&out.stderr)
+            );
+            assert!(
+                hashed(&image) == before,
+                "{backend}: {args:?} changed the data directory"
+            );
+        }
+        // `cleanup` writes, as it must: the files change.
+        let out = cli(&["cleanup", "--config", &file]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(hashed(&image) != before, "{backend}: cleanup wrote nothing");
+    }
+}
