@@ -153,6 +153,7 @@ macro_rules! conformance_suite {
             revisions_increase_across_reopen,
             reopen_keeps_removals_and_cleanup,
             kill9_acknowledged_writes_survive,
+            a_clean_reopen_reports_no_recovery,
         );
         /// Not a test on its own: the child process of the kill -9 case. Returns at once unless
         /// the parent started this binary with the child environment variable set.
@@ -165,6 +166,7 @@ macro_rules! conformance_suite {
         $crate::__conformance_cases!($backend;
             second_open_is_locked,
             open_where_nothing_can_be_written_is_a_typed_error,
+            a_directory_of_other_files_is_refused_untouched,
         );
     };
 }

@@ -120,9 +120,20 @@ fn replay(path: &Path, records: Vec<LogRecord>) -> OrbitResult<(Map, u64)> {
 }
 
 fn open(clock: Arc<dyn Clock>, dir: &Path) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
-    let lock = DirLock::acquire(dir)?;
     let fs = StdFileSystem::new();
     let path = dir.join("wal.log");
+    // As every store must: a new one only in an absent or empty directory, checked before
+    // the lock file is created. (Our engines use core's identity record for this.)
+    if fs.exists(dir)? && !fs.exists(&path)? {
+        let names = fs.list_dir(dir)?;
+        if let Some(other) = names.iter().find(|n| *n != DirLock::FILE_NAME) {
+            return Err(OrbitError::wrong_store(
+                dir,
+                format!("holds {other} but no log-backed store"),
+            ));
+        }
+    }
+    let lock = DirLock::acquire(dir)?;
     let (log, map, revision) = if fs.exists(&path)? {
         let (log, replayed) = LogWriter::open_for_append(&fs, &path)?;
         let (map, revision) = replay(&path, replayed.records)?;

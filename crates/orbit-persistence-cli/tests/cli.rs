@@ -308,23 +308,8 @@ fn a_reader_that_goes_away_is_no_panic_and_messages_are_readable() {
 #[test]
 fn stats_and_verify_report_what_recovery_did() {
     let dir = tempfile::tempdir().unwrap();
-    let live_dir = dir.path().join("live");
     let image = dir.path().join("image");
-    let config = PersistenceConfig::from_toml_str(&format!(
-        "backend = \"cow_btree\"\n[cow_btree]\ndata_dir = {live_dir:?}\n"
-    ))
-    .unwrap();
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = orbit_persistence::open(&config, Arc::new(SystemClock)).unwrap();
-        let [live, short] = live_and_short();
-        store.store_leases(&[live, short]).await.unwrap();
-        copy_tree(&live_dir, &image);
-        store.shutdown().await.unwrap();
-    });
-    let file = write_config(
-        dir.path(),
-        &format!("backend = \"cow_btree\"\n[cow_btree]\ndata_dir = {image:?}\n"),
-    );
+    let file = crash_image(dir.path(), "cow_btree", &image);
     let torn_copy = dir.path().join("torn");
     copy_tree(&image, &torn_copy);
 
@@ -386,6 +371,27 @@ fn stats_and_verify_report_what_recovery_did() {
     );
 }
 
+/// A crash image of a `backend` store holding [`live_and_short`] in `image` (its directory
+/// copied while the store is open, under `dir`); returns the path of a config file for it.
+fn crash_image(dir: &Path, backend: &str, image: &Path) -> String {
+    let live_dir = dir.join(format!("{backend}-live"));
+    let config = PersistenceConfig::from_toml_str(&format!(
+        "backend = \"{backend}\"\n[{backend}]\ndata_dir = {live_dir:?}\n"
+    ))
+    .unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = orbit_persistence::open(&config, Arc::new(SystemClock)).unwrap();
+        let [live, short] = live_and_short();
+        store.store_leases(&[live, short]).await.unwrap();
+        copy_tree(&live_dir, image);
+        store.shutdown().await.unwrap();
+    });
+    write_config(
+        dir,
+        &format!("backend = \"{backend}\"\n[{backend}]\ndata_dir = {image:?}\n"),
+    )
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap().flatten() {
@@ -425,23 +431,8 @@ fn inspection_commands_change_no_byte_of_a_crash_image() {
         backends.push("rocksdb");
     }
     for backend in backends {
-        let live_dir = dir.path().join(backend);
         let image = dir.path().join(format!("{backend}-image"));
-        let config = PersistenceConfig::from_toml_str(&format!(
-            "backend = \"{backend}\"\n[{backend}]\ndata_dir = {live_dir:?}\n"
-        ))
-        .unwrap();
-        tokio::runtime::Runtime::new().unwrap().block_on(async {
-            let store = orbit_persistence::open(&config, Arc::new(SystemClock)).unwrap();
-            let [live, short] = live_and_short();
-            store.store_leases(&[live, short]).await.unwrap();
-            copy_tree(&live_dir, &image);
-            store.shutdown().await.unwrap();
-        });
-        let file = write_config(
-            dir.path(),
-            &format!("backend = \"{backend}\"\n[{backend}]\ndata_dir = {image:?}\n"),
-        );
+        let file = crash_image(dir.path(), backend, &image);
         let before = hashed(&image);
         for args in [
             vec!["stats", "--config", &file],

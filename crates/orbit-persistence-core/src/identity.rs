@@ -322,6 +322,25 @@ pub fn prepare(fs: &dyn FileSystem, dir: &Path, engine: &EngineFiles) -> OrbitRe
     })
 }
 
+/// Locks the data directory `dir` for an open of `engine` with `access`: for a writer, after
+/// checking (before the lock file is created) that the directory holds no other engine's
+/// store and no foreign files, so those are refused without a byte written (the open checks
+/// again under the lock); for a reader, a shared lock that creates nothing
+/// ([`DirLock::acquire_shared`]).
+pub fn lock(
+    dir: &Path,
+    engine: &EngineFiles,
+    access: crate::wal::Access,
+) -> OrbitResult<Option<DirLock>> {
+    match access {
+        crate::wal::Access::ReadWrite => {
+            prepare(&crate::fs::StdFileSystem::new(), dir, engine)?;
+            DirLock::acquire(dir).map(Some)
+        }
+        crate::wal::Access::ReadOnly => DirLock::acquire_shared(dir),
+    }
+}
+
 /// Whether a store found by [`prepare`] can be opened read-only: only a ready one (or one
 /// from before identity records) can; an absent store or an unfinished creation is
 /// [`OrbitError::WrongStore`], since reading it would have to create or repair files.

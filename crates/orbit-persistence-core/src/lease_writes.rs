@@ -211,6 +211,84 @@ impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> LeaseWri
     }
 }
 
+/// The writer of a disk provider: started for a writable open, absent for a read-only one
+/// (whose writes answer [`OrbitError::ReadOnly`]). Written once for every engine.
+pub struct Writes<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> {
+    inner: Option<Arc<LeaseWrites<H>>>,
+    dir: std::path::PathBuf,
+}
+
+impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> std::fmt::Debug
+    for Writes<H>
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writes")
+            .field("read_only", &self.inner.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> Writes<H> {
+    /// For `ReadWrite`, starts `handler` on a group-commit thread named `name`; for
+    /// `ReadOnly`, drops it unstarted (its recovery is published; it never writes).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        access: crate::wal::Access,
+        name: &str,
+        handler: H,
+        sync: crate::SyncMode,
+        clock: Arc<dyn Clock>,
+        metrics: &Arc<MetricsRecorder>,
+        dir: &std::path::Path,
+    ) -> OrbitResult<Self> {
+        let inner = match access {
+            crate::wal::Access::ReadWrite => {
+                let writer = GroupCommit::spawn(name, handler, sync)?;
+                Some(Arc::new(LeaseWrites::new(
+                    writer,
+                    clock,
+                    Arc::clone(metrics),
+                )))
+            }
+            crate::wal::Access::ReadOnly => None,
+        };
+        Ok(Writes {
+            inner,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The writer; `ReadOnly` naming the data directory for a read-only store.
+    pub fn get(&self) -> OrbitResult<&Arc<LeaseWrites<H>>> {
+        self.inner
+            .as_ref()
+            .ok_or_else(|| OrbitError::ReadOnly(self.dir.clone()))
+    }
+
+    /// Shuts the writer down ([`LeaseWrites::shutdown`]); nothing to do when read-only.
+    pub async fn shutdown(&self) -> OrbitResult<()> {
+        match &self.inner {
+            Some(writes) => writes.shutdown().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a failed write or sync poisoned the writer.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|w| w.writer().is_poisoned())
+    }
+
+    /// The group-commit counters (zero when read-only).
+    pub fn stats(&self) -> crate::group_commit::GroupCommitStats {
+        self.inner
+            .as_ref()
+            .map(|w| w.writer().stats())
+            .unwrap_or_default()
+    }
+}
+
 /// The open/closed state of a disk provider and the data-directory lock it holds, written once:
 /// [`Lifecycle::check_open`] answers `Closed` after shutdown, and [`Lifecycle::shutdown`] closes
 /// the store once, then lets the directory go.

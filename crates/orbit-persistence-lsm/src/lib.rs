@@ -50,10 +50,9 @@ use std::time::Instant;
 use async_trait::async_trait;
 use orbit_persistence_core::change::{WriteOp, WriteRequest};
 use orbit_persistence_core::fs::{FileSystem, StdFileSystem};
-use orbit_persistence_core::group_commit::GroupCommit;
 use orbit_persistence_core::identity;
 use orbit_persistence_core::keyspace::LeaseKv;
-use orbit_persistence_core::lease_writes::{LeaseWrites, Lifecycle};
+use orbit_persistence_core::lease_writes::{LeaseWrites, Lifecycle, Writes};
 use orbit_persistence_core::lock::DirLock;
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::verify::{MAX_PROBLEMS, VerifyReport};
@@ -80,8 +79,7 @@ pub(crate) fn internal(what: impl std::fmt::Display) -> OrbitError {
 /// The lease directory on an LSM tree. Open it with [`LsmDirectory::open`].
 pub struct LsmDirectory {
     tree: Arc<Tree>,
-    /// `None` for a store opened read-only.
-    writes: Option<Arc<LeaseWrites<Writer>>>,
+    writes: Writes<Writer>,
     metrics: Arc<MetricsRecorder>,
     life: Lifecycle,
     recovery: RecoveryReport,
@@ -105,13 +103,7 @@ impl LsmDirectory {
     /// store holds the directory; `Corruption` naming the file and offset of any bad byte
     /// recovery needs.
     pub fn open(config: &LsmTreeConfig, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
-        config.validate()?;
-        let fs = Arc::new(StdFileSystem::new());
-        // Before the lock file is created: another engine's store or someone else's files are
-        // refused without a byte written (the check is repeated under the lock).
-        identity::prepare(&*fs, &config.data_dir, &writer::FILES)?;
-        let lock = DirLock::acquire(&config.data_dir)?;
-        Self::open_inner(fs, config, clock, Some(lock), Access::ReadWrite)
+        Self::open_locked(config, clock, Access::ReadWrite)
     }
 
     /// Opens the store in `config.data_dir` for reading only: creates, deletes and writes
@@ -122,10 +114,18 @@ impl LsmDirectory {
     /// Errors: as [`LsmDirectory::open`], and `WrongStore` for a directory that holds no
     /// store of this engine (an absent one too).
     pub fn open_read_only(config: &LsmTreeConfig, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
+        Self::open_locked(config, clock, Access::ReadOnly)
+    }
+
+    /// Opens `config.data_dir` on the real file system under its lock ([`identity::lock`]).
+    fn open_locked(
+        config: &LsmTreeConfig,
+        clock: Arc<dyn Clock>,
+        access: Access,
+    ) -> OrbitResult<Self> {
         config.validate()?;
-        let lock = DirLock::acquire_shared(&config.data_dir)?;
-        let fs = Arc::new(StdFileSystem::new());
-        Self::open_inner(fs, config, clock, lock, Access::ReadOnly)
+        let lock = identity::lock(&config.data_dir, &writer::FILES, access)?;
+        Self::open_inner(Arc::new(StdFileSystem::new()), config, clock, lock, access)
     }
 
     /// Opens the store in `dir` with the default settings.
@@ -190,18 +190,15 @@ impl LsmDirectory {
             &mut recovery,
         )?;
         let metrics = Arc::new(MetricsRecorder::default());
-        let writes = match access {
-            Access::ReadWrite => {
-                let writer = GroupCommit::spawn("lsm-writer", writer, config.sync)?;
-                Some(Arc::new(LeaseWrites::new(
-                    writer,
-                    clock,
-                    Arc::clone(&metrics),
-                )))
-            }
-            // Its replay is published; the writer itself never starts.
-            Access::ReadOnly => None,
-        };
+        let writes = Writes::start(
+            access,
+            "lsm-writer",
+            writer,
+            config.sync,
+            clock,
+            &metrics,
+            &config.data_dir,
+        )?;
         Ok(LsmDirectory {
             tree,
             writes,
@@ -278,9 +275,7 @@ impl LsmDirectory {
 
     /// The writer; `ReadOnly` for a store opened read-only.
     fn writes(&self) -> OrbitResult<&Arc<LeaseWrites<Writer>>> {
-        self.writes
-            .as_ref()
-            .ok_or_else(|| OrbitError::ReadOnly(self.tree.dir.clone()))
+        self.writes.get()
     }
 
     fn read_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
@@ -307,14 +302,7 @@ impl PersistenceProvider for LsmDirectory {
     }
 
     async fn shutdown(&self) -> OrbitResult<()> {
-        self.life
-            .shutdown(|| async {
-                match &self.writes {
-                    Some(writes) => writes.shutdown().await,
-                    None => Ok(()),
-                }
-            })
-            .await
+        self.life.shutdown(|| self.writes.shutdown()).await
     }
 
     async fn health_check(&self) -> ProviderHealth {
@@ -328,11 +316,7 @@ impl PersistenceProvider for LsmDirectory {
                 reason: format!("{e}; reopen to recover"),
             };
         }
-        if self
-            .writes
-            .as_ref()
-            .is_some_and(|w| w.writer().is_poisoned())
-        {
+        if self.writes.is_poisoned() {
             return ProviderHealth::Unhealthy {
                 reason: "poisoned by a failed write or sync; reopen to recover".into(),
             };
@@ -356,11 +340,7 @@ impl PersistenceProvider for LsmDirectory {
     async fn metrics(&self) -> PersistenceMetrics {
         let state = self.tree.current();
         let s = &self.tree.stats;
-        let gc = self
-            .writes
-            .as_ref()
-            .map(|w| w.writer().stats())
-            .unwrap_or_default();
+        let gc = self.writes.stats();
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         let memtable_bytes =
             state.active.bytes() + state.frozen.iter().map(|f| f.mem.bytes()).sum::<u64>();

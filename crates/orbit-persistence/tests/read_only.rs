@@ -6,17 +6,19 @@
 
 #![cfg(all(feature = "cowbtree", feature = "lsm"))]
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use orbit_persistence::{
-    AddressableDirectoryProvider, AddressableLease, AddressableReference, BackendType, Clock, Key,
-    ManualClock, NodeId, OrbitError, PersistenceConfig, Timestamp, open, open_read_only,
+    AddressableDirectoryProvider, AddressableLease, AddressableReference, BackendType, Key, NodeId,
+    OrbitError, Timestamp, open, open_read_only,
 };
 
-const T0: Timestamp = Timestamp(1_700_000_000_000);
+mod support;
+
+use support::{T0, clock, config, contents, copy_dir};
+
 const LEASES: usize = 300;
 
 /// The embedded engines of this build.
@@ -28,18 +30,6 @@ fn engines() -> Vec<BackendType> {
     all
 }
 
-fn clock() -> Arc<dyn Clock> {
-    Arc::new(ManualClock::new(T0))
-}
-
-fn config(backend: BackendType, dir: &Path) -> PersistenceConfig {
-    let name = backend.as_str();
-    PersistenceConfig::from_toml_str(&format!(
-        "backend = \"{name}\"\n[{name}]\ndata_dir = {dir:?}\n"
-    ))
-    .unwrap()
-}
-
 fn lease(i: usize) -> AddressableLease {
     let e = Timestamp(T0.0 + 3_600_000);
     AddressableLease::new(
@@ -48,34 +38,6 @@ fn lease(i: usize) -> AddressableLease {
         e,
         e,
     )
-}
-
-/// Every file under `dir` (subdirectories too) with its bytes.
-fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
-            } else {
-                let name = entry.path().strip_prefix(dir).unwrap().to_path_buf();
-                out.insert(name, std::fs::read(entry.path()).unwrap());
-            }
-        }
-    }
-    out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -2,51 +2,14 @@
 //! with `WrongStore` before a byte is written (RELIABILITY.md row J). Runs on every compiled
 //! embedded engine, each against every other.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
-
 use orbit_persistence::{
-    AddressableLease, AddressableReference, BackendType, Clock, Key, ManualClock, NodeId,
-    OrbitError, PersistenceConfig, Timestamp, compiled_backends, open,
+    AddressableLease, AddressableReference, BackendType, Key, NodeId, OrbitError,
+    PersistenceConfig, Timestamp, compiled_backends, open,
 };
 
-const T0: Timestamp = Timestamp(1_700_000_000_000);
+mod support;
 
-fn clock() -> Arc<dyn Clock> {
-    Arc::new(ManualClock::new(T0))
-}
-
-fn config(backend: BackendType, dir: &Path) -> PersistenceConfig {
-    let name = backend.as_str();
-    PersistenceConfig::from_toml_str(&format!(
-        "backend = \"{name}\"\n[{name}]\ndata_dir = {dir:?}\n"
-    ))
-    .unwrap()
-}
-
-/// Every file under `dir` with its bytes.
-fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
-            } else {
-                let name = entry
-                    .path()
-                    .strip_prefix(dir)
-                    .unwrap()
-                    .display()
-                    .to_string();
-                out.insert(name, std::fs::read(entry.path()).unwrap());
-            }
-        }
-    }
-    out
-}
+use support::{T0, clock, config, contents};
 
 fn embedded() -> Vec<BackendType> {
     compiled_backends()

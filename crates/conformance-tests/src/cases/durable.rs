@@ -120,3 +120,59 @@ pub async fn open_where_nothing_can_be_written_is_a_typed_error(b: Backend) {
     }
     assert_eq!(std::fs::read(&file).expect("read the file"), b"precious");
 }
+
+/// A data dir full of someone else's files is refused with `WrongStore` naming one of them,
+/// and left exactly as it was: no store, no lock file, no byte changed (RELIABILITY.md row J).
+pub async fn a_directory_of_other_files_is_refused_untouched(b: Backend) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("home");
+    std::fs::create_dir_all(dir.join("photos")).expect("create the dir");
+    std::fs::write(dir.join("notes.txt"), b"precious").expect("write a file");
+    let listing = |d: &std::path::Path| {
+        let mut names: Vec<_> = std::fs::read_dir(d)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(&dir);
+    let clock: std::sync::Arc<dyn orbit_persistence_core::Clock> = std::sync::Arc::new(
+        orbit_persistence_core::ManualClock::new(crate::fixtures::T0),
+    );
+    match crate::fixtures::open_in(b, clock, &dir).await {
+        Err(e @ OrbitError::WrongStore { .. }) => {
+            assert!(e.to_string().contains("notes.txt"), "{e}");
+        }
+        Err(e) => panic!("expected WrongStore, got {e:?}"),
+        Ok(_) => panic!("opened a store among someone else's files"),
+    }
+    assert_eq!(
+        listing(&dir),
+        before,
+        "the failed open changed the directory"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("notes.txt")).expect("read the file"),
+        b"precious"
+    );
+}
+
+/// After a clean shutdown the next open has nothing to recover: its recovery report is empty
+/// and counted as 0 (a store that reports repairs after every clean restart trains its
+/// operators to ignore them).
+pub async fn a_clean_reopen_reports_no_recovery(b: Backend) {
+    let mut ctx = Ctx::new(b).await;
+    for i in 0..50 {
+        ctx.put(&ctx.lease(i, i % 3)).await;
+    }
+    ctx.store.remove_lease(&reference(7)).await.expect("remove");
+    ctx.reopen().await;
+    let report = ctx.store.recovery_report().await;
+    assert!(report.is_empty(), "a clean reopen reported {report:?}");
+    assert_eq!(ctx.store.metrics().await.recovery_actions, 0);
+    assert_eq!(
+        ctx.get(&reference(3)).await.map(|l| l.reference),
+        Some(reference(3))
+    );
+}
