@@ -466,3 +466,76 @@ fn inspection_commands_change_no_byte_of_a_crash_image() {
         assert!(hashed(&image) != before, "{backend}: cleanup wrote nothing");
     }
 }
+
+/// Inspection on a full disk (RELIABILITY.md row J): a crash image on a tmpfs filled to its
+/// last byte; every inspection command exits 0 with what it read, and no file changes. Needs
+/// root to mount, as CI has.
+#[test]
+fn inspection_works_on_a_full_disk() {
+    use std::process::Command;
+    // SAFETY: geteuid has no preconditions.
+    unsafe extern "C" {
+        fn geteuid() -> u32;
+    }
+    if unsafe { geteuid() } != 0 {
+        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    crash_image(dir.path(), "lsm_tree", &image);
+    let full = dir.path().join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&full)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a tmpfs");
+    let data = full.join("data");
+    copy_tree(&image, &data);
+    let file = write_config(
+        dir.path(),
+        &format!("backend = \"lsm_tree\"\n[lsm_tree]\ndata_dir = {data:?}\n"),
+    );
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(full.join("filler")).unwrap();
+        for size in [64 << 10, 512, 1] {
+            while filler.write_all(&vec![0xAA; size]).is_ok() {}
+        }
+    }
+    let before = hashed(&data);
+    let outcomes: Vec<_> = [
+        vec!["stats", "--config", &file],
+        vec!["get", "--config", &file, "Greeter", "alice"],
+        vec![
+            "list-node",
+            "--config",
+            &file,
+            "node-1",
+            "--namespace",
+            "prod",
+        ],
+        vec!["dump", "--config", &file],
+        vec!["verify", "--config", &file],
+    ]
+    .into_iter()
+    .map(|args| {
+        let out = cli(&args);
+        (
+            args[0],
+            out.status.code(),
+            text(&out.stdout),
+            text(&out.stderr),
+        )
+    })
+    .collect();
+    let after = hashed(&data);
+    let _ = Command::new("umount").arg(&full).status();
+    for (command, code, stdout, stderr) in outcomes {
+        assert_eq!(code, Some(0), "{command} on a full disk: {stderr}");
+        assert!(!stdout.is_empty(), "{command} printed nothing");
+    }
+    assert!(after == before, "inspection changed files on the full disk");
+}
