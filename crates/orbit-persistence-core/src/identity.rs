@@ -19,7 +19,8 @@
 //! A crash during 2 leaves *creating*: the next open deletes the engine's own files and starts
 //! over ([`crate::recovery::RecoveryAction::CreationRestarted`]); nothing is lost because nothing
 //! was acknowledged. A crash during 1 leaves no identity and a directory empty but for `LOCK`
-//! and the temp file, which counts as empty.
+//! and the temp file, which counts as empty (so does `lost+found`, which a new ext4 volume
+//! mounted at the data directory holds).
 //!
 //! A directory with files but no identity is either a store written before identity records
 //! (its engine's root file is there: it is opened as usual and, on a writable open, given an
@@ -59,6 +60,10 @@ use crate::{OrbitError, OrbitResult};
 /// Name of the identity record in a data directory. (Not `IDENTITY`: RocksDB writes a file of
 /// that name into its directory.)
 pub const IDENTITY_FILE: &str = "ORBIT-STORE";
+
+/// What `mkfs` leaves at the root of a new ext2/3/4 file system: a fresh volume mounted at
+/// the data directory (a Kubernetes claim, say) is still an empty directory.
+const LOST_AND_FOUND: &str = "lost+found";
 
 const MAGIC: &[u8; 8] = b"ORBSTORE";
 const RECORD_VERSION: u16 = 1;
@@ -244,7 +249,9 @@ pub fn prepare(fs: &dyn FileSystem, dir: &Path, engine: &EngineFiles) -> OrbitRe
         let tmp = tmp_path(Path::new(IDENTITY_FILE));
         let others: Vec<&String> = names
             .iter()
-            .filter(|n| *n != DirLock::FILE_NAME && Path::new(n.as_str()) != tmp)
+            .filter(|n| {
+                *n != DirLock::FILE_NAME && *n != LOST_AND_FOUND && Path::new(n.as_str()) != tmp
+            })
             .collect();
         if others.is_empty() {
             return Ok(Plan::Create { restart: None });
@@ -508,9 +515,10 @@ mod tests {
         finish_create(&fs, dir, &mut identity).unwrap();
         assert_eq!(prepare(&fs, dir, &COW).unwrap(), Plan::Open(identity));
 
-        // LOCK and a torn identity temp file do not make a directory non-empty.
+        // LOCK, a torn identity temp file and a new file system's lost+found do not make a
+        // directory non-empty.
         let other = Path::new("/data/other");
-        fs.create_dir_all(other).unwrap();
+        fs.create_dir_all(&other.join("lost+found")).unwrap();
         touch(&fs, &other.join("LOCK"));
         touch(&fs, &other.join("ORBIT-STORE.tmp"));
         assert_eq!(
