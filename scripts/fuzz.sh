@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# RELIABILITY.md row F: runs every cargo-fuzz target of fuzz/ for FUZZ_SECONDS each (default 60),
+# docs/reliability.md row F: runs every cargo-fuzz target of fuzz/ for FUZZ_SECONDS each (default 60),
 # two at a time, starting from the checked-in seed corpus (fuzz/corpus/), under AddressSanitizer
 # with -malloc_limit_mb=64, and prints one summary line per target. New corpus entries and any
 # crash go to FUZZ_WORK_DIR (default: a temporary directory), never into the checked-in corpus.

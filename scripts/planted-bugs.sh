@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shows that each row of RELIABILITY.md can fail: plants one known bug at a time in the source
+# Shows that each row of docs/reliability.md can fail: plants one known bug at a time in the source
 # (a classic storage-engine mistake per row), runs that row's test, expects it to FAIL, and puts
 # the source back. Prints one line per row: CAUGHT or MISSED. Run by hand after changing a
 # harness; it is not part of CI (each plant rebuilds). A plant whose source line has moved is

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The long version of RELIABILITY.md (CI runs the short one through scripts/test.sh and
+# The long version of docs/reliability.md (CI runs the short one through scripts/test.sh and
 # scripts/fuzz.sh): many more kill -9 cycles, power-loss seeds, model cases, contention and
 # fuzzing time. Prints a summary table and writes it, with every log, to SOAK_OUT.
 #

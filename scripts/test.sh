@@ -60,7 +60,7 @@ cargo package --workspace --locked --allow-dirty --no-verify --quiet >/dev/null
 echo "== cargo test (every feature: the facade opens every backend)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# RELIABILITY.md row A in CI: 100 kill -9 cycles per disk backend.
+# docs/reliability.md row A in CI: 100 kill -9 cycles per disk backend.
 ORBIT_KILL9_CYCLES="${ORBIT_KILL9_CYCLES:-100}" cargo test --workspace --all-features --locked 2>&1 | tee "$log"
 # One closing line for the whole run: cargo prints a result line per test binary, the last of
 # which (doc tests) often counts zero tests.

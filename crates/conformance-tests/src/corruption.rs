@@ -1,4 +1,4 @@
-//! Corruption of every file (RELIABILITY.md row E) and operator mistakes with them (row J),
+//! Corruption of every file (docs/reliability.md row E) and operator mistakes with them (row J),
 //! for any durable backend on a real directory.
 //!
 //! A store is written in two phases: a load that the store turns into its long-lived files
@@ -320,7 +320,7 @@ pub struct Allowances {
 /// file (plus its first and last bytes and random ones), cuts, empties and deletes each, and
 /// checks every trial as the module docs say. Then, on the image of a store that never flushed
 /// or checkpointed, deletes and empties each file: the data of such a store is all in one WAL
-/// segment, and its loss must be an error, never an empty store (RELIABILITY.md row J). `open`
+/// segment, and its loss must be an error, never an empty store (docs/reliability.md row J). `open`
 /// should use small settings, so the load becomes pages or tables. Returns one report per file.
 pub fn every_file(open: OpenFn, flips: usize) -> Vec<FileReport> {
     every_file_allowing(

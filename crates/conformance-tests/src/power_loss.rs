@@ -1,4 +1,4 @@
-//! Power-loss simulation (RELIABILITY.md row B) for any backend that opens on core's
+//! Power-loss simulation (docs/reliability.md row B) for any backend that opens on core's
 //! fault-injecting file system: for each seed, a random workload runs on a machine that halts at
 //! a random file-system call, then the machine loses power (unsynced data and directory entries
 //! gone, or torn per the seed), and the store reopens. Every acknowledged write must be there,
@@ -7,7 +7,7 @@
 //!
 //! [`many_seeds`] runs [`seeds_from_env`] seeds (`ORBIT_POWER_LOSS_SEEDS`, default 1,000);
 //! [`every_crash_point`] crashes a short scripted workload at every one of its file-system calls
-//! in turn, three ways (RELIABILITY.md row C), so every sync and rename the engine makes is a
+//! in turn, three ways (docs/reliability.md row C), so every sync and rename the engine makes is a
 //! crash point at least once. [`every_io_error`] fails each write, sync, rename, create and
 //! remove of the script in turn, and [`disk_full`] runs it on ever smaller disks (row D): the
 //! caller must get a typed error, a failed sync must leave the store refusing writes, and after
@@ -74,7 +74,7 @@ pub enum Fault {
     /// The machine halts at this file-system call: it and every later call fail.
     HaltAt(u64),
     /// The `n`th call of this kind fails with an I/O error; later calls succeed again, so a
-    /// store that retries a failed sync is caught (RELIABILITY.md row D).
+    /// store that retries a failed sync is caught (docs/reliability.md row D).
     FailNth(u64, FaultKind),
     /// The disk holds this many bytes: a write past it fails with ENOSPC.
     SpaceLimit(u64),

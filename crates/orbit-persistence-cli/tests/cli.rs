@@ -420,7 +420,7 @@ fn hashed(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>
     out
 }
 
-/// Inspection changes no byte (RELIABILITY.md row J): `stats`, `get`, `list-node`, `dump` and
+/// Inspection changes no byte (docs/reliability.md row J): `stats`, `get`, `list-node`, `dump` and
 /// `verify` on a crash image of each of our engines, whose WAL recovery must replay, leave
 /// every file as it was.
 #[test]
@@ -467,7 +467,7 @@ fn inspection_commands_change_no_byte_of_a_crash_image() {
     }
 }
 
-/// Inspection on a full disk (RELIABILITY.md row J): a crash image on a tmpfs filled to its
+/// Inspection on a full disk (docs/reliability.md row J): a crash image on a tmpfs filled to its
 /// last byte; every inspection command exits 0 with what it read, and no file changes. Needs
 /// root to mount, as CI has.
 #[test]

@@ -1,4 +1,4 @@
-//! Power-loss simulation and I/O errors (RELIABILITY.md rows B, C and D) of the COW B+tree, with the suite's
+//! Power-loss simulation and I/O errors (docs/reliability.md rows B, C and D) of the COW B+tree, with the suite's
 //! harness (`orbit_persistence_conformance::power_loss`): 1 KiB pages and a 64 KiB WAL, and in
 //! busy runs a checkpoint after every batch, so crashes land inside checkpoints.
 

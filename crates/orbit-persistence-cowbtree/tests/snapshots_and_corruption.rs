@@ -342,7 +342,7 @@ fn open_for_image(
     Ok(Arc::new(CowBTreeDirectory::open(&config, clock)?))
 }
 
-/// The suite's harness (RELIABILITY.md row E): every file of a crash image (the page file with
+/// The suite's harness (docs/reliability.md row E): every file of a crash image (the page file with
 /// its two meta pages, the WAL), flipped at ~60 offsets each and cut short five ways.
 #[test]
 fn every_file_damaged_anywhere_is_corruption_or_correct_data() {

@@ -1,4 +1,4 @@
-//! Bad bytes on disk are found and named, never served and never a panic (RELIABILITY.md row
+//! Bad bytes on disk are found and named, never served and never a panic (docs/reliability.md row
 //! E): a flipped byte anywhere in a table gives `Corruption` naming that table, from the open
 //! or from the read that needs the bad block (or, if a background compaction meets it first,
 //! a poisoned store whose reason names it), and every answer that does come back is right.
@@ -222,7 +222,7 @@ fn open_small(
     Ok(Arc::new(LsmDirectory::open(&config(dir), clock)?))
 }
 
-/// The suite's harness (RELIABILITY.md row E): every file of a crash image (WAL segments,
+/// The suite's harness (docs/reliability.md row E): every file of a crash image (WAL segments,
 /// tables, manifest), flipped at ~60 offsets each and cut short five ways.
 #[test]
 fn every_file_damaged_anywhere_is_corruption_or_correct_data() {

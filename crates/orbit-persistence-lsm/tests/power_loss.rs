@@ -1,4 +1,4 @@
-//! Power-loss simulation and I/O errors (RELIABILITY.md rows B, C and D) of the LSM tree, with the suite's harness
+//! Power-loss simulation and I/O errors (docs/reliability.md rows B, C and D) of the LSM tree, with the suite's harness
 //! (`orbit_persistence_conformance::power_loss`). Busy runs use 4 KiB memtables, 512-byte blocks
 //! and 16 KiB of level 1, so memtables freeze, flush and compact every few writes and crashes
 //! land inside flushes, manifest edits and compactions.

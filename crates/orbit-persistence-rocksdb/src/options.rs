@@ -110,7 +110,7 @@ pub fn build(config: &RocksDbConfig) -> (Options, Vec<ColumnFamilyDescriptor>) {
     // RocksDB's default (point-in-time recovery) stops replaying a WAL at its first bad record
     // and opens as if the rest had never been written: a flipped byte in the middle of the WAL
     // silently drops every acknowledged write after it. Only a torn tail may be cut; anything
-    // else is corruption the operator must see (RELIABILITY.md row E found this).
+    // else is corruption the operator must see (docs/reliability.md row E found this).
     db.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
     // Checks every block read during open and compaction as well as reads.
     db.set_paranoid_checks(true);

@@ -1,4 +1,4 @@
-//! Bad bytes in any of RocksDB's files (RELIABILITY.md row E), through the suite's harness:
+//! Bad bytes in any of RocksDB's files (docs/reliability.md row E), through the suite's harness:
 //! every file of a crash image (WAL, tables, MANIFEST, CURRENT, OPTIONS), flipped at many
 //! offsets and cut short, must give `Corruption` naming the file, or the acknowledged data.
 

@@ -1,4 +1,4 @@
-//! Read-only opens of the embedded engines (RELIABILITY.md row J): they read every lease of a
+//! Read-only opens of the embedded engines (docs/reliability.md row J): they read every lease of a
 //! crash image and change no byte of it, refuse writes, never create a store where there is
 //! none, and work on a read-only mount and on a full disk (both real: a bind mount remounted
 //! read-only, and a tmpfs filled to the last byte; they need root, as CI has). RocksDB runs

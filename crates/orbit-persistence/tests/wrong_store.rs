@@ -1,5 +1,5 @@
 //! A data directory opened as the wrong engine, or pointed at someone else's files, is refused
-//! with `WrongStore` before a byte is written (RELIABILITY.md row J). Runs on every compiled
+//! with `WrongStore` before a byte is written (docs/reliability.md row J). Runs on every compiled
 //! embedded engine, each against every other.
 
 use orbit_persistence::{

@@ -122,7 +122,7 @@ pub async fn open_where_nothing_can_be_written_is_a_typed_error(b: Backend) {
 }
 
 /// A data dir full of someone else's files is refused with `WrongStore` naming one of them,
-/// and left exactly as it was: no store, no lock file, no byte changed (RELIABILITY.md row J).
+/// and left exactly as it was: no store, no lock file, no byte changed (docs/reliability.md row J).
 pub async fn a_directory_of_other_files_is_refused_untouched(b: Backend) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("home");

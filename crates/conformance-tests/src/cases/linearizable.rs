@@ -1,4 +1,4 @@
-//! Linearizability under contention (RELIABILITY.md row H): 8 tasks make acquire, renew and
+//! Linearizability under contention (docs/reliability.md row H): 8 tasks make acquire, renew and
 //! release calls on 1,000 references (most of them on a hot 50) while a manual clock moves, and
 //! every call's start and end are stamped from one global counter. Revisions give the order in
 //! which the store claims to have applied the writes; the check is that this order is a legal

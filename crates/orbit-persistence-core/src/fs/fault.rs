@@ -1,5 +1,5 @@
 //! [`FaultFs`]: an in-memory file system that models what survives a power loss, for crash and
-//! I/O-error tests (RELIABILITY.md rows B, C, D).
+//! I/O-error tests (docs/reliability.md rows B, C, D).
 //!
 //! # Model
 //!
@@ -388,7 +388,7 @@ impl FaultFs {
     /// Halts the machine at the `n`th counted call from now (`n = 1`: the next one): that call
     /// and every call after it, reads included, fail and change nothing. A [`FaultFs::crash`]
     /// afterwards therefore yields exactly the durable state just before that call, which is
-    /// how a test crashes "right before durability point `n`" (RELIABILITY.md row C).
+    /// how a test crashes "right before durability point `n`" (docs/reliability.md row C).
     ///
     /// # Panics
     ///
