@@ -137,16 +137,6 @@ impl CowBTreeDirectory {
         Self::open_inner(fs, config, clock, None, Access::ReadWrite)
     }
 
-    /// [`CowBTreeDirectory::open_read_only`] on another file system; no OS lock is taken.
-    pub fn open_read_only_on(
-        fs: Arc<dyn FileSystem>,
-        config: &CowBTreeConfig,
-        clock: Arc<dyn Clock>,
-    ) -> OrbitResult<Self> {
-        config.validate()?;
-        Self::open_inner(fs, config, clock, None, Access::ReadOnly)
-    }
-
     fn open_inner(
         fs: Arc<dyn FileSystem>,
         config: &CowBTreeConfig,

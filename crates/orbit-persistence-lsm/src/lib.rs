@@ -148,16 +148,6 @@ impl LsmDirectory {
         Self::open_inner(fs, config, clock, None, Access::ReadWrite)
     }
 
-    /// [`LsmDirectory::open_read_only`] on another file system; no OS lock is taken.
-    pub fn open_read_only_on(
-        fs: Arc<dyn FileSystem>,
-        config: &LsmTreeConfig,
-        clock: Arc<dyn Clock>,
-    ) -> OrbitResult<Self> {
-        config.validate()?;
-        Self::open_inner(fs, config, clock, None, Access::ReadOnly)
-    }
-
     fn open_inner(
         fs: Arc<dyn FileSystem>,
         config: &LsmTreeConfig,
