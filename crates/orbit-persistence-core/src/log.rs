@@ -232,15 +232,16 @@ impl LogWriter {
     /// created just before a `kill -9` may not be durable yet) and returns the writer, positioned
     /// at the end of the last valid record, with the replay. Corruption is returned, not cut.
     pub fn open_for_append(fs: &dyn FileSystem, path: &Path) -> OrbitResult<(Self, LogReplay)> {
-        let mut reader = LogReader::from_file(fs.open(path, OpenMode::ReadWrite)?)?;
-        let records = reader.collect_records()?;
-        let replay = LogReplay {
-            records,
-            valid_len: reader.valid_len(),
-            file_len: reader.file_len(),
-            torn_tail: reader.torn_tail(),
-        };
-        let file = reader.into_file();
+        let replay = read_log(fs, path)?;
+        let writer = Self::resume(fs, path, &replay)?;
+        Ok((writer, replay))
+    }
+
+    /// [`LogWriter::open_for_append`] for a segment the caller has already read into `replay`
+    /// (and decided to continue): cuts its torn tail, syncs, and stands at its valid end,
+    /// without reading it again.
+    pub fn resume(fs: &dyn FileSystem, path: &Path, replay: &LogReplay) -> OrbitResult<Self> {
+        let file = fs.open(path, OpenMode::ReadWrite)?;
         let mut len = replay.valid_len;
         if len < HEADER_LEN {
             file.set_len(0)?;
@@ -253,29 +254,17 @@ impl LogWriter {
             file.sync_data()?;
         }
         fs.sync_dir(parent_dir(path))?;
-        Ok((LogWriter { file, len }, replay))
+        Ok(LogWriter { file, len })
     }
 
-    /// Opens an existing segment of a store opened read-only: replays it and changes nothing
-    /// (a torn tail stays on disk; the returned writer stands at the end of the valid
-    /// records). The file is opened for reading only, so an append through this writer fails.
-    pub fn open_read_only(fs: &dyn FileSystem, path: &Path) -> OrbitResult<(Self, LogReplay)> {
-        let mut reader = LogReader::open(fs, path)?;
-        let records = reader.collect_records()?;
-        let replay = LogReplay {
-            records,
-            valid_len: reader.valid_len(),
-            file_len: reader.file_len(),
-            torn_tail: reader.torn_tail(),
-        };
-        let len = replay.valid_len;
-        Ok((
-            LogWriter {
-                file: reader.into_file(),
-                len,
-            },
-            replay,
-        ))
+    /// A writer standing at the valid end (`replay.valid_len`) of a segment the caller has
+    /// read, for a store opened read-only: nothing is changed (a torn tail stays on disk), and
+    /// the file is opened for reading only, so an append through this writer fails.
+    pub fn read_only(fs: &dyn FileSystem, path: &Path, replay: &LogReplay) -> OrbitResult<Self> {
+        Ok(LogWriter {
+            file: fs.open(path, OpenMode::Read)?,
+            len: replay.valid_len,
+        })
     }
 
     /// Writes every record of `batch` with one positional write at the end of the segment and

@@ -38,7 +38,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::fs::FileSystem;
-use crate::log::{LogBatch, LogRecord, LogWriter, RECORD_HEADER_LEN, read_log};
+use crate::log::{LogBatch, LogRecord, LogReplay, LogWriter, RECORD_HEADER_LEN, read_log};
 use crate::recovery::{RecoveryAction, RecoveryReport};
 use crate::{OrbitError, OrbitResult};
 
@@ -169,6 +169,9 @@ pub fn recover(
     }
     let mut last = start + live.len() as u64 - 1;
     let mut records = Vec::new();
+    // Where the segment read last ends (its records moved into `records`): the log goes on
+    // there, without reading it again.
+    let mut tail: Option<LogReplay> = None;
     // Whether segment `seq - 1` ended in a valid seal naming `seq`.
     let mut sealed = false;
     // Where segment `seq - 1` ended in a torn write (its seal, torn by a crash).
@@ -253,14 +256,21 @@ pub fn recover(
             torn_before = Some((path.clone(), replay.valid_len));
         }
         sealed = seal.is_some();
-        records.extend(replay.records.into_iter().map(|r| (path.clone(), r)));
+        records.extend(
+            std::mem::take(&mut replay.records)
+                .into_iter()
+                .map(|r| (path.clone(), r)),
+        );
+        tail = Some(replay);
     }
+    // The named segment is never removed, so at least it was read.
+    let replay = tail.ok_or_else(|| {
+        OrbitError::corruption(segment_path(dir, start), 0, "no WAL segment was read")
+    })?;
     let path = segment_path(dir, last);
-    // Read again by open_for_append, which cuts a torn tail: the last segment is small (it is
-    // rotated at the engine's limit), and this keeps one reader for every segment above.
-    let (writer, replay) = match access {
-        Access::ReadWrite => LogWriter::open_for_append(fs, &path)?,
-        Access::ReadOnly => LogWriter::open_read_only(fs, &path)?,
+    let writer = match access {
+        Access::ReadWrite => LogWriter::resume(fs, &path, &replay)?,
+        Access::ReadOnly => LogWriter::read_only(fs, &path, &replay)?,
     };
     if replay.torn_tail {
         report.record(RecoveryAction::TailCut {
