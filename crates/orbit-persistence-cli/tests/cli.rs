@@ -244,21 +244,9 @@ fn a_reader_that_goes_away_is_no_panic_and_messages_are_readable() {
     // The relative data_dir is the config file's neighbour, wherever the command runs.
     assert!(dir.path().join("leases").join("pages.cow").exists());
 
-    for args in [
-        vec![
-            "list-node",
-            "--config",
-            &file,
-            "node-1",
-            "--namespace",
-            "prod",
-        ],
-        vec!["get", "--config", &file, "Greeter", "alice"],
-        vec!["stats", "--config", &file],
-        vec!["dump", "--config", &file],
-        vec!["verify", "--config", &file],
-        vec!["config", "check", &file],
-    ] {
+    let mut commands = inspection_commands(&file);
+    commands.push(vec!["config", "check", &file]);
+    for args in commands {
         let out = with_closed(&args, "stdout");
         assert_eq!(
             out.status.code(),
@@ -403,6 +391,25 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// The inspection commands, on the store of [`live_and_short`] that config `file` describes:
+/// each must exit 0 and change no byte.
+fn inspection_commands(file: &str) -> Vec<Vec<&str>> {
+    vec![
+        vec!["stats", "--config", file],
+        vec!["get", "--config", file, "Greeter", "alice"],
+        vec![
+            "list-node",
+            "--config",
+            file,
+            "node-1",
+            "--namespace",
+            "prod",
+        ],
+        vec!["dump", "--config", file],
+        vec!["verify", "--config", file],
+    ]
+}
+
 /// Every file under `dir` (subdirectories too) with its bytes.
 fn hashed(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();
@@ -434,20 +441,7 @@ fn inspection_commands_change_no_byte_of_a_crash_image() {
         let image = dir.path().join(format!("{backend}-image"));
         let file = crash_image(dir.path(), backend, &image);
         let before = hashed(&image);
-        for args in [
-            vec!["stats", "--config", &file],
-            vec!["get", "--config", &file, "Greeter", "alice"],
-            vec![
-                "list-node",
-                "--config",
-                &file,
-                "node-1",
-                "--namespace",
-                "prod",
-            ],
-            vec!["dump", "--config", &file],
-            vec!["verify", "--config", &file],
-        ] {
+        for args in inspection_commands(&file) {
             let out = cli(&args);
             assert_eq!(
                 out.status.code(),
@@ -506,31 +500,18 @@ fn inspection_works_on_a_full_disk() {
         }
     }
     let before = hashed(&data);
-    let outcomes: Vec<_> = [
-        vec!["stats", "--config", &file],
-        vec!["get", "--config", &file, "Greeter", "alice"],
-        vec![
-            "list-node",
-            "--config",
-            &file,
-            "node-1",
-            "--namespace",
-            "prod",
-        ],
-        vec!["dump", "--config", &file],
-        vec!["verify", "--config", &file],
-    ]
-    .into_iter()
-    .map(|args| {
-        let out = cli(&args);
-        (
-            args[0],
-            out.status.code(),
-            text(&out.stdout),
-            text(&out.stderr),
-        )
-    })
-    .collect();
+    let outcomes: Vec<_> = inspection_commands(&file)
+        .into_iter()
+        .map(|args| {
+            let out = cli(&args);
+            (
+                args[0],
+                out.status.code(),
+                text(&out.stdout),
+                text(&out.stderr),
+            )
+        })
+        .collect();
     let after = hashed(&data);
     let _ = Command::new("umount").arg(&full).status();
     for (command, code, stdout, stderr) in outcomes {
