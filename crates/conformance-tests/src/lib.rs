@@ -1,7 +1,7 @@
 //! # orbit-persistence-conformance
 //!
 //! One suite of lease tests that every backend crate, ours or a user's own, runs against itself
-//! (DESIGN.md section 9). A backend passes only if it passes the whole suite unchanged.
+//! (docs/contract.md). A backend passes only if it passes the whole suite unchanged.
 //!
 //! In the backend crate's `tests/conformance.rs`:
 //!

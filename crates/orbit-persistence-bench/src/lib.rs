@@ -1,6 +1,6 @@
 //! # orbit-persistence-bench
 //!
-//! The lease workload of `BENCHMARK.md`, run side by side on our backends and on peer stores.
+//! The lease workload (`docs/benchmark.md`), run side by side on our backends and on peer stores.
 //! The `orbit-persistence bench` command of `orbit-persistence-cli` is its front end.
 //!
 //! - [`workload`]: the data set and its random streams;

@@ -20,7 +20,7 @@ pub type Ours = Arc<dyn AddressableDirectoryProvider>;
 /// The interval sync of the mixed phase (ours: `SyncMode::IntervalMs(50)`).
 pub const MIXED_SYNC_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Renewals per `durable_renew` run (BENCHMARK.md: 1,000 per concurrency level).
+/// Renewals per `durable_renew` run (docs/benchmark.md: 1,000 per concurrency level).
 pub const RENEWALS: usize = 1_000;
 
 /// A store under test: one of ours, through the provider as an application calls it, or a
@@ -327,7 +327,7 @@ pub fn list_node_picks(data: &Data) -> Vec<NodeId> {
         .collect()
 }
 
-/// The physical limit of one durable write on the disk under `dir` (BENCHMARK.md phase 9):
+/// The physical limit of one durable write on the disk under `dir` (docs/benchmark.md phase 9):
 /// 1,000 x (append 192 bytes + `fdatasync`) and 1,000 x (4 KiB write at a preallocated
 /// offset + `fdatasync`). Returns both rates, per second.
 pub fn floor(dir: &std::path::Path) -> std::io::Result<(f64, f64)> {

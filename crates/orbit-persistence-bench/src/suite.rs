@@ -1,4 +1,4 @@
-//! The whole benchmark of BENCHMARK.md in one run: every subject (our compiled backends and the
+//! The whole benchmark (docs/benchmark.md) in one run: every subject (our compiled backends and the
 //! peers) through every phase, side by side, repeatable phases in rotating order keeping each
 //! subject's best, then the report, its JSON and its charts.
 //!
@@ -39,7 +39,7 @@ pub struct Options {
     pub n: usize,
     /// Quick mode (the README's first command): recorded in the report.
     pub quick: bool,
-    /// Gets per `get` run (BENCHMARK.md: 1,000,000).
+    /// Gets per `get` run (docs/benchmark.md: 1,000,000).
     pub gets: usize,
     /// Operations per `mixed` run.
     pub mixed_ops: usize,
@@ -59,7 +59,7 @@ pub struct Options {
 }
 
 impl Options {
-    /// BENCHMARK.md's full run: N = 1,000,000, 1,000,000 gets, best of 3.
+    /// The full run (docs/benchmark.md): N = 1,000,000, 1,000,000 gets, best of 3.
     pub fn full(subjects: Vec<Subject>, work_dir: PathBuf, child: Vec<OsString>) -> Options {
         Options {
             n: 1_000_000,

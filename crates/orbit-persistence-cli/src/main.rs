@@ -77,7 +77,7 @@ enum Command {
     /// Reads the whole store back, checking checksums and that the indexes agree with the
     /// leases; prints the report (exit code 4 if it found problems).
     Verify(Store),
-    /// Runs the lease benchmark (BENCHMARK.md) on every compiled backend and the peers (redb,
+    /// Runs the lease benchmark (docs/benchmark.md) on every compiled backend and the peers (redb,
     /// fjall, and raw RocksDB when built with `--features rocksdb`) side by side, and on etcd
     /// when given `--etcd-endpoints`; writes report.md, report.json and SVG charts into the
     /// output directory and prints the table.

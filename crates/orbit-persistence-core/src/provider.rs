@@ -1,4 +1,4 @@
-//! The provider traits (DESIGN.md section 2) and the outcomes of the conditional operations.
+//! The provider traits (docs/contract.md) and the outcomes of the conditional operations.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! The lease data model (DESIGN.md section 1).
+//! The lease data model (docs/contract.md#data-model).
 //!
 //! The derived `Ord` of [`AddressableReference`] (type, then key; keys ordered string < i32 <
 //! i64 < none) is exactly the byte order of its [`crate::encoding`], so disk backends can sort

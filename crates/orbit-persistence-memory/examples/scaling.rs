@@ -1,4 +1,4 @@
-//! Does sharding let two tasks scale? Loads N leases (BENCHMARK.md key shapes), then runs
+//! Does sharding let two tasks scale? Loads N leases (docs/benchmark.md key shapes), then runs
 //! uniform random `get_lease` from 1 and 2 tasks, and durable-free renews from 1 and 2 tasks.
 //! Prints ops/s and the 2-task/1-task ratio (2 cores: the ideal is 2.0).
 //!

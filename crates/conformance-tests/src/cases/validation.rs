@@ -16,7 +16,7 @@ fn assert_invalid<T: std::fmt::Debug>(what: &str, r: OrbitResult<T>) {
     }
 }
 
-/// Every way a lease can break the limits of DESIGN.md section 1.
+/// Every way a lease can break the limits of docs/contract.md#limits.
 /// The base lease is reference `i` on node 1.
 pub fn invalid_leases(ctx: &Ctx, i: u32) -> Vec<(&'static str, AddressableLease)> {
     let base = ctx.lease(i, 1);
