@@ -22,9 +22,9 @@ use orbit_persistence_core::lock::DirLock;
 use orbit_persistence_core::log::{LogBatch, LogRecord, LogWriter};
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::{
-    AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock, NodeId,
-    OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider, ProviderHealth, SyncMode,
-    Timestamp,
+    Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock, NodeId,
+    OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider, ProviderHealth, Renew,
+    SyncMode, Timestamp, rules,
 };
 
 type Map = BTreeMap<AddressableReference, AddressableLease>;
@@ -163,6 +163,7 @@ fn open(clock: Arc<dyn Clock>, dir: &Path) -> OrbitResult<Arc<dyn AddressableDir
 
 impl LogBacked {
     fn writes(&self) -> OrbitResult<&Arc<LeaseWrites<Writer>>> {
+        self.check_open()?;
         Ok(&self.writes)
     }
 
@@ -229,7 +230,59 @@ impl PersistenceProvider for LogBacked {
     }
 }
 
-orbit_persistence_core::directory_over_lease_writes!(LogBacked, writes);
+#[async_trait]
+impl AddressableDirectoryProvider for LogBacked {
+    async fn store_lease(&self, lease: &AddressableLease) -> OrbitResult<()> {
+        self.writes()?.store(std::slice::from_ref(lease)).await
+    }
+
+    async fn get_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        rules::validate_reference(r)?;
+        self.read_lease(r)
+    }
+
+    async fn remove_lease(&self, r: &AddressableReference) -> OrbitResult<bool> {
+        self.writes()?.remove(r).await
+    }
+
+    async fn list_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        rules::validate_node(node)?;
+        self.read_node_leases(node)
+    }
+
+    async fn cleanup_expired_leases(&self) -> OrbitResult<u64> {
+        self.writes()?.cleanup().await
+    }
+
+    async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
+        self.writes()?.acquire(lease).await
+    }
+
+    async fn renew_lease(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+        expires_at: Timestamp,
+        renew_at: Timestamp,
+    ) -> OrbitResult<Renew> {
+        let writes = self.writes()?;
+        writes.renew(r, owner, revision, expires_at, renew_at).await
+    }
+
+    async fn release_lease(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+    ) -> OrbitResult<bool> {
+        self.writes()?.release(r, owner, revision).await
+    }
+
+    async fn store_leases(&self, leases: &[AddressableLease]) -> OrbitResult<()> {
+        self.writes()?.store(leases).await
+    }
+}
 
 const LOG_BACKED: Backend = Backend {
     name: "log-backed test subject",

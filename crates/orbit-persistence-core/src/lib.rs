@@ -18,7 +18,9 @@
 pub mod change;
 pub mod clock;
 pub mod config;
+pub mod disk_directory;
 pub mod encoding;
+pub mod engine;
 pub mod error;
 pub mod fs;
 pub mod group_commit;
@@ -45,9 +47,3 @@ pub use metrics::{PersistenceMetrics, ProviderHealth};
 pub use provider::{Acquire, AddressableDirectoryProvider, PersistenceProvider, Renew};
 pub use recovery::{RecoveryAction, RecoveryReport};
 pub use types::{AddressableLease, AddressableReference, Key, NodeId, Timestamp};
-
-/// Re-exports for the macros of this crate; not part of the API.
-#[doc(hidden)]
-pub mod __private {
-    pub use async_trait::async_trait;
-}

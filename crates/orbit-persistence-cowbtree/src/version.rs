@@ -1,5 +1,5 @@
-//! Published versions of the tree, the reader guards that keep retired pages alive, and the
-//! lease-level reads over a tree.
+//! Published versions of the tree, the reader guards that keep retired pages alive, and a tree
+//! as the key space of core's `keyspace` (what the lease-level reads run over).
 //!
 //! One tree holds the leases and both indexes as key ranges (the layout of
 //! `orbit_persistence_core::keyspace`), so one commit updates all three.
@@ -14,10 +14,9 @@
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use orbit_persistence_core::keyspace::{self, KvSnapshot, LeaseKv, OrderedKv, ScanVisitor};
-use orbit_persistence_core::{
-    AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult,
-};
+use orbit_persistence_core::engine;
+use orbit_persistence_core::keyspace::{KvSnapshot, OrderedKv, ScanVisitor};
+use orbit_persistence_core::{OrbitError, OrbitResult};
 
 use crate::btree::{self, Child};
 use crate::page::PageId;
@@ -140,55 +139,23 @@ impl Version {
     }
 }
 
-/// A consistent, read-only, point-in-time view of the directory: what a backup iterates. It
-/// sees no write made after it was taken, and keeps the pages it can reach from being reused
-/// while it lives (so do not keep one for hours under heavy writes: the file grows).
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    version: Arc<Version>,
-}
-
-impl Snapshot {
-    pub(crate) fn new(version: Arc<Version>) -> Self {
-        Snapshot { version }
-    }
-
-    /// The lease of `r` as of the snapshot.
-    pub fn get(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
-        LeaseKv(&self.version.view()).lease(r)
-    }
-
-    /// Every lease of `node` as of the snapshot.
-    pub fn node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
-        LeaseKv(&self.version.view()).node_leases(node)
-    }
-
-    /// Number of leases in the snapshot.
-    pub fn lease_count(&self) -> u64 {
-        self.version.lease_count
-    }
-
-    /// Highest revision in the snapshot.
-    pub fn revision(&self) -> u64 {
-        self.version.revision
-    }
-
-    /// Every lease of the snapshot in reference order, read in chunks.
-    pub fn leases(&self) -> Leases {
-        Leases::new(self.clone())
-    }
-}
-
-impl KvSnapshot for Snapshot {
+impl KvSnapshot for Version {
     type Kv<'a> = TreeView<'a>;
 
     fn kv(&self) -> TreeView<'_> {
-        self.version.view()
+        self.view()
     }
 }
 
-/// Iterator of [`Snapshot::leases`].
-pub type Leases = keyspace::Leases<Snapshot>;
+impl engine::Version for Version {
+    fn lease_count(&self) -> u64 {
+        self.lease_count
+    }
+
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+}
 
 #[cfg(test)]
 mod tests {

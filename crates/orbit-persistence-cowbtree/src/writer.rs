@@ -7,11 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use orbit_persistence_core::change::{
-    ChangeStager, LeaseChange, WriteOutcome, WriteRequest, decode_changes,
-};
+use orbit_persistence_core::change::{ChangeStager, LeaseChange, WriteOutcome, WriteRequest};
+use orbit_persistence_core::engine::{self, EngineWriter};
 use orbit_persistence_core::fs::{FileSystem, FsFile, OpenMode, write_file_atomic};
-use orbit_persistence_core::group_commit::CommitHandler;
 use orbit_persistence_core::identity::{self, EngineFiles, Plan};
 use orbit_persistence_core::keyspace::{self, CountChange, LeaseKv, OrderedKvWrite};
 use orbit_persistence_core::log::{HEADER_LEN, LogBatch, LogWriter};
@@ -117,7 +115,6 @@ pub struct Writer {
     guard: Arc<Guard>,
     wal: LogWriter,
     wal_seq: u64,
-    stager: ChangeStager,
     lease_count: u64,
     revision: u64,
     loaded: u64,
@@ -306,7 +303,6 @@ impl Writer {
             guard,
             wal: replayed.writer,
             wal_seq: replayed.seq,
-            stager: ChangeStager::new(0),
             lease_count: meta.lease_count,
             revision: meta.last_revision,
             loaded: 0,
@@ -314,15 +310,7 @@ impl Writer {
             in_flight: None,
             shared: Arc::clone(&shared),
         };
-        for (path, record) in replayed.records {
-            // The payload starts after the 8-byte record header.
-            let changes = decode_changes(&record.payload)
-                .map_err(|e| e.into_corruption(&path, record.offset + 8))?;
-            for change in changes {
-                writer.apply(change)?;
-            }
-        }
-        writer.stager = ChangeStager::new(writer.revision);
+        engine::replay(&mut writer, &replayed.records)?;
         writer.publish_version();
         if plan == Plan::Legacy && access == Access::ReadWrite {
             identity::adopt(&*writer.fs, dir, &FILES, writer.settings.now, report)?;
@@ -331,7 +319,7 @@ impl Writer {
     }
 
     /// Applies one change to the working tree: the lease and its index entries.
-    fn apply(&mut self, change: LeaseChange) -> OrbitResult<()> {
+    fn apply_one(&mut self, change: &LeaseChange) -> OrbitResult<()> {
         self.revision = self.revision.max(change.revision());
         let mut tree = WorkingTree {
             ctx: WriteCtx {
@@ -341,7 +329,7 @@ impl Writer {
             },
             root: &mut self.root,
         };
-        match keyspace::apply_change(&mut tree, &change)? {
+        match keyspace::apply_change(&mut tree, change)? {
             CountChange::Added => self.lease_count += 1,
             CountChange::Removed => self.lease_count -= 1,
             CountChange::Same => {}
@@ -543,39 +531,37 @@ impl OrderedKvWrite for WorkingTree<'_> {
     }
 }
 
-impl CommitHandler for Writer {
-    type Request = WriteRequest;
-    type Response = WriteOutcome;
+impl EngineWriter for Writer {
+    fn wal(&mut self) -> &mut LogWriter {
+        &mut self.wal
+    }
 
-    fn stage(&mut self, req: WriteRequest, batch: &mut LogBatch) -> OrbitResult<WriteOutcome> {
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    fn stage(
+        &mut self,
+        stager: &mut ChangeStager,
+        req: WriteRequest,
+        batch: &mut LogBatch,
+    ) -> OrbitResult<WriteOutcome> {
         let view = TreeView {
             store: &self.store,
             root: &self.root,
         };
-        self.stager.stage(&LeaseKv(&view), req, batch)
+        stager.stage(&LeaseKv(&view), req, batch)
     }
 
-    fn write(&mut self, batch: &LogBatch, sync: bool) -> OrbitResult<()> {
-        self.wal.append(batch)?;
-        if sync {
-            self.wal.sync()?;
-        }
-        for change in self.stager.take() {
-            self.apply(change)?;
+    fn apply(&mut self, changes: &[LeaseChange]) -> OrbitResult<()> {
+        for change in changes {
+            self.apply_one(change)?;
         }
         Ok(())
     }
 
     fn publish(&mut self) {
         self.publish_version();
-    }
-
-    fn abort(&mut self) {
-        self.stager.abort();
-    }
-
-    fn sync(&mut self) -> OrbitResult<()> {
-        self.wal.sync()
     }
 
     fn after_batch(&mut self) -> OrbitResult<()> {

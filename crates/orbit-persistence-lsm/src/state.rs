@@ -9,10 +9,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use orbit_persistence_core::keyspace::{self, KvSnapshot, LeaseKv, OrderedKv, ScanVisitor};
-use orbit_persistence_core::{
-    AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult,
-};
+use orbit_persistence_core::engine;
+use orbit_persistence_core::keyspace::{KvSnapshot, OrderedKv, ScanVisitor};
+use orbit_persistence_core::{OrbitError, OrbitResult};
 
 use crate::levels::Levels;
 use crate::memtable::{LATEST, Memtable};
@@ -159,53 +158,20 @@ impl OrderedKv for View<'_> {
     }
 }
 
-/// A consistent, read-only, point-in-time view of the directory: what a backup iterates. It
-/// sees no write made after it was taken, and keeps the memtables and table files it reads
-/// (even ones a compaction has since replaced) open while it lives.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    state: Arc<State>,
-}
-
-impl Snapshot {
-    pub(crate) fn new(state: Arc<State>) -> Self {
-        Snapshot { state }
-    }
-
-    /// The lease of `r` as of the snapshot.
-    pub fn get(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
-        LeaseKv(&self.state.view()).lease(r)
-    }
-
-    /// Every lease of `node` as of the snapshot.
-    pub fn node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
-        LeaseKv(&self.state.view()).node_leases(node)
-    }
-
-    /// Number of leases in the snapshot.
-    pub fn lease_count(&self) -> u64 {
-        self.state.lease_count
-    }
-
-    /// Highest revision in the snapshot.
-    pub fn revision(&self) -> u64 {
-        self.state.revision
-    }
-
-    /// Every lease of the snapshot in reference order, read in chunks. Reads table files:
-    /// blocking.
-    pub fn leases(&self) -> Leases {
-        Leases::new(self.clone())
-    }
-}
-
-impl KvSnapshot for Snapshot {
+impl KvSnapshot for State {
     type Kv<'a> = View<'a>;
 
     fn kv(&self) -> View<'_> {
-        self.state.view()
+        self.view()
     }
 }
 
-/// Iterator of [`Snapshot::leases`].
-pub type Leases = keyspace::Leases<Snapshot>;
+impl engine::Version for State {
+    fn lease_count(&self) -> u64 {
+        self.lease_count
+    }
+
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+}

@@ -13,9 +13,9 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use orbit_persistence_core::change::{ChangeStager, WriteOutcome, WriteRequest, decode_changes};
+use orbit_persistence_core::change::{ChangeStager, LeaseChange, WriteOutcome, WriteRequest};
+use orbit_persistence_core::engine::{self, EngineWriter};
 use orbit_persistence_core::fs::FileSystem;
-use orbit_persistence_core::group_commit::CommitHandler;
 use orbit_persistence_core::identity::{self, EngineFiles, Plan};
 use orbit_persistence_core::keyspace::{self, CountChange, LeaseKv, OrderedKv, OrderedKvWrite};
 use orbit_persistence_core::log::{LogBatch, LogWriter};
@@ -52,7 +52,6 @@ pub struct Writer {
     tree: Arc<Tree>,
     wal: LogWriter,
     wal_seq: u64,
-    stager: ChangeStager,
     seq: u64,
     lease_count: u64,
     revision: u64,
@@ -280,20 +279,12 @@ impl Writer {
             tree: Arc::clone(&tree),
             wal: replayed.writer,
             wal_seq: replayed.seq,
-            stager: ChangeStager::new(ms.last_revision),
             seq: 0,
             lease_count: ms.lease_count,
             revision: ms.last_revision,
             threads: Vec::new(),
         };
-        let state = tree.current();
-        for (path, record) in &replayed.records {
-            // The payload starts after the 8-byte record header.
-            let changes = decode_changes(&record.payload)
-                .map_err(|e| e.into_corruption(path, record.offset + 8))?;
-            writer.apply(&state, &changes)?;
-        }
-        writer.stager = ChangeStager::new(writer.revision);
+        engine::replay(&mut writer, &replayed.records)?;
         writer.publish_state();
         if access == Access::ReadOnly {
             return Ok((writer, tree));
@@ -321,29 +312,6 @@ impl Writer {
                 .map_err(|e| OrbitError::io("spawn thread", &self.tree.dir, e))?;
             self.threads.push(handle);
         }
-        Ok(())
-    }
-
-    /// Applies `changes` to the active memtable of `state`, after every sequence number so far.
-    fn apply(
-        &mut self,
-        state: &State,
-        changes: &[orbit_persistence_core::change::LeaseChange],
-    ) -> OrbitResult<()> {
-        let mut mem = MemWriter {
-            state,
-            seq: &mut self.seq,
-            blind: Vec::with_capacity(2 * changes.len()),
-        };
-        for change in changes {
-            self.revision = self.revision.max(change.revision());
-            match keyspace::apply_change(&mut mem, change)? {
-                CountChange::Added => self.lease_count += 1,
-                CountChange::Removed => self.lease_count -= 1,
-                CountChange::Same => {}
-            }
-        }
-        mem.finish();
         Ok(())
     }
 
@@ -453,35 +421,47 @@ impl Drop for Writer {
     }
 }
 
-impl CommitHandler for Writer {
-    type Request = WriteRequest;
-    type Response = WriteOutcome;
-
-    fn stage(&mut self, req: WriteRequest, batch: &mut LogBatch) -> OrbitResult<WriteOutcome> {
-        let state = self.tree.current();
-        self.stager.stage(&LeaseKv(&state.latest()), req, batch)
+impl EngineWriter for Writer {
+    fn wal(&mut self) -> &mut LogWriter {
+        &mut self.wal
     }
 
-    fn write(&mut self, batch: &LogBatch, sync: bool) -> OrbitResult<()> {
-        self.wal.append(batch)?;
-        if sync {
-            self.wal.sync()?;
-        }
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    fn stage(
+        &mut self,
+        stager: &mut ChangeStager,
+        req: WriteRequest,
+        batch: &mut LogBatch,
+    ) -> OrbitResult<WriteOutcome> {
         let state = self.tree.current();
-        let changes = self.stager.take();
-        self.apply(&state, &changes)
+        stager.stage(&LeaseKv(&state.latest()), req, batch)
+    }
+
+    /// Applies `changes` to the active memtable, after every sequence number so far.
+    fn apply(&mut self, changes: &[LeaseChange]) -> OrbitResult<()> {
+        let state = self.tree.current();
+        let mut mem = MemWriter {
+            state: &state,
+            seq: &mut self.seq,
+            blind: Vec::with_capacity(2 * changes.len()),
+        };
+        for change in changes {
+            self.revision = self.revision.max(change.revision());
+            match keyspace::apply_change(&mut mem, change)? {
+                CountChange::Added => self.lease_count += 1,
+                CountChange::Removed => self.lease_count -= 1,
+                CountChange::Same => {}
+            }
+        }
+        mem.finish();
+        Ok(())
     }
 
     fn publish(&mut self) {
         self.publish_state();
-    }
-
-    fn abort(&mut self) {
-        self.stager.abort();
-    }
-
-    fn sync(&mut self) -> OrbitResult<()> {
-        self.wal.sync()
     }
 
     fn after_batch(&mut self) -> OrbitResult<()> {

@@ -10,6 +10,7 @@ use orbit_persistence_core::{
     AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock, Key,
     LsmTreeConfig, ManualClock, NodeId, PersistenceProvider, Timestamp,
 };
+use orbit_persistence_lsm::Compact;
 use orbit_persistence_lsm::LsmDirectory;
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);

@@ -1,0 +1,341 @@
+//! The provider of every embedded disk engine, written once: [`DiskDirectory`] holds an
+//! [`Engine`] and does what does not depend on it: the directory lock, opening and shutting
+//! down, input validation, lock-free reads of the published [`Version`], the group-commit
+//! writer ([`LeaseWrites`] over [`LeaseCommit`]), health, metrics, `verify` and [`Snapshot`]s.
+//!
+//! # Opening
+//!
+//! [`DiskDirectory::open`] validates the config, takes the directory's lock
+//! ([`identity::lock`]: exclusive, after checking that the directory holds this engine's store
+//! or nothing), and lets the engine recover. [`DiskDirectory::open_read_only`] takes a shared
+//! lock and starts no writer. [`DiskDirectory::open_on`] opens on another file system (the
+//! fault-injecting one of the tests) without an OS lock.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use crate::engine::{Engine, EngineConfig, EngineMetrics, LeaseCommit, Version};
+use crate::fs::{FileSystem, StdFileSystem, dir_bytes};
+use crate::identity;
+use crate::keyspace::{self, KvSnapshot, LeaseKv};
+use crate::lease_writes::{LeaseWrites, Lifecycle, Writes};
+use crate::lock::DirLock;
+use crate::metrics::MetricsRecorder;
+use crate::verify::{MAX_PROBLEMS, VerifyReport};
+use crate::wal::Access;
+use crate::{
+    Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock, NodeId,
+    OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider, ProviderHealth,
+    RecoveryReport, Renew, Timestamp, rules,
+};
+
+/// The lease directory on the disk engine `E`; see the module docs.
+pub struct DiskDirectory<E: Engine> {
+    engine: E,
+    writes: Writes<LeaseCommit<E::Writer>>,
+    metrics: Arc<MetricsRecorder>,
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    life: Lifecycle,
+    recovery: RecoveryReport,
+}
+
+impl<E: Engine> std::fmt::Debug for DiskDirectory<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskDirectory")
+            .field("engine", &E::NAME)
+            .field("dir", &self.dir)
+            .field("closed", &self.life.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Engine> DiskDirectory<E> {
+    /// Opens (creating if needed) the store in `config`'s data directory and recovers it.
+    /// Blocking: call it from `spawn_blocking` inside a runtime.
+    ///
+    /// Errors: `Config` for an invalid config (naming the field, or a setting the existing
+    /// files contradict); `Locked` if another open store holds the directory; `WrongStore` for
+    /// a directory of other files or another engine's store; `Corruption` naming the file and
+    /// offset of any bad byte recovery needs.
+    pub fn open(config: &E::Config, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
+        Self::open_locked(config, clock, Access::ReadWrite)
+    }
+
+    /// Opens the store for reading only: creates, deletes and writes nothing (no lock file, no
+    /// new WAL segment, no checkpoint or flush, no thread), so it works on a read-only mount
+    /// and a full disk. The WAL is replayed in memory; writes answer `ReadOnly`. Takes a shared
+    /// lock: readers go together, never beside a writer.
+    ///
+    /// Errors: as [`DiskDirectory::open`], and `WrongStore` for a directory that holds no store
+    /// of this engine (an absent one too).
+    pub fn open_read_only(config: &E::Config, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
+        Self::open_locked(config, clock, Access::ReadOnly)
+    }
+
+    /// Opens the store in `dir` with the default settings.
+    pub fn open_dir(dir: &Path, clock: Arc<dyn Clock>) -> OrbitResult<Self> {
+        Self::open(&E::Config::default().with_data_dir(dir), clock)
+    }
+
+    /// Opens the store on another file system (the fault-injecting one of the tests). No OS
+    /// lock is taken: the caller guarantees nobody else opens the directory.
+    pub fn open_on(
+        fs: Arc<dyn FileSystem>,
+        config: &E::Config,
+        clock: Arc<dyn Clock>,
+    ) -> OrbitResult<Self> {
+        config.validate()?;
+        Self::open_inner(fs, config, clock, None, Access::ReadWrite)
+    }
+
+    fn open_locked(config: &E::Config, clock: Arc<dyn Clock>, access: Access) -> OrbitResult<Self> {
+        config.validate()?;
+        let lock = identity::lock(config.data_dir(), &E::FILES, access)?;
+        Self::open_inner(Arc::new(StdFileSystem::new()), config, clock, lock, access)
+    }
+
+    fn open_inner(
+        fs: Arc<dyn FileSystem>,
+        config: &E::Config,
+        clock: Arc<dyn Clock>,
+        lock: Option<DirLock>,
+        access: Access,
+    ) -> OrbitResult<Self> {
+        let mut recovery = RecoveryReport::default();
+        let (engine, writer) =
+            E::open(Arc::clone(&fs), config, clock.now(), access, &mut recovery)?;
+        let metrics = Arc::new(MetricsRecorder::default());
+        let writes = Writes::start(
+            access,
+            &format!("{}-writer", E::NAME),
+            LeaseCommit::new(writer),
+            config.sync(),
+            clock,
+            &metrics,
+            config.data_dir(),
+        )?;
+        Ok(DiskDirectory {
+            engine,
+            writes,
+            metrics,
+            fs,
+            dir: config.data_dir().to_path_buf(),
+            life: Lifecycle::new(lock),
+            recovery,
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The engine, for what only it offers (an LSM's full compaction).
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    /// The writer; `ReadOnly` for a store opened read-only, `Closed` after shutdown.
+    pub fn writes(&self) -> OrbitResult<&Arc<LeaseWrites<LeaseCommit<E::Writer>>>> {
+        self.life.check_open()?;
+        self.writes.get()
+    }
+
+    /// A consistent read-only view of the directory as of now; see [`Snapshot`].
+    pub fn snapshot(&self) -> OrbitResult<Snapshot<E::Version>> {
+        self.life.check_open()?;
+        Ok(Snapshot {
+            version: self.engine.current(),
+        })
+    }
+
+    /// Reads the whole store back: every page, block or table the current version reaches
+    /// (checksums checked) and every lease and index entry, which must agree. The roots and the
+    /// WAL were checked when the store opened; what recovery did then is in the report.
+    /// Blocking reads run off the runtime's workers.
+    pub async fn verify(&self) -> OrbitResult<VerifyReport> {
+        self.life.check_open()?;
+        let version = self.engine.current();
+        let recovery = self.recovery.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut report = VerifyReport {
+                recovery,
+                ..VerifyReport::default()
+            };
+            E::verify_files(&version, &mut report);
+            report.add_index_check(LeaseKv(&version.kv()).index_problems(MAX_PROBLEMS));
+            report
+        })
+        .await
+        .map_err(|e| OrbitError::Unavailable(format!("{} verify task failed: {e}", E::NAME)))
+    }
+
+    /// Runs `f` on the current version, timed as a read.
+    fn read<T>(&self, f: impl FnOnce(&E::Version) -> OrbitResult<T>) -> OrbitResult<T> {
+        self.life.check_open()?;
+        let start = Instant::now();
+        let out = f(&self.engine.current());
+        self.metrics.read_done(start);
+        out
+    }
+}
+
+#[async_trait]
+impl<E: Engine> PersistenceProvider for DiskDirectory<E> {
+    async fn initialize(&self) -> OrbitResult<()> {
+        self.life.check_open()
+    }
+
+    async fn shutdown(&self) -> OrbitResult<()> {
+        self.life.shutdown(|| self.writes.shutdown()).await
+    }
+
+    async fn health_check(&self) -> ProviderHealth {
+        if self.life.is_closed() {
+            return ProviderHealth::Unhealthy {
+                reason: "closed".into(),
+            };
+        }
+        if self.writes.is_poisoned() {
+            return ProviderHealth::Unhealthy {
+                reason: "poisoned by a failed write or sync; reopen to recover".into(),
+            };
+        }
+        self.engine.health()
+    }
+
+    async fn recovery_report(&self) -> RecoveryReport {
+        self.recovery.clone()
+    }
+
+    async fn metrics(&self) -> PersistenceMetrics {
+        let version = self.engine.current();
+        let EngineMetrics {
+            memory_bytes,
+            counters,
+        } = self.engine.metrics(&version);
+        let gc = self.writes.stats();
+        PersistenceMetrics {
+            lease_count: version.lease_count(),
+            last_revision: version.revision(),
+            write_batches: gc.batches,
+            syncs: gc.syncs,
+            disk_bytes: dir_bytes(&*self.fs, &self.dir),
+            memory_bytes,
+            recovery_actions: self.recovery.len(),
+            engine: counters,
+            ..self.metrics.snapshot()
+        }
+    }
+}
+
+#[async_trait]
+impl<E: Engine> AddressableDirectoryProvider for DiskDirectory<E> {
+    async fn store_lease(&self, lease: &AddressableLease) -> OrbitResult<()> {
+        self.writes()?.store(std::slice::from_ref(lease)).await
+    }
+
+    async fn get_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        rules::validate_reference(r)?;
+        self.read(|v| LeaseKv(&v.kv()).lease(r))
+    }
+
+    async fn remove_lease(&self, r: &AddressableReference) -> OrbitResult<bool> {
+        self.writes()?.remove(r).await
+    }
+
+    async fn list_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        rules::validate_node(node)?;
+        self.read(|v| LeaseKv(&v.kv()).node_leases(node))
+    }
+
+    async fn cleanup_expired_leases(&self) -> OrbitResult<u64> {
+        self.writes()?.cleanup().await
+    }
+
+    async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
+        self.writes()?.acquire(lease).await
+    }
+
+    async fn renew_lease(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+        expires_at: Timestamp,
+        renew_at: Timestamp,
+    ) -> OrbitResult<Renew> {
+        let writes = self.writes()?;
+        writes.renew(r, owner, revision, expires_at, renew_at).await
+    }
+
+    async fn release_lease(
+        &self,
+        r: &AddressableReference,
+        owner: &NodeId,
+        revision: u64,
+    ) -> OrbitResult<bool> {
+        self.writes()?.release(r, owner, revision).await
+    }
+
+    async fn store_leases(&self, leases: &[AddressableLease]) -> OrbitResult<()> {
+        self.writes()?.store(leases).await
+    }
+}
+
+/// A consistent, read-only, point-in-time view of a disk directory: what a backup or a dump
+/// iterates. It sees no write made after it was taken, and keeps what its version reaches
+/// alive while it lives (the copy-on-write tree's pages are not reused, the LSM's memtables
+/// and replaced tables stay open), so do not keep one for hours under heavy writes.
+#[derive(Debug)]
+pub struct Snapshot<V> {
+    version: Arc<V>,
+}
+
+impl<V> Clone for Snapshot<V> {
+    fn clone(&self) -> Self {
+        Snapshot {
+            version: Arc::clone(&self.version),
+        }
+    }
+}
+
+impl<V: Version> Snapshot<V> {
+    /// The lease of `r` as of the snapshot.
+    pub fn get(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        LeaseKv(&self.version.kv()).lease(r)
+    }
+
+    /// Every lease of `node` as of the snapshot.
+    pub fn node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        LeaseKv(&self.version.kv()).node_leases(node)
+    }
+
+    /// Number of leases in the snapshot.
+    pub fn lease_count(&self) -> u64 {
+        self.version.lease_count()
+    }
+
+    /// Highest revision in the snapshot.
+    pub fn revision(&self) -> u64 {
+        self.version.revision()
+    }
+
+    /// Every lease of the snapshot in reference order, read in chunks. It may read files:
+    /// blocking.
+    pub fn leases(&self) -> keyspace::Leases<Self> {
+        keyspace::Leases::new(self.clone())
+    }
+}
+
+impl<V: Version> KvSnapshot for Snapshot<V> {
+    type Kv<'a> = V::Kv<'a>;
+
+    fn kv(&self) -> V::Kv<'_> {
+        self.version.kv()
+    }
+}
