@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # System packages the workspace needs to build and test, installed when missing: the rocksdb
 # crate builds RocksDB's C++ and generates its bindings with libclang; the etcd crate's client
-# compiles etcd's protobuf files with protoc, and its tests run real etcd members.
-APT_PACKAGES=(clang libclang-dev protobuf-compiler etcd-server)
+# compiles etcd's protobuf files with protoc, and its tests run real etcd members; the module
+# layering check is a Python script.
+APT_PACKAGES=(clang libclang-dev protobuf-compiler etcd-server python3)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -29,6 +30,9 @@ done
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+
+echo "== module layering (no import cycle between the modules of a crate)"
+python3 scripts/check-module-cycles.py
 
 echo "== cargo build: every crate, every feature, every test target"
 # The out dir of librocksdb-sys's build script, where RocksDB's C++ library was just compiled.

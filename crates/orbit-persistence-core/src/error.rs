@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::BackendType;
+use crate::backend::BackendType;
 
 /// Result alias used by every fallible API of the project.
 pub type OrbitResult<T> = Result<T, OrbitError>;

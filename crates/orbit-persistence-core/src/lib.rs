@@ -15,6 +15,7 @@
 //!   ([`group_commit`]).
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod change;
 pub mod clock;
 pub mod config;

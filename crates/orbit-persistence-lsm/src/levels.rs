@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use orbit_persistence_core::OrbitResult;
 
-use crate::sstable::{Lookup, Table};
+use crate::sstable::Table;
+use crate::value::Lookup;
 
 /// Deepest level + 1.
 pub const MAX_LEVELS: usize = 7;

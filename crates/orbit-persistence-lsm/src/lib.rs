@@ -5,21 +5,28 @@
 //!
 //! ## Architecture
 //!
+//! Bottom-up: a module imports only from the rows above it, except that the [`compaction`]
+//! folder spans two layers (its strategy sits below [`tree`], which holds the one in use; its
+//! job runs above it). `scripts/check-module-cycles.py` keeps the crate free of import cycles.
+//!
 //! | module | concept |
 //! |---|---|
-//! | [`memtable`] | the skiplist memtable, versioned by batch sequence number |
+//! | [`value`] | entries, lookup results, the sequence number that sees everything |
+//! | [`coding`] | varints |
 //! | [`block`] | data blocks: prefix-compressed keys, restart points |
-//! | [`sstable`] | table files: blocks, bloom filter, index, footer |
 //! | [`cache`] | the block cache |
-//! | [`merge`] | iterators over memtables, tables and levels, and their merge |
+//! | [`sstable`] | table files: blocks, bloom filter, index, footer |
 //! | [`levels`] | the tables by level |
+//! | [`memtable`] | the skiplist memtable, versioned by batch sequence number |
+//! | [`merge`] | iterators over memtables, tables and levels, and their merge |
 //! | [`manifest`] | the durable list of tables and the WAL start |
-//! | [`engine`] | the engine the provider holds: open, verify, health, metrics, [`Compact`] |
-//! | [`compaction`] | compaction strategies (leveled) and running a compaction |
-//! | [`flush`] | writing new tables; flushing a frozen memtable |
-//! | [`state`] | the published state readers use |
-//! | [`tree`] | what the threads share |
+//! | [`state`] | the published state (this engine's version) readers use |
+//! | [`compaction`] | what a compaction is, the strategies (leveled), and running one |
+//! | [`tree`] | what the writer, the background threads and the readers share |
+//! | [`output`] | writing new tables, for flushes and compactions |
+//! | [`flush`] | flushing a frozen memtable |
 //! | [`writer`] | recovery, the writer thread, the background threads |
+//! | [`engine`] | the engine the provider holds: open, verify, health, metrics, [`Compact`] |
 //!
 //! The provider itself is core's `DiskDirectory` around [`LsmTree`], this crate's
 //! [`Engine`](orbit_persistence_core::engine::Engine):
@@ -36,6 +43,7 @@
 
 pub mod block;
 pub mod cache;
+pub mod coding;
 pub mod compaction;
 pub mod engine;
 pub mod flush;
@@ -43,9 +51,11 @@ pub mod levels;
 pub mod manifest;
 pub mod memtable;
 pub mod merge;
+pub mod output;
 pub mod sstable;
 pub mod state;
 pub mod tree;
+pub mod value;
 pub mod writer;
 
 use orbit_persistence_core::OrbitError;

@@ -32,7 +32,7 @@ use orbit_persistence_core::fs::{FileSystem, write_file_atomic};
 use orbit_persistence_core::log::{LogBatch, LogWriter, header_bytes, read_log};
 use orbit_persistence_core::{OrbitError, OrbitResult};
 
-use crate::block::{get_varint, put_varint};
+use crate::coding::{get_varint, put_varint};
 use crate::levels::{MAX_LEVELS, TableMeta};
 
 /// File name of the manifest.

@@ -16,11 +16,8 @@ use crossbeam_skiplist::SkipSet;
 
 use orbit_persistence_core::OrbitResult;
 
-use crate::merge::Entry;
-use crate::sstable::Lookup;
-
-/// Sees every entry (a frozen memtable, or the writer's own view).
-pub const LATEST: u64 = u64::MAX;
+use crate::value::Entry;
+use crate::value::{LATEST, Lookup};
 
 /// A key at a sequence number, as the skiplist orders it: by key, then newest first. Entries
 /// and lookup probes both implement it, so a lookup borrows its key instead of allocating.

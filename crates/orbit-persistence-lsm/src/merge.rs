@@ -12,9 +12,7 @@ use orbit_persistence_core::OrbitResult;
 use crate::levels::TableHandle;
 use crate::memtable::Memtable;
 use crate::sstable::TableIter;
-
-/// A key and its value (`None`: a tombstone).
-pub type Entry = (Vec<u8>, Option<Vec<u8>>);
+use crate::value::Entry;
 
 /// A sorted source of entries with unique keys.
 pub type Source = Box<dyn Iterator<Item = OrbitResult<Entry>> + Send>;

@@ -32,8 +32,10 @@ use bloomfilter::Bloom;
 use orbit_persistence_core::fs::{FileSystem, FsFile, OpenMode};
 use orbit_persistence_core::{OrbitError, OrbitResult};
 
-use crate::block::{Block, BlockBuilder, BlockCursor, Slot, get_varint, put_varint};
+use crate::block::{Block, BlockBuilder, BlockCursor, Slot};
 use crate::cache::BlockCache;
+use crate::coding::{get_varint, put_varint};
+use crate::value::Lookup;
 
 /// Magic at both ends of a table file.
 pub const MAGIC: &[u8; 8] = b"ORBITSST";
@@ -55,17 +57,6 @@ pub fn parse_table_name(name: &str) -> Option<u64> {
     (hex.len() == 16)
         .then(|| u64::from_str_radix(hex, 16).ok())
         .flatten()
-}
-
-/// What a point lookup found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    /// The key is not in this source: look in older ones.
-    Absent,
-    /// The key was deleted here: older sources must not be consulted.
-    Deleted,
-    /// The key's newest value.
-    Value(Vec<u8>),
 }
 
 /// Writes one table file.

@@ -14,9 +14,10 @@ use orbit_persistence_core::keyspace::{KvSnapshot, OrderedKv, ScanVisitor};
 use orbit_persistence_core::{OrbitError, OrbitResult};
 
 use crate::levels::Levels;
-use crate::memtable::{LATEST, Memtable};
+use crate::memtable::Memtable;
 use crate::merge::{LevelIter, MemIter, MergeIter, Source};
-use crate::sstable::{Lookup, TableIter};
+use crate::sstable::TableIter;
+use crate::value::{LATEST, Lookup};
 
 /// A memtable that no longer takes writes, waiting for its flush.
 #[derive(Debug)]

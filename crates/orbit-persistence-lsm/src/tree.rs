@@ -25,7 +25,7 @@ use orbit_persistence_core::fs::FileSystem;
 use orbit_persistence_core::{OrbitError, OrbitResult};
 
 use crate::cache::BlockCache;
-use crate::compaction::CompactionStrategy;
+use crate::compaction::strategy::CompactionStrategy;
 use crate::manifest::Manifest;
 use crate::state::State;
 

@@ -30,9 +30,10 @@ use crate::flush;
 use crate::levels::{Levels, MAX_LEVELS, TableHandle};
 use crate::manifest::{MANIFEST, Manifest};
 use crate::memtable::{MemEntry, Memtable, SeqKey};
-use crate::sstable::{Lookup, Table, parse_table_name, table_path};
+use crate::sstable::{Table, parse_table_name, table_path};
 use crate::state::{Frozen, State};
 use crate::tree::{L0_STALL_TABLES, Settings, Signals, Stats, Tree};
+use crate::value::Lookup;
 
 /// The files of this engine, for its identity record ([`identity`]).
 pub const FILES: EngineFiles = EngineFiles {
@@ -546,7 +547,7 @@ fn compaction_loop(tree: &Tree) {
                 signals = tree.wait(signals, Duration::from_secs(1));
             }
         };
-        match compaction::run(tree, &task) {
+        match compaction::job::run(tree, &task) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
