@@ -6,7 +6,8 @@
 //!   its target (score = size / target > 1) gives one table, taken round-robin through its key
 //!   range, which is merged with the tables of level `n + 1` it overlaps.
 //! - A table with nothing to merge with below is moved down by a manifest edit alone.
-//! - Tombstones are dropped when no deeper level holds the key range: nothing is left for them
+//! - Tombstones are dropped when no deeper level holds the key range of the inputs (the output
+//!   level's tables widen it beyond the upper ones): nothing is left for them
 //!   to hide. After a purge, the space of the deleted leases comes back as the tombstones sink.
 //!
 //! Each level below 0 stays one sorted run, so a point read looks at one table per level (after
@@ -63,7 +64,12 @@ impl Leveled {
         };
         task.inputs
             .extend(levels.overlapping(output_level, &smallest, &largest));
-        task.drop_tombstones = !levels.deeper_overlap(output_level, &smallest, &largest);
+        // Over the range of every input: the output level's tables widen it, and a tombstone
+        // of theirs still hides an older value deeper down.
+        task.drop_tombstones = match task.range() {
+            Some((s, l)) => !levels.deeper_overlap(output_level, s, l),
+            None => false,
+        };
         task
     }
 }
@@ -99,6 +105,61 @@ impl CompactionStrategy for Leveled {
 mod tests {
     use super::*;
     use crate::levels::TableMeta;
+    use crate::sstable::{Table, TableBuilder, table_path};
+    use orbit_persistence_core::fs::StdFileSystem;
+
+    /// A real table file of `keys` (tombstones), as a table of `level`.
+    fn table(dir: &std::path::Path, id: u64, level: u8, keys: &[&[u8]]) -> Arc<TableHandle> {
+        let fs = StdFileSystem::new();
+        let path = table_path(dir, id);
+        let mut builder = TableBuilder::create(&fs, &path, 1024, 0.01).unwrap();
+        for key in keys {
+            builder.add(key, None).unwrap();
+        }
+        let info = builder.finish().unwrap();
+        Arc::new(TableHandle {
+            meta: TableMeta {
+                id,
+                level,
+                file_size: info.file_size,
+                entries: info.entries,
+                smallest: info.smallest,
+                largest: info.largest,
+            },
+            table: Arc::new(Table::open(&fs, &path, id, None).unwrap()),
+        })
+    }
+
+    #[test]
+    fn tombstones_stay_while_a_deeper_level_meets_any_input_not_only_the_picked_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut levels = Levels::default();
+        // Level 1 is over its target; its table [c, f] meets the level-2 table [a, z], whose
+        // tombstone for "x" still hides the older "x" of level 3.
+        levels.levels[1].push(table(dir.path(), 1, 1, &[b"c", b"f"]));
+        levels.levels[2].push(table(dir.path(), 2, 2, &[b"a", b"x", b"z"]));
+        levels.levels[3].push(table(dir.path(), 3, 3, &[b"w", b"x", b"y"]));
+        let task = Leveled::new(4, 1, 1000).pick(&levels).unwrap();
+        assert_eq!(task.output_level, 2);
+        assert_eq!(
+            task.inputs.len(),
+            2,
+            "the level-1 table and the level-2 one it meets"
+        );
+        assert!(
+            !task.drop_tombstones,
+            "level 3 meets the inputs' range [a, z]: dropping the tombstone of x would bring \
+             the old x back"
+        );
+        // With nothing deeper in that range, the tombstones may go.
+        levels.levels[3].clear();
+        assert!(
+            Leveled::new(4, 1, 1000)
+                .pick(&levels)
+                .unwrap()
+                .drop_tombstones
+        );
+    }
 
     #[test]
     fn targets_grow_by_the_fanout_and_ranges_overlap_inclusively() {
