@@ -1,6 +1,7 @@
 //! The file-system seam: every byte a disk backend reads or writes goes through [`FileSystem`] and
-//! [`FsFile`], so tests can swap the real disk for [`FaultFs`], which drops unsynced data on a
-//! simulated power loss, tears appends, fails the Nth write/sync/rename and runs out of space.
+//! [`FsFile`], so tests can swap the real disk for `FaultFs` (feature `testing`), which drops
+//! unsynced data on a simulated power loss, tears appends, fails the Nth write/sync/rename and
+//! runs out of space.
 //!
 //! The seam is deliberately small and positional (`read_at`/`write_at`, no seek cursor), so one
 //! open file can be shared by a writer thread and readers without locking, and so every call is
@@ -8,7 +9,7 @@
 //!
 //! # Durability contract
 //!
-//! The rules a backend must follow, and that [`FaultFs`] enforces when it simulates a crash:
+//! The rules a backend must follow, and that `FaultFs` enforces when it simulates a crash:
 //!
 //! - data written to a file is durable only after a successful [`FsFile::sync_data`] or
 //!   [`FsFile::sync_all`] of that file;
@@ -29,9 +30,11 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{OrbitError, OrbitResult};
 
+#[cfg(any(test, feature = "testing"))]
 mod fault;
 mod std_fs;
 
+#[cfg(any(test, feature = "testing"))]
 pub use fault::{FaultFs, FaultKind};
 pub use std_fs::StdFileSystem;
 
@@ -68,8 +71,8 @@ impl OpenMode {
 
 /// A file system: directories and files by path.
 ///
-/// Object safe, so a store holds an `Arc<dyn FileSystem>` and tests pass a [`FaultFs`]. Every
-/// error is an [`OrbitError::Io`] naming the operation and the path.
+/// Object safe, so a store holds an `Arc<dyn FileSystem>` and tests pass a `FaultFs`. Every error
+/// is an [`OrbitError::Io`] naming the operation and the path.
 pub trait FileSystem: Send + Sync + Debug {
     /// Creates `path` and any missing parents (new ones with mode [`DIR_MODE`]). Not durable
     /// until the parent of each new directory is synced with [`FileSystem::sync_dir`].
