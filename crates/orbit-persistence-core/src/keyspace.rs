@@ -23,6 +23,7 @@ use crate::encoding::{
     encode_lease_value, expiry_index_key, expiry_index_upper_bound, lease_value_index_fields,
     node_index_key, node_index_prefix, put_reference,
 };
+use crate::index::{IndexEntries, index_delta};
 use crate::{AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult, Timestamp};
 
 /// Tag of the lease range.
@@ -388,6 +389,11 @@ pub enum CountChange {
     Removed,
 }
 
+/// The index entries of an encoded lease value, read without decoding it.
+fn index_entries(value: &[u8]) -> Option<IndexEntries<&[u8]>> {
+    lease_value_index_fields(value).map(|(node, expires_at)| IndexEntries { node, expires_at })
+}
+
 /// Applies one durable change: the lease key and the index entries that follow from it.
 pub fn apply_change(
     kv: &mut impl OrderedKvWrite,
@@ -406,36 +412,32 @@ pub fn apply_change(
             let r = &lease.reference;
             let value = encode_lease_value(lease);
             let old = kv.replace(&lease_key(r), &value)?;
-            // Which index entries move, read off the two values (a renewal keeps its node).
-            let (old_node, old_expiry) = match &old {
-                None => (None, None),
-                Some(o) => {
-                    let fields = lease_value_index_fields(o).zip(lease_value_index_fields(&value));
-                    let Some(((old_node, old_expiry), (new_node, _))) = fields else {
-                        // Not a lease value: report why.
+            // Which index entries move, read off the two encoded values: the old lease is
+            // decoded only when its node entry goes (a renewal keeps its node).
+            let old_entries = match &old {
+                None => None,
+                Some(o) => match index_entries(o) {
+                    Some(e) => Some(e),
+                    // Not a lease value: report why.
+                    None => {
                         return Err(decode_old(kv, r, o)
                             .err()
                             .unwrap_or_else(|| kv.corrupt("a short lease value decoded".into())));
-                    };
-                    let old_node = if old_node == new_node {
-                        None
-                    } else {
-                        Some(decode_old(kv, r, o)?.node_id)
-                    };
-                    (old_node, Some(old_expiry))
-                }
+                    }
+                },
             };
-            if old.is_none() || old_node.is_some() {
-                if let Some(node) = &old_node {
-                    kv.delete(&node_key(node, r))?;
-                }
+            let delta = index_delta(old_entries, index_entries(&value));
+            if let (Some(_), Some(o)) = (delta.remove_node, &old) {
+                kv.delete(&node_key(&decode_old(kv, r, o)?.node_id, r))?;
+            }
+            if let Some(expires_at) = delta.remove_expiry {
+                kv.delete(&expiry_key(expires_at, r))?;
+            }
+            if delta.add_node.is_some() {
                 kv.put(&node_key(&lease.node_id, r), &[])?;
             }
-            if old_expiry != Some(lease.expires_at) {
-                if let Some(expires_at) = old_expiry {
-                    kv.delete(&expiry_key(expires_at, r))?;
-                }
-                kv.put(&expiry_key(lease.expires_at, r), &[])?;
+            if let Some(expires_at) = delta.add_expiry {
+                kv.put(&expiry_key(expires_at, r), &[])?;
             }
             Ok(if old.is_none() {
                 CountChange::Added
@@ -448,8 +450,13 @@ pub fn apply_change(
                 return Ok(CountChange::Same);
             };
             let old = decode_old(kv, reference, &old)?;
-            kv.delete(&node_key(&old.node_id, reference))?;
-            kv.delete(&expiry_key(old.expires_at, reference))?;
+            let delta = index_delta(Some(IndexEntries::of(&old)), None);
+            if let Some(node) = delta.remove_node {
+                kv.delete(&node_key(node, reference))?;
+            }
+            if let Some(expires_at) = delta.remove_expiry {
+                kv.delete(&expiry_key(expires_at, reference))?;
+            }
             Ok(CountChange::Removed)
         }
     }

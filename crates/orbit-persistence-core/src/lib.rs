@@ -26,6 +26,7 @@ pub mod error;
 pub mod fs;
 pub mod group_commit;
 pub mod identity;
+pub mod index;
 pub mod keyspace;
 pub mod lease_writes;
 pub mod lock;

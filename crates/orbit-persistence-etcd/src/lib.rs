@@ -35,6 +35,7 @@
 //!
 //! Durability is etcd's: an acknowledged transaction is committed by a majority of members
 //! (each fsyncs its raft log). `SyncMode` does not apply.
+#![warn(missing_docs)]
 
 mod keys;
 #[cfg(feature = "local-cluster")]
@@ -48,6 +49,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use etcd_client::{Compare, CompareOp, GetOptions, GetResponse, Txn, TxnOp, TxnOpResponse};
+use orbit_persistence_core::index::{IndexEntries, index_delta};
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::{
     Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock,
@@ -166,13 +168,16 @@ impl EtcdDirectory {
                 None,
             ),
         ];
-        if let Some(p) = previous {
-            if p.node_id != lease.node_id {
-                ops.push(TxnOp::delete(self.keys.node(&p.node_id, r), None));
-            }
-            if p.expires_at != lease.expires_at {
-                ops.push(TxnOp::delete(self.keys.expiry(p.expires_at, r), None));
-            }
+        // Every entry is put (an index value carries the lease); the old ones that moved go.
+        let delta = index_delta(
+            previous.map(IndexEntries::of),
+            Some(IndexEntries::of(lease)),
+        );
+        if let Some(node) = delta.remove_node {
+            ops.push(TxnOp::delete(self.keys.node(node, r), None));
+        }
+        if let Some(expires_at) = delta.remove_expiry {
+            ops.push(TxnOp::delete(self.keys.expiry(expires_at, r), None));
         }
         ops
     }

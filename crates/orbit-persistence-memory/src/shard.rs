@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use orbit_persistence_core::index::{IndexDelta, IndexEntries, index_delta};
 use orbit_persistence_core::{AddressableLease, AddressableReference, NodeId, Timestamp};
 
 #[derive(Debug, Default)]
@@ -23,48 +24,68 @@ impl Shard {
         self.leases.len()
     }
 
-    /// Inserts or replaces a lease, moving its index entries; returns the previous lease.
+    /// Inserts or replaces a lease, moving the index entries that change (core's
+    /// `index_delta`: a renewal on the same node moves only its expiry entry); returns the
+    /// previous lease.
     pub(crate) fn upsert(&mut self, lease: AddressableLease) -> Option<AddressableLease> {
-        if let Some(current) = self.leases.get_mut(&lease.reference) {
-            // The common case (a renewal): same reference, same node. Only the expiry index
-            // entry moves; the node index is left alone.
-            if current.node_id == lease.node_id {
-                if current.expires_at != lease.expires_at {
-                    self.by_expiry
-                        .remove(&(current.expires_at, lease.reference.clone()));
-                    self.by_expiry
-                        .insert((lease.expires_at, lease.reference.clone()));
-                }
-                return Some(std::mem::replace(current, lease));
+        let new = Some(IndexEntries::of(&lease));
+        match self.leases.get_mut(&lease.reference) {
+            Some(current) => {
+                let delta = index_delta(Some(IndexEntries::of(current)), new);
+                Self::apply(
+                    &mut self.by_node,
+                    &mut self.by_expiry,
+                    &lease.reference,
+                    delta,
+                );
+                Some(std::mem::replace(current, lease))
+            }
+            None => {
+                let delta = index_delta(None, new);
+                Self::apply(
+                    &mut self.by_node,
+                    &mut self.by_expiry,
+                    &lease.reference,
+                    delta,
+                );
+                self.leases.insert(lease.reference.clone(), lease);
+                None
             }
         }
-        let previous = self.unindex(&lease.reference);
-        self.by_node
-            .entry(lease.node_id.clone())
-            .or_default()
-            .insert(lease.reference.clone());
-        self.by_expiry
-            .insert((lease.expires_at, lease.reference.clone()));
-        self.leases.insert(lease.reference.clone(), lease);
-        previous
     }
 
     /// Removes a lease and its index entries.
     pub(crate) fn remove(&mut self, r: &AddressableReference) -> Option<AddressableLease> {
-        self.unindex(r)
+        let old = self.leases.remove(r)?;
+        let delta = index_delta(Some(IndexEntries::of(&old)), None);
+        Self::apply(&mut self.by_node, &mut self.by_expiry, r, delta);
+        Some(old)
     }
 
-    fn unindex(&mut self, r: &AddressableReference) -> Option<AddressableLease> {
-        let old = self.leases.remove(r)?;
-        if let Some(refs) = self.by_node.get_mut(&old.node_id) {
+    /// Removes and adds the index entries of `r` that `delta` names.
+    fn apply(
+        by_node: &mut HashMap<NodeId, HashSet<AddressableReference>>,
+        by_expiry: &mut BTreeSet<(Timestamp, AddressableReference)>,
+        r: &AddressableReference,
+        delta: IndexDelta<&NodeId>,
+    ) {
+        if let Some(node) = delta.remove_node
+            && let Some(refs) = by_node.get_mut(node)
+        {
             refs.remove(r);
             if refs.is_empty() {
-                self.by_node.remove(&old.node_id);
+                by_node.remove(node);
             }
         }
-        self.by_expiry
-            .remove(&(old.expires_at, old.reference.clone()));
-        Some(old)
+        if let Some(expires_at) = delta.remove_expiry {
+            by_expiry.remove(&(expires_at, r.clone()));
+        }
+        if let Some(node) = delta.add_node {
+            by_node.entry(node.clone()).or_default().insert(r.clone());
+        }
+        if let Some(expires_at) = delta.add_expiry {
+            by_expiry.insert((expires_at, r.clone()));
+        }
     }
 
     /// Appends this shard's leases of `node` to `out`.
@@ -84,7 +105,7 @@ impl Shard {
             .map(|(_, r)| r.clone())
             .collect();
         for r in &expired {
-            self.unindex(r);
+            self.remove(r);
         }
         expired.len()
     }

@@ -18,6 +18,7 @@ use orbit_persistence_core::encoding::{
     encode_reference, expiry_index_key, expiry_index_upper_bound, node_index_key,
     node_index_prefix,
 };
+use orbit_persistence_core::index::{IndexEntries, index_delta};
 use orbit_persistence_core::{
     Acquire, AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult,
     PersistenceMetrics, ProviderHealth, Renew, RocksDbConfig, SyncMode, Timestamp, rules,
@@ -384,15 +385,17 @@ impl Store {
         );
         let mut batch = WriteBatch::default();
         let mut delta: i64 = 0;
-        // Deletes the index entries of `old` that `new` does not keep: a renewal (same node)
-        // only moves its expiry entry.
+        // Deletes the index entries of `old` that `new` does not keep (core's `index_delta`:
+        // a renewal on the same node only moves its expiry entry).
         let unindex =
             |batch: &mut WriteBatch, old: &AddressableLease, new: Option<&AddressableLease>| {
-                if new.is_none_or(|n| n.node_id != old.node_id) {
-                    batch.delete_cf(by_node, node_index_key(&old.node_id, &old.reference));
+                let r = &old.reference;
+                let delta = index_delta(Some(IndexEntries::of(old)), new.map(IndexEntries::of));
+                if let Some(node) = delta.remove_node {
+                    batch.delete_cf(by_node, node_index_key(node, r));
                 }
-                if new.is_none_or(|n| n.expires_at != old.expires_at) {
-                    batch.delete_cf(by_expiry, expiry_index_key(old.expires_at, &old.reference));
+                if let Some(expires_at) = delta.remove_expiry {
+                    batch.delete_cf(by_expiry, expiry_index_key(expires_at, r));
                 }
             };
         for (i, write) in writes.into_iter().enumerate() {
