@@ -241,7 +241,7 @@ impl<E: Engine> AddressableDirectoryProvider for DiskDirectory<E> {
 
     async fn get_lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
         rules::validate_reference(r)?;
-        self.read(|v| LeaseKv(&v.kv()).lease(r))
+        self.read(|v| v.lease(r))
     }
 
     async fn remove_lease(&self, r: &AddressableReference) -> OrbitResult<bool> {
@@ -250,7 +250,7 @@ impl<E: Engine> AddressableDirectoryProvider for DiskDirectory<E> {
 
     async fn list_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
         rules::validate_node(node)?;
-        self.read(|v| LeaseKv(&v.kv()).node_leases(node))
+        self.read(|v| v.node_leases(node))
     }
 
     async fn cleanup_expired_leases(&self) -> OrbitResult<u64> {
@@ -307,12 +307,12 @@ impl<V> Clone for Snapshot<V> {
 impl<V: Version> Snapshot<V> {
     /// The lease of `r` as of the snapshot.
     pub fn get(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
-        LeaseKv(&self.version.kv()).lease(r)
+        self.version.lease(r)
     }
 
     /// Every lease of `node` as of the snapshot.
     pub fn node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
-        LeaseKv(&self.version.kv()).node_leases(node)
+        self.version.node_leases(node)
     }
 
     /// Number of leases in the snapshot.

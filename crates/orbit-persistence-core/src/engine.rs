@@ -27,7 +27,9 @@ use crate::log::{LogBatch, LogRecord, LogWriter};
 use crate::recovery::RecoveryReport;
 use crate::verify::VerifyReport;
 use crate::wal::Access;
-use crate::{OrbitResult, ProviderHealth, Timestamp};
+use crate::{
+    AddressableLease, AddressableReference, NodeId, OrbitResult, ProviderHealth, Timestamp,
+};
 
 /// The config section of a disk engine.
 pub trait EngineConfig: Clone + Default + Send + Sync + 'static {
@@ -70,11 +72,21 @@ engine_config!(CowBTreeConfig);
 engine_config!(LsmTreeConfig);
 
 /// One published state of a disk engine, readable as the key space of [`crate::keyspace`].
+///
+/// The two point reads are written in the engine crate (each is
+/// `LeaseKv(&self.kv()).lease(r)` or `.node_leases(node)`), not here once: that compiles the
+/// read path, key space and engine together, where the engine's page and block reads inline
+/// into it. Generic code here would be compiled in the crate that names the engine, a call
+/// away from those reads (the read rows of the benchmark showed it).
 pub trait Version: KvSnapshot + Send + Sync + 'static {
     /// Leases in it.
     fn lease_count(&self) -> u64;
     /// Highest revision in it.
     fn revision(&self) -> u64;
+    /// The lease of `r` in it.
+    fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>>;
+    /// Every lease of `node` in it.
+    fn node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>>;
 }
 
 /// What an engine reports for the metrics, beside what the provider counts itself.

@@ -47,6 +47,7 @@ impl Engine for CowBTree {
         Ok((CowBTree { shared }, writer))
     }
 
+    #[inline]
     fn current(&self) -> Arc<Version> {
         self.shared.current()
     }

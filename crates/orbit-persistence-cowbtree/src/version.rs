@@ -15,8 +15,10 @@
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use orbit_persistence_core::engine;
-use orbit_persistence_core::keyspace::{KvSnapshot, OrderedKv, ScanVisitor};
-use orbit_persistence_core::{OrbitError, OrbitResult};
+use orbit_persistence_core::keyspace::{KvSnapshot, LeaseKv, OrderedKv, ScanVisitor};
+use orbit_persistence_core::{
+    AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult,
+};
 
 use crate::btree::{self, Child};
 use crate::page::PageId;
@@ -154,6 +156,14 @@ impl engine::Version for Version {
 
     fn revision(&self) -> u64 {
         self.revision
+    }
+
+    fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        LeaseKv(&self.view()).lease(r)
+    }
+
+    fn node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        LeaseKv(&self.view()).node_leases(node)
     }
 }
 

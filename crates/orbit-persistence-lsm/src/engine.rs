@@ -73,6 +73,7 @@ impl Engine for LsmTree {
         Ok((LsmTree { tree }, writer))
     }
 
+    #[inline]
     fn current(&self) -> Arc<State> {
         self.tree.current()
     }

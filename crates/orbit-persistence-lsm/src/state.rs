@@ -10,8 +10,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use orbit_persistence_core::engine;
-use orbit_persistence_core::keyspace::{KvSnapshot, OrderedKv, ScanVisitor};
-use orbit_persistence_core::{OrbitError, OrbitResult};
+use orbit_persistence_core::keyspace::{KvSnapshot, LeaseKv, OrderedKv, ScanVisitor};
+use orbit_persistence_core::{
+    AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult,
+};
 
 use crate::levels::Levels;
 use crate::memtable::Memtable;
@@ -174,5 +176,13 @@ impl engine::Version for State {
 
     fn revision(&self) -> u64 {
         self.revision
+    }
+
+    fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>> {
+        LeaseKv(&self.view()).lease(r)
+    }
+
+    fn node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
+        LeaseKv(&self.view()).node_leases(node)
     }
 }

@@ -120,6 +120,7 @@ impl std::fmt::Debug for Tree {
 
 impl Tree {
     /// The current state.
+    #[inline]
     pub fn current(&self) -> Arc<State> {
         Arc::clone(
             &self
