@@ -11,6 +11,7 @@
 //! | [`meta`] | the two alternating meta pages |
 //! | [`pagefile`] | reading pages (memory map, CRC checked once) and writing them |
 //! | [`btree`] | the copy-on-write B+tree: lookups, scans, inserts, removals |
+//! | [`freelist`] | the page allocator and the free list on disk |
 //! | [`checkpoint`] | writing changed nodes and the free list; the page lifecycle |
 //! | [`engine`] | the engine the provider holds: open, verify, metrics |
 //! | [`version`] | published versions, reader guards, a tree as a key space |
@@ -36,6 +37,7 @@
 pub mod btree;
 pub mod checkpoint;
 pub mod engine;
+pub mod freelist;
 pub mod meta;
 pub mod page;
 pub mod pagefile;

@@ -273,6 +273,11 @@ pub struct PageWriter<'s> {
 const MAX_RUN: usize = 1 << 20;
 
 impl<'s> PageWriter<'s> {
+    /// The page layout of the file.
+    pub fn layout(&self) -> Layout {
+        self.store.layout()
+    }
+
     /// A writer into the file of `store` (whose checked-bits it clears for written pages).
     pub fn new(store: &'s PageStore) -> Self {
         PageWriter {

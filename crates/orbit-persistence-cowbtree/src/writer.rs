@@ -19,7 +19,8 @@ use orbit_persistence_core::{
 };
 
 use crate::btree::{self, Child, WriteCtx};
-use crate::checkpoint::{self, Allocator, Done, Job};
+use crate::checkpoint::{self, Done, Job};
+use crate::freelist::{self, Allocator};
 use crate::meta::{self, META_LEN, META_VERSION, Meta};
 use crate::page::{Layout, PageId};
 use crate::pagefile::PageStore;
@@ -83,6 +84,7 @@ pub struct Shared {
 
 impl Shared {
     /// The current version.
+    #[inline]
     pub fn current(&self) -> Arc<Version> {
         Arc::clone(
             &self
@@ -247,7 +249,7 @@ impl Writer {
             file_pages,
         )?);
         let (free, freelist_pages) =
-            checkpoint::read_freelist(&store, meta.freelist_head, meta.free_count)?;
+            freelist::read_freelist(&store, meta.freelist_head, meta.free_count)?;
         let alloc = Allocator {
             free: free.into_iter().collect(),
             page_count: meta.page_count,

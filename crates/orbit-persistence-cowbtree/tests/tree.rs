@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use orbit_persistence_core::fs::{FileSystem, OpenMode, StdFileSystem};
 use orbit_persistence_cowbtree::btree::{self, Child, WriteCtx};
-use orbit_persistence_cowbtree::checkpoint::{Allocator, NodeWriter};
+use orbit_persistence_cowbtree::checkpoint::NodeWriter;
+use orbit_persistence_cowbtree::freelist::Allocator;
 use orbit_persistence_cowbtree::page::Layout;
 use orbit_persistence_cowbtree::pagefile::PageStore;
 use proptest::prelude::*;
