@@ -32,6 +32,7 @@
 //! into one `#[test]` per case, each on its own multi-threaded tokio runtime, so the backend
 //! crate needs no tokio dev-dependency for it. The kill -9 case re-runs the test binary as the
 //! writing child (see [`kill9`]).
+#![warn(missing_docs)]
 
 pub mod cases;
 pub mod corruption;

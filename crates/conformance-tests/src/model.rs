@@ -119,7 +119,14 @@ impl Model {
 #[derive(Debug, Clone)]
 pub enum Op {
     /// `store_lease` of reference `r` on node `n` with time-to-live `ttl` (0 is invalid).
-    Store { r: u32, n: u32, ttl: u64 },
+    Store {
+        /// Index of the reference in the pool.
+        r: u32,
+        /// Index of the node in the pool.
+        n: u32,
+        /// Time to live in milliseconds (0 is invalid).
+        ttl: u64,
+    },
     /// `store_leases` of several.
     StoreBatch(Vec<(u32, u32, u64)>),
     /// `get_lease`.
@@ -131,16 +138,34 @@ pub enum Op {
     /// `cleanup_expired_leases`.
     Cleanup,
     /// `acquire_lease`.
-    Acquire { r: u32, n: u32, ttl: u64 },
+    Acquire {
+        /// Index of the reference in the pool.
+        r: u32,
+        /// Index of the node in the pool.
+        n: u32,
+        /// Time to live in milliseconds (0 is invalid).
+        ttl: u64,
+    },
     /// `renew_lease` with the side's own current revision, or a stale one.
     Renew {
+        /// Index of the reference in the pool.
         r: u32,
+        /// Index of the node in the pool.
         n: u32,
+        /// Time to live in milliseconds (0 is invalid).
         ttl: u64,
+        /// Whether to present a stale revision.
         stale: bool,
     },
     /// `release_lease` with the side's own current revision, or a stale one.
-    Release { r: u32, n: u32, stale: bool },
+    Release {
+        /// Index of the reference in the pool.
+        r: u32,
+        /// Index of the node in the pool.
+        n: u32,
+        /// Whether to present a stale revision.
+        stale: bool,
+    },
     /// Moves the clock.
     Advance(u64),
     /// Shuts down and reopens (durable backends only; a no-op otherwise).

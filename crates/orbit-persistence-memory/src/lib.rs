@@ -17,6 +17,7 @@
 //!   stalls writers for long.
 //! - `max_entries` is enforced by reserving capacity before inserting; a full store answers
 //!   `InvalidInput`, it never evicts.
+#![warn(missing_docs)]
 
 mod shard;
 

@@ -15,6 +15,7 @@
 //!
 //! Sync modes: `always` syncs the WAL in each write; `interval_ms = N` writes unsynced and a
 //! background thread syncs the WAL every N ms; `never` leaves it to RocksDB (and shutdown).
+#![warn(missing_docs)]
 
 pub mod options;
 mod store;
