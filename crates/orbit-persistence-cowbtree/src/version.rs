@@ -26,14 +26,14 @@ use crate::pagefile::PageStore;
 
 /// One tree as the ordered key space of [`orbit_persistence_core::keyspace`].
 #[derive(Clone, Copy)]
-pub struct TreeView<'a> {
+pub struct View<'a> {
     /// Where its pages are.
     pub store: &'a PageStore,
     /// Its root.
     pub root: &'a Child,
 }
 
-impl OrderedKv for TreeView<'_> {
+impl OrderedKv for View<'_> {
     fn get<T>(
         &self,
         key: &[u8],
@@ -133,8 +133,8 @@ pub struct Version {
 
 impl Version {
     /// Lease-level reads of this version.
-    pub fn view(&self) -> TreeView<'_> {
-        TreeView {
+    pub fn view(&self) -> View<'_> {
+        View {
             store: &self.store,
             root: &self.root,
         }
@@ -142,9 +142,9 @@ impl Version {
 }
 
 impl KvSnapshot for Version {
-    type Kv<'a> = TreeView<'a>;
+    type Kv<'a> = View<'a>;
 
-    fn kv(&self) -> TreeView<'_> {
+    fn kv(&self) -> View<'_> {
         self.view()
     }
 }

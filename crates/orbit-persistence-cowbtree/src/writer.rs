@@ -24,7 +24,7 @@ use crate::freelist::{self, Allocator};
 use crate::meta::{self, META_LEN, META_VERSION, Meta};
 use crate::page::{Layout, PageId};
 use crate::pagefile::PageStore;
-use crate::version::{Guard, TreeView, Version};
+use crate::version::{Guard, Version, View};
 
 /// Name of the page file in the data directory.
 pub const PAGE_FILE: &str = "pages.cow";
@@ -548,7 +548,7 @@ impl EngineWriter for Writer {
         req: WriteRequest,
         batch: &mut LogBatch,
     ) -> OrbitResult<WriteOutcome> {
-        let view = TreeView {
+        let view = View {
             store: &self.store,
             root: &self.root,
         };

@@ -1,5 +1,5 @@
 //! The LSM tree as core's `Engine`: what `DiskDirectory` holds while the store is open (the
-//! shared [`Tree`]), how it opens, verifies, reports health and metrics, and the full
+//! [`Shared`] state), how it opens, verifies, reports health and metrics, and the full
 //! compaction only an LSM offers ([`Compact`]).
 
 use std::sync::Arc;
@@ -17,8 +17,8 @@ use orbit_persistence_core::{
 };
 
 use crate::compaction::Leveled;
-use crate::state::State;
-use crate::tree::{Settings, Tree};
+use crate::shared::{Settings, Shared};
+use crate::version::Version;
 use crate::writer::{self, Writer};
 use crate::{LsmDirectory, internal};
 
@@ -28,12 +28,12 @@ pub const L0_COMPACTION_TRIGGER: usize = 4;
 /// The LSM tree as core's [`Engine`]: what the provider holds while it is open.
 #[derive(Debug)]
 pub struct LsmTree {
-    tree: Arc<Tree>,
+    shared: Arc<Shared>,
 }
 
 impl Engine for LsmTree {
     type Config = LsmTreeConfig;
-    type Version = State;
+    type Version = Version;
     type Writer = Writer;
 
     const NAME: &'static str = "lsm";
@@ -60,7 +60,7 @@ impl Engine for LsmTree {
             config.level_fanout.into(),
         ));
         let cache = config.block_cache_size;
-        let (writer, tree) = Writer::open(
+        let (writer, shared) = Writer::open(
             fs,
             &config.data_dir,
             settings,
@@ -70,17 +70,17 @@ impl Engine for LsmTree {
             access,
             report,
         )?;
-        Ok((LsmTree { tree }, writer))
+        Ok((LsmTree { shared }, writer))
     }
 
     #[inline]
-    fn current(&self) -> Arc<State> {
-        self.tree.current()
+    fn current(&self) -> Arc<Version> {
+        self.shared.current()
     }
 
     /// Every block of every table, from the files; the manifest and the WAL were checked at
     /// open.
-    fn verify_files(state: &State, report: &mut VerifyReport) {
+    fn verify_files(state: &Version, report: &mut VerifyReport) {
         for t in state.levels.levels.iter().flatten() {
             report.files_checked += 1;
             report.bytes_checked += t.meta.file_size;
@@ -91,13 +91,13 @@ impl Engine for LsmTree {
     }
 
     fn health(&self) -> ProviderHealth {
-        if let Err(e) = self.tree.check_background() {
+        if let Err(e) = self.shared.check_background() {
             return ProviderHealth::Unhealthy {
                 reason: format!("{e}; reopen to recover"),
             };
         }
-        let frozen = self.tree.current().frozen.len();
-        if frozen > self.tree.settings.max_immutable_memtables {
+        let frozen = self.shared.current().frozen.len();
+        if frozen > self.shared.settings.max_immutable_memtables {
             return ProviderHealth::Degraded {
                 reason: format!("{frozen} memtables wait for flush: writes stall"),
             };
@@ -105,12 +105,12 @@ impl Engine for LsmTree {
         ProviderHealth::Healthy
     }
 
-    fn metrics(&self, state: &State) -> EngineMetrics {
-        let s = &self.tree.stats;
+    fn metrics(&self, state: &Version) -> EngineMetrics {
+        let s = &self.shared.stats;
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let memtable_bytes =
             state.active.bytes() + state.frozen.iter().map(|f| f.mem.bytes()).sum::<u64>();
-        let cache_bytes = self.tree.cache.as_ref().map_or(0, |c| c.bytes());
+        let cache_bytes = self.shared.cache.as_ref().map_or(0, |c| c.bytes());
         let mut counters = EngineMetrics::counters([
             ("memtable_bytes", memtable_bytes),
             ("frozen_memtables", state.frozen.len() as u64),
@@ -150,8 +150,8 @@ pub trait Compact {
 impl Compact for LsmDirectory {
     async fn compact(&self) -> OrbitResult<()> {
         let writes = Arc::clone(self.writes()?);
-        let tree = Arc::clone(&self.engine().tree);
-        tree.freeze_requested.store(true, Ordering::Release);
+        let shared = Arc::clone(&self.engine().shared);
+        shared.freeze_requested.store(true, Ordering::Release);
         // A request that changes nothing: the writer freezes the memtable after its batch.
         let now = writes.clock().now();
         let nothing = WriteRequest {
@@ -160,7 +160,7 @@ impl Compact for LsmDirectory {
         };
         writes.writer().submit(nothing).await?;
         tokio::task::spawn_blocking(move || {
-            writer::full_compaction_blocking(&tree, || writes.writer().is_poisoned())
+            writer::full_compaction_blocking(&shared, || writes.writer().is_poisoned())
         })
         .await
         .unwrap_or_else(|e| Err(internal(format!("compaction task failed: {e}"))))

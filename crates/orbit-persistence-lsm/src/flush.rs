@@ -9,23 +9,23 @@ use orbit_persistence_core::wal;
 
 use crate::manifest::Edit;
 use crate::output::TableOutput;
-use crate::state::{Frozen, State};
-use crate::tree::Tree;
+use crate::shared::Shared;
+use crate::version::{Frozen, Version};
 
 /// Flushes `frozen` (the oldest frozen memtable) to a level-0 table.
-pub fn flush(tree: &Tree, frozen: &Arc<Frozen>) -> OrbitResult<()> {
-    let mut out = TableOutput::new(tree, 0, u64::MAX, 0);
+pub fn flush(shared: &Shared, frozen: &Arc<Frozen>) -> OrbitResult<()> {
+    let mut out = TableOutput::new(shared, 0, u64::MAX, 0);
     frozen.mem.for_each_latest(|k, v| out.add(k, v))?;
     let added = out.finish()?;
     let bytes: u64 = added.iter().map(|t| t.meta.file_size).sum();
-    let mut manifest = tree
+    let mut manifest = shared
         .manifest
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let old_start = manifest.state().log_start;
     let edit = Edit {
         log_start: frozen.next_log,
-        next_table_id: tree
+        next_table_id: shared
             .next_table_id
             .load(std::sync::atomic::Ordering::Relaxed),
         last_revision: frozen.last_revision,
@@ -34,7 +34,7 @@ pub fn flush(tree: &Tree, frozen: &Arc<Frozen>) -> OrbitResult<()> {
         removed: Vec::new(),
     };
     manifest.commit(&edit)?;
-    tree.publish(|s| State {
+    shared.publish(|s| Version {
         frozen: s
             .frozen
             .iter()
@@ -45,15 +45,15 @@ pub fn flush(tree: &Tree, frozen: &Arc<Frozen>) -> OrbitResult<()> {
         ..s.clone()
     });
     drop(manifest);
-    tree.notify();
+    shared.notify();
     // The flushed memtable's WAL segments are covered by the table now.
     for seq in old_start..frozen.next_log {
-        let path = wal::segment_path(&tree.dir, seq);
-        if tree.fs.exists(&path)? {
-            tree.fs.remove_file(&path)?;
+        let path = wal::segment_path(&shared.dir, seq);
+        if shared.fs.exists(&path)? {
+            shared.fs.remove_file(&path)?;
         }
     }
-    let stats = &tree.stats;
+    let stats = &shared.stats;
     stats
         .flushes
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

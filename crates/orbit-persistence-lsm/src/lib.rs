@@ -6,7 +6,7 @@
 //! ## Architecture
 //!
 //! Bottom-up: a module imports only from the rows above it, except that the [`compaction`]
-//! folder spans two layers (its strategy sits below [`tree`], which holds the one in use; its
+//! folder spans two layers (its strategy sits below [`shared`], which holds the one in use; its
 //! job runs above it). `scripts/check-module-cycles.py` keeps the crate free of import cycles.
 //!
 //! | module | concept |
@@ -20,9 +20,9 @@
 //! | [`memtable`] | the skiplist memtable, versioned by batch sequence number |
 //! | [`merge`] | iterators over memtables, tables and levels, and their merge |
 //! | [`manifest`] | the durable list of tables and the WAL start |
-//! | [`state`] | the published state (this engine's version) readers use |
+//! | [`version`] | the published state (this engine's version) readers use |
 //! | [`compaction`] | what a compaction is, the strategies (leveled), and running one |
-//! | [`tree`] | what the writer, the background threads and the readers share |
+//! | [`shared`] | what the writer, the background threads and the readers share |
 //! | [`output`] | writing new tables, for flushes and compactions |
 //! | [`flush`] | flushing a frozen memtable |
 //! | [`writer`] | recovery, the writer thread, the background threads |
@@ -52,10 +52,10 @@ pub mod manifest;
 pub mod memtable;
 pub mod merge;
 pub mod output;
+pub mod shared;
 pub mod sstable;
-pub mod state;
-pub mod tree;
 pub mod value;
+pub mod version;
 pub mod writer;
 
 use orbit_persistence_core::OrbitError;
@@ -67,7 +67,7 @@ pub use engine::{Compact, L0_COMPACTION_TRIGGER, LsmTree};
 pub type LsmDirectory = DiskDirectory<LsmTree>;
 
 /// A consistent read-only view of an [`LsmDirectory`] ([`LsmDirectory::snapshot`]).
-pub type Snapshot = disk_directory::Snapshot<state::State>;
+pub type Snapshot = disk_directory::Snapshot<version::Version>;
 
 /// An error that means a bug in this crate, not bad input or bad bytes.
 pub(crate) fn internal(what: impl std::fmt::Display) -> OrbitError {

@@ -1,10 +1,10 @@
 //! The memtable: the newest writes, in a lock-free skiplist (crossbeam-skiplist), readable by
 //! any number of readers while the one writer inserts.
 //!
-//! Every entry carries a sequence number (one per insert, increasing; a published state shows
+//! Every entry carries a sequence number (one per insert, increasing; a published version shows
 //! everything up to the last insert of its batch), and entries of one key sort newest first. A
-//! reader reads as of the sequence number of the state it took ([`crate::state::State`]), so it
-//! never sees part of a batch the writer is still applying. A frozen memtable is no longer
+//! reader reads as of the sequence number of the version it took ([`crate::version::Version`]),
+//! so it never sees part of a batch the writer is still applying. A frozen memtable is no longer
 //! written and is read in full.
 
 use std::borrow::Borrow;

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use orbit_persistence_core::OrbitResult;
 
 use crate::levels::{TableHandle, TableMeta};
+use crate::shared::Shared;
 use crate::sstable::{Table, TableBuilder, table_path};
-use crate::tree::Tree;
 
 /// Tables being written for one level, split when one reaches a size.
 pub struct TableOutput<'a> {
-    tree: &'a Tree,
+    shared: &'a Shared,
     level: u8,
     split_at: u64,
     rate_limit: u64,
@@ -30,9 +30,9 @@ pub struct TableOutput<'a> {
 impl<'a> TableOutput<'a> {
     /// Output to `level`, starting a new table past `split_at` bytes, writing at most
     /// `rate_limit` bytes per second (0: no limit).
-    pub fn new(tree: &'a Tree, level: u8, split_at: u64, rate_limit: u64) -> Self {
+    pub fn new(shared: &'a Shared, level: u8, split_at: u64, rate_limit: u64) -> Self {
         TableOutput {
-            tree,
+            shared,
             level,
             split_at,
             rate_limit,
@@ -46,12 +46,12 @@ impl<'a> TableOutput<'a> {
     /// Appends an entry (keys strictly increasing across the whole output).
     pub fn add(&mut self, key: &[u8], value: Option<&[u8]>) -> OrbitResult<()> {
         if self.current.is_none() {
-            let id = self.tree.new_table_id();
+            let id = self.shared.new_table_id();
             let builder = TableBuilder::create(
-                &*self.tree.fs,
-                &table_path(&self.tree.dir, id),
-                self.tree.settings.block_size,
-                self.tree.settings.bloom_fp_rate,
+                &*self.shared.fs,
+                &table_path(&self.shared.dir, id),
+                self.shared.settings.block_size,
+                self.shared.settings.bloom_fp_rate,
             )?;
             self.current = Some((id, builder));
         }
@@ -88,8 +88,8 @@ impl<'a> TableOutput<'a> {
         };
         let info = builder.finish()?;
         self.written_before += info.file_size;
-        let path = table_path(&self.tree.dir, id);
-        let table = Table::open(&*self.tree.fs, &path, id, self.tree.cache.clone())?;
+        let path = table_path(&self.shared.dir, id);
+        let table = Table::open(&*self.shared.fs, &path, id, self.shared.cache.clone())?;
         self.done.push(Arc::new(TableHandle {
             meta: TableMeta {
                 id,
@@ -108,7 +108,7 @@ impl<'a> TableOutput<'a> {
     pub fn finish(mut self) -> OrbitResult<Vec<Arc<TableHandle>>> {
         self.finish_table()?;
         if !self.done.is_empty() {
-            self.tree.fs.sync_dir(&self.tree.dir)?;
+            self.shared.fs.sync_dir(&self.shared.dir)?;
         }
         Ok(std::mem::take(&mut self.done))
     }
@@ -125,7 +125,10 @@ impl Drop for TableOutput<'_> {
             .into_iter()
             .chain(self.done.drain(..).map(|t| t.meta.id));
         for id in ids {
-            let _ = self.tree.fs.remove_file(&table_path(&self.tree.dir, id));
+            let _ = self
+                .shared
+                .fs
+                .remove_file(&table_path(&self.shared.dir, id));
         }
     }
 }

@@ -30,10 +30,10 @@ use crate::flush;
 use crate::levels::{Levels, MAX_LEVELS, TableHandle};
 use crate::manifest::{MANIFEST, Manifest};
 use crate::memtable::{MemEntry, Memtable, SeqKey};
+use crate::shared::{L0_STALL_TABLES, Settings, Shared, Signals, Stats};
 use crate::sstable::{Table, parse_table_name, table_path};
-use crate::state::{Frozen, State};
-use crate::tree::{L0_STALL_TABLES, Settings, Signals, Stats, Tree};
 use crate::value::Lookup;
+use crate::version::{Frozen, Version};
 
 /// The files of this engine, for its identity record ([`identity`]).
 pub const FILES: EngineFiles = EngineFiles {
@@ -46,11 +46,11 @@ pub const FILES: EngineFiles = EngineFiles {
 };
 
 /// The body of a background thread.
-type BackgroundLoop = fn(&Tree);
+type BackgroundLoop = fn(&Shared);
 
 /// The writer thread's state.
 pub struct Writer {
-    tree: Arc<Tree>,
+    shared: Arc<Shared>,
     wal: LogWriter,
     wal_seq: u64,
     seq: u64,
@@ -68,7 +68,7 @@ pub struct Writer {
 /// the cached upper part of their paths. Each keeps its own sequence number, so the order of
 /// insertion changes nothing a reader can see (and the batch is unpublished until then).
 struct MemWriter<'a> {
-    state: &'a State,
+    state: &'a Version,
     seq: &'a mut u64,
     blind: Vec<MemEntry>,
 }
@@ -204,7 +204,7 @@ impl Writer {
         now: Timestamp,
         access: Access,
         report: &mut RecoveryReport,
-    ) -> OrbitResult<(Writer, Arc<Tree>)> {
+    ) -> OrbitResult<(Writer, Arc<Shared>)> {
         let plan = identity::prepare(&*fs, dir, &FILES)?;
         if access == Access::ReadOnly {
             identity::check_readable(dir, plan)?;
@@ -254,11 +254,11 @@ impl Writer {
         let ms = manifest.state().clone();
         let replayed = wal::recover(&*fs, dir, ms.log_start, &manifest_path, access, report)
             .map_err(name_manifest)?;
-        let tree = Arc::new(Tree {
+        let shared = Arc::new(Shared {
             fs,
             dir: dir.to_path_buf(),
             settings,
-            published: RwLock::new(Arc::new(State {
+            published: RwLock::new(Arc::new(Version {
                 active: Arc::new(Memtable::default()),
                 frozen: Vec::new(),
                 levels: Arc::new(levels),
@@ -277,7 +277,7 @@ impl Writer {
             freeze_requested: AtomicBool::new(false),
         });
         let mut writer = Writer {
-            tree: Arc::clone(&tree),
+            shared: Arc::clone(&shared),
             wal: replayed.writer,
             wal_seq: replayed.seq,
             seq: 0,
@@ -288,16 +288,16 @@ impl Writer {
         engine::replay(&mut writer, &replayed.records)?;
         writer.publish_state();
         if access == Access::ReadOnly {
-            return Ok((writer, tree));
+            return Ok((writer, shared));
         }
         if plan == Plan::Legacy {
-            identity::adopt(&*tree.fs, dir, &FILES, now, report)?;
+            identity::adopt(&*shared.fs, dir, &FILES, now, report)?;
         }
         writer.spawn_threads()?;
-        if tree.current().active.bytes() >= tree.settings.memtable_size {
+        if shared.current().active.bytes() >= shared.settings.memtable_size {
             writer.freeze()?;
         }
-        Ok((writer, tree))
+        Ok((writer, shared))
     }
 
     fn spawn_threads(&mut self) -> OrbitResult<()> {
@@ -306,11 +306,11 @@ impl Writer {
             ("lsm-compaction", compaction_loop),
         ];
         for (name, body) in loops {
-            let tree = Arc::clone(&self.tree);
+            let shared = Arc::clone(&self.shared);
             let handle = std::thread::Builder::new()
                 .name(name.into())
-                .spawn(move || body(&tree))
-                .map_err(|e| OrbitError::io("spawn thread", &self.tree.dir, e))?;
+                .spawn(move || body(&shared))
+                .map_err(|e| OrbitError::io("spawn thread", &self.shared.dir, e))?;
             self.threads.push(handle);
         }
         Ok(())
@@ -318,13 +318,13 @@ impl Writer {
 
     fn publish_state(&self) {
         let (seq, lease_count, revision) = (self.seq, self.lease_count, self.revision);
-        self.tree.publish(|s| State {
+        self.shared.publish(|s| Version {
             seq,
             lease_count,
             revision,
             ..s.clone()
         });
-        self.tree
+        self.shared
             .stats
             .wal_bytes
             .store(self.wal.len(), Ordering::Relaxed);
@@ -333,14 +333,14 @@ impl Writer {
     /// Freezes the active memtable (if it holds anything): syncs its WAL segment, starts the
     /// next one and hands the memtable to the flush thread.
     fn freeze(&mut self) -> OrbitResult<()> {
-        let state = self.tree.current();
+        let state = self.shared.current();
         if state.active.is_empty() {
             return Ok(());
         }
         // Under `interval`/`never` sync the segment may end in acknowledged, unsynced records;
         // a later segment must never be durable while an earlier one is torn.
         let next = self.wal_seq + 1;
-        self.wal = wal::rotate(&*self.tree.fs, &self.tree.dir, &mut self.wal, next)?;
+        self.wal = wal::rotate(&*self.shared.fs, &self.shared.dir, &mut self.wal, next)?;
         self.wal_seq = next;
         let frozen = Arc::new(Frozen {
             mem: Arc::clone(&state.active),
@@ -348,43 +348,44 @@ impl Writer {
             last_revision: self.revision,
             lease_count: self.lease_count,
         });
-        self.tree.publish(|s| {
+        self.shared.publish(|s| {
             let mut frozen_list = vec![Arc::clone(&frozen)];
             frozen_list.extend(s.frozen.iter().cloned());
-            State {
+            Version {
                 active: Arc::new(Memtable::default()),
                 frozen: frozen_list,
                 ..s.clone()
             }
         });
-        self.tree.notify();
+        self.shared.notify();
         Ok(())
     }
 
     /// Waits while too many memtables wait for flush or level 0 is too deep.
     fn stall_if_needed(&self) -> OrbitResult<()> {
-        let tree = &self.tree;
-        let max_frozen = tree.settings.max_immutable_memtables;
+        let shared = &self.shared;
+        let max_frozen = shared.settings.max_immutable_memtables;
         let started = Instant::now();
         let mut stalled = false;
-        let mut signals = tree.signals();
+        let mut signals = shared.signals();
         loop {
             if let Some(e) = &signals.error {
                 return Err(OrbitError::Unavailable(format!(
                     "lsm background thread: {e}"
                 )));
             }
-            let state = tree.current();
+            let state = shared.current();
             if state.frozen.len() <= max_frozen && state.levels.levels[0].len() < L0_STALL_TABLES {
                 break;
             }
             stalled = true;
-            signals = tree.wait(signals, Duration::from_millis(100));
+            signals = shared.wait(signals, Duration::from_millis(100));
         }
         drop(signals);
         if stalled {
-            tree.stats.stalls.fetch_add(1, Ordering::Relaxed);
-            tree.stats
+            shared.stats.stalls.fetch_add(1, Ordering::Relaxed);
+            shared
+                .stats
                 .stall_micros
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         }
@@ -393,21 +394,21 @@ impl Writer {
 
     /// Waits until every frozen memtable is flushed.
     fn drain_frozen(&self) -> OrbitResult<()> {
-        let mut signals = self.tree.signals();
-        while !self.tree.current().frozen.is_empty() {
+        let mut signals = self.shared.signals();
+        while !self.shared.current().frozen.is_empty() {
             if let Some(e) = &signals.error {
                 return Err(OrbitError::Unavailable(format!(
                     "lsm background thread: {e}"
                 )));
             }
-            signals = self.tree.wait(signals, Duration::from_millis(100));
+            signals = self.shared.wait(signals, Duration::from_millis(100));
         }
         Ok(())
     }
 
     fn stop_threads(&mut self) {
-        self.tree.signals().closing = true;
-        self.tree.changed.notify_all();
+        self.shared.signals().closing = true;
+        self.shared.changed.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -437,13 +438,13 @@ impl EngineWriter for Writer {
         req: WriteRequest,
         batch: &mut LogBatch,
     ) -> OrbitResult<WriteOutcome> {
-        let state = self.tree.current();
+        let state = self.shared.current();
         stager.stage(&LeaseKv(&state.latest()), req, batch)
     }
 
     /// Applies `changes` to the active memtable, after every sequence number so far.
     fn apply(&mut self, changes: &[LeaseChange]) -> OrbitResult<()> {
-        let state = self.tree.current();
+        let state = self.shared.current();
         let mut mem = MemWriter {
             state: &state,
             seq: &mut self.seq,
@@ -466,16 +467,16 @@ impl EngineWriter for Writer {
     }
 
     fn after_batch(&mut self) -> OrbitResult<()> {
-        self.tree.check_background()?;
-        let full = self.tree.current().active.bytes() >= self.tree.settings.memtable_size;
-        let requested = self.tree.freeze_requested.load(Ordering::Acquire);
+        self.shared.check_background()?;
+        let full = self.shared.current().active.bytes() >= self.shared.settings.memtable_size;
+        let requested = self.shared.freeze_requested.load(Ordering::Acquire);
         if full || requested {
             self.freeze()?;
         }
         if requested {
             // Cleared only once the frozen memtable is published: `compact` waits for this.
-            self.tree.freeze_requested.store(false, Ordering::Release);
-            self.tree.notify();
+            self.shared.freeze_requested.store(false, Ordering::Release);
+            self.shared.notify();
         }
         self.stall_if_needed()
     }
@@ -483,29 +484,29 @@ impl EngineWriter for Writer {
     fn close(&mut self) -> OrbitResult<()> {
         self.freeze()?;
         self.drain_frozen()?;
-        self.tree.check_background()?;
+        self.shared.check_background()?;
         self.stop_threads();
         Ok(())
     }
 }
 
 /// The flush thread: flushes the oldest frozen memtable whenever there is one.
-fn flush_loop(tree: &Tree) {
+fn flush_loop(shared: &Shared) {
     loop {
         let frozen = {
-            let mut signals = tree.signals();
+            let mut signals = shared.signals();
             loop {
                 if signals.error.is_some() || signals.closing {
                     return;
                 }
-                if let Some(f) = tree.current().frozen.last() {
+                if let Some(f) = shared.current().frozen.last() {
                     break Arc::clone(f);
                 }
-                signals = tree.wait(signals, Duration::from_secs(1));
+                signals = shared.wait(signals, Duration::from_secs(1));
             }
         };
-        if let Err(e) = flush::flush(tree, &frozen) {
-            tree.fail("flush", &e);
+        if let Err(e) = flush::flush(shared, &frozen) {
+            shared.fail("flush", &e);
             return;
         }
         // Free the memtable here, not on whichever thread drops the last state holding it
@@ -521,58 +522,58 @@ fn flush_loop(tree: &Tree) {
 }
 
 /// The compaction thread: runs what the strategy (or a full-compaction request) asks for.
-fn compaction_loop(tree: &Tree) {
+fn compaction_loop(shared: &Shared) {
     loop {
         let (task, full) = {
-            let mut signals = tree.signals();
+            let mut signals = shared.signals();
             loop {
                 if signals.error.is_some() || signals.closing {
                     return;
                 }
-                let levels = Arc::clone(&tree.current().levels);
+                let levels = Arc::clone(&shared.current().levels);
                 if signals.full_compactions_requested > signals.full_compactions_done {
                     let target = signals.full_compactions_requested;
                     match compaction::full_compaction(&levels) {
                         Some(t) => break (t, Some(target)),
                         None => {
                             signals.full_compactions_done = target;
-                            tree.changed.notify_all();
+                            shared.changed.notify_all();
                             continue;
                         }
                     }
                 }
-                if let Some(t) = tree.strategy.pick(&levels) {
+                if let Some(t) = shared.strategy.pick(&levels) {
                     break (t, None);
                 }
-                signals = tree.wait(signals, Duration::from_secs(1));
+                signals = shared.wait(signals, Duration::from_secs(1));
             }
         };
-        match compaction::job::run(tree, &task) {
+        match compaction::job::run(shared, &task) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
-                tree.fail("compaction", &e);
+                shared.fail("compaction", &e);
                 return;
             }
         }
         if let Some(target) = full {
-            let mut signals = tree.signals();
+            let mut signals = shared.signals();
             signals.full_compactions_done = signals.full_compactions_done.max(target);
             drop(signals);
-            tree.changed.notify_all();
+            shared.changed.notify_all();
         }
     }
 }
 
-/// Waits for the freeze asked for by [`Tree::freeze_requested`], then for every frozen
+/// Waits for the freeze asked for by [`Shared::freeze_requested`], then for every frozen
 /// memtable to be flushed, then asks for a full compaction and waits for it. Gives up if the
 /// writer is poisoned (`writer_poisoned`) before it froze the memtable.
 pub fn full_compaction_blocking(
-    tree: &Tree,
+    shared: &Shared,
     writer_poisoned: impl Fn() -> bool,
 ) -> OrbitResult<()> {
-    let mut signals = tree.signals();
-    while tree.freeze_requested.load(Ordering::Acquire) || !tree.current().frozen.is_empty() {
+    let mut signals = shared.signals();
+    while shared.freeze_requested.load(Ordering::Acquire) || !shared.current().frozen.is_empty() {
         if let Some(e) = &signals.error {
             return Err(OrbitError::Unavailable(format!(
                 "lsm background thread: {e}"
@@ -583,11 +584,11 @@ pub fn full_compaction_blocking(
                 "the writer stopped before the memtable was frozen".into(),
             ));
         }
-        signals = tree.wait(signals, Duration::from_millis(100));
+        signals = shared.wait(signals, Duration::from_millis(100));
     }
     signals.full_compactions_requested += 1;
     let target = signals.full_compactions_requested;
-    tree.changed.notify_all();
+    shared.changed.notify_all();
     while signals.full_compactions_done < target {
         if let Some(e) = &signals.error {
             return Err(OrbitError::Unavailable(format!(
@@ -597,7 +598,7 @@ pub fn full_compaction_blocking(
         if signals.closing {
             return Err(OrbitError::Closed);
         }
-        signals = tree.wait(signals, Duration::from_millis(100));
+        signals = shared.wait(signals, Duration::from_millis(100));
     }
     Ok(())
 }

@@ -15,12 +15,12 @@ use crate::levels::TableHandle;
 use crate::manifest::Edit;
 use crate::merge::{LevelIter, MergeIter, Source};
 use crate::output::TableOutput;
+use crate::shared::Shared;
 use crate::sstable::{TableIter, table_path};
-use crate::state::State;
-use crate::tree::Tree;
+use crate::version::Version;
 
 /// Runs `task`. Returns `false` if it was abandoned because the store is closing.
-pub fn run(tree: &Tree, task: &Task) -> OrbitResult<bool> {
+pub fn run(shared: &Shared, task: &Task) -> OrbitResult<bool> {
     let output_level = task.output_level as u8;
     let added = if task.is_move() {
         let t = &task.inputs[0];
@@ -48,10 +48,10 @@ pub fn run(tree: &Tree, task: &Task) -> OrbitResult<bool> {
             sources.push(Box::new(LevelIter::new(&lower, &[])));
         }
         let mut out = TableOutput::new(
-            tree,
+            shared,
             output_level,
-            tree.settings.table_size,
-            tree.settings.compaction_rate_limit,
+            shared.settings.table_size,
+            shared.settings.compaction_rate_limit,
         );
         for (i, entry) in MergeIter::new(sources, None)?.enumerate() {
             let (key, value) = entry?;
@@ -59,36 +59,40 @@ pub fn run(tree: &Tree, task: &Task) -> OrbitResult<bool> {
                 continue;
             }
             out.add(&key, value.as_deref())?;
-            if i % 4096 == 0 && tree.signals().closing {
+            if i % 4096 == 0 && shared.signals().closing {
                 return Ok(false); // `out` removes its files
             }
         }
         let added = out.finish()?;
         let bytes: u64 = added.iter().map(|t| t.meta.file_size).sum();
-        tree.stats
+        shared
+            .stats
             .compaction_bytes
             .fetch_add(bytes, Ordering::Relaxed);
         added
     };
     let removed: Vec<u64> = task.inputs.iter().map(|t| t.meta.id).collect();
-    let mut manifest = tree.manifest.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut manifest = shared
+        .manifest
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     let edit = Edit {
-        next_table_id: tree.next_table_id.load(Ordering::Relaxed),
+        next_table_id: shared.next_table_id.load(Ordering::Relaxed),
         added: added.iter().map(|t| t.meta.clone()).collect(),
         removed: removed.clone(),
         ..Edit::keeping(manifest.state())
     };
     manifest.commit(&edit)?;
-    tree.publish(|s| State {
+    shared.publish(|s| Version {
         levels: Arc::new(s.levels.apply(&removed, added.clone())),
         ..s.clone()
     });
     drop(manifest);
-    tree.notify();
-    tree.stats.compactions.fetch_add(1, Ordering::Relaxed);
+    shared.notify();
+    shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
     if !task.is_move() {
         for id in removed {
-            tree.fs.remove_file(&table_path(&tree.dir, id))?;
+            shared.fs.remove_file(&table_path(&shared.dir, id))?;
         }
     }
     Ok(true)

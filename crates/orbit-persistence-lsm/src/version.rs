@@ -1,6 +1,6 @@
-//! The published state of the tree, and reads over it.
+//! The published version of the tree (this engine's [`Version`]), and reads over it.
 //!
-//! A [`State`] is an immutable value: the active memtable, the frozen ones waiting for flush,
+//! A [`Version`] is an immutable value: the active memtable, the frozen ones waiting for flush,
 //! the tables by level, and the sequence number of the last batch it shows. The writer publishes
 //! a new one after each batch, a flush or a compaction after changing the tables; a reader
 //! takes the current one (an `Arc` clone) and reads it without any lock, as of its sequence
@@ -37,7 +37,7 @@ pub struct Frozen {
 
 /// One published state of the tree.
 #[derive(Debug, Clone)]
-pub struct State {
+pub struct Version {
     /// The memtable the writer inserts into.
     pub active: Arc<Memtable>,
     /// Frozen memtables, newest first.
@@ -54,7 +54,7 @@ pub struct State {
     pub dir: Arc<PathBuf>,
 }
 
-impl State {
+impl Version {
     /// The state as a reader sees it: as of its sequence number.
     pub fn view(&self) -> View<'_> {
         View {
@@ -72,10 +72,10 @@ impl State {
     }
 }
 
-/// A [`State`] read as of a sequence number.
+/// A [`Version`] read as of a sequence number.
 #[derive(Debug, Clone, Copy)]
 pub struct View<'a> {
-    state: &'a State,
+    state: &'a Version,
     seq: u64,
 }
 
@@ -161,7 +161,7 @@ impl OrderedKv for View<'_> {
     }
 }
 
-impl KvSnapshot for State {
+impl KvSnapshot for Version {
     type Kv<'a> = View<'a>;
 
     fn kv(&self) -> View<'_> {
@@ -169,7 +169,7 @@ impl KvSnapshot for State {
     }
 }
 
-impl engine::Version for State {
+impl engine::Version for Version {
     fn lease_count(&self) -> u64 {
         self.lease_count
     }

@@ -1,5 +1,5 @@
 //! What the writer thread, the flush thread, the compaction thread and the readers share: the
-//! published [`State`], the manifest, the settings, the counters, and the signals between the
+//! published [`Version`], the manifest, the settings, the counters, and the signals between the
 //! threads.
 //!
 //! # Threads
@@ -27,7 +27,7 @@ use orbit_persistence_core::{OrbitError, OrbitResult};
 use crate::cache::BlockCache;
 use crate::compaction::strategy::CompactionStrategy;
 use crate::manifest::Manifest;
-use crate::state::State;
+use crate::version::Version;
 
 /// The engine's settings, from `LsmTreeConfig`.
 #[derive(Debug, Clone)]
@@ -68,7 +68,7 @@ pub struct Stats {
     pub wal_bytes: AtomicU64,
 }
 
-/// What the threads tell each other; guarded by [`Tree::signals`].
+/// What the threads tell each other; guarded by [`Shared::signals`].
 #[derive(Debug, Default)]
 pub struct Signals {
     /// A background thread failed: the store is poisoned.
@@ -82,7 +82,7 @@ pub struct Signals {
 }
 
 /// The shared engine.
-pub struct Tree {
+pub struct Shared {
     /// The file system.
     pub fs: Arc<dyn FileSystem>,
     /// The data directory.
@@ -90,7 +90,7 @@ pub struct Tree {
     /// Settings.
     pub settings: Settings,
     /// The state readers use.
-    pub published: RwLock<Arc<State>>,
+    pub published: RwLock<Arc<Version>>,
     /// The manifest; held while an edit is made durable and published, so edits and states
     /// follow in one order.
     pub manifest: Mutex<Manifest>,
@@ -110,18 +110,18 @@ pub struct Tree {
     pub freeze_requested: AtomicBool,
 }
 
-impl std::fmt::Debug for Tree {
+impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tree")
+        f.debug_struct("Shared")
             .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
 }
 
-impl Tree {
+impl Shared {
     /// The current state.
     #[inline]
-    pub fn current(&self) -> Arc<State> {
+    pub fn current(&self) -> Arc<Version> {
         Arc::clone(
             &self
                 .published
@@ -131,7 +131,7 @@ impl Tree {
     }
 
     /// Replaces the state with `f(current)`.
-    pub fn publish(&self, f: impl FnOnce(&State) -> State) {
+    pub fn publish(&self, f: impl FnOnce(&Version) -> Version) {
         let mut slot = self
             .published
             .write()
