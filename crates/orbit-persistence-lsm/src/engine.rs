@@ -19,8 +19,9 @@ use orbit_persistence_core::{
 use crate::compaction::Leveled;
 use crate::shared::{Settings, Shared};
 use crate::version::Version;
-use crate::writer::{self, Writer};
+use crate::writer::Writer;
 use crate::{LsmDirectory, internal};
+use crate::{background, recovery};
 
 /// Level-0 tables that trigger a compaction into level 1.
 pub const L0_COMPACTION_TRIGGER: usize = 4;
@@ -37,7 +38,7 @@ impl Engine for LsmTree {
     type Writer = Writer;
 
     const NAME: &'static str = "lsm";
-    const FILES: EngineFiles = writer::FILES;
+    const FILES: EngineFiles = recovery::FILES;
 
     fn open(
         fs: Arc<dyn FileSystem>,
@@ -60,7 +61,7 @@ impl Engine for LsmTree {
             config.level_fanout.into(),
         ));
         let cache = config.block_cache_size;
-        let (writer, shared) = Writer::open(
+        let (writer, shared) = recovery::open(
             fs,
             &config.data_dir,
             settings,
@@ -160,7 +161,7 @@ impl Compact for LsmDirectory {
         };
         writes.writer().submit(nothing).await?;
         tokio::task::spawn_blocking(move || {
-            writer::full_compaction_blocking(&shared, || writes.writer().is_poisoned())
+            background::full_compaction_blocking(&shared, || writes.writer().is_poisoned())
         })
         .await
         .unwrap_or_else(|e| Err(internal(format!("compaction task failed: {e}"))))

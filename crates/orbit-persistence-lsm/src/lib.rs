@@ -25,7 +25,9 @@
 //! | [`shared`] | what the writer, the background threads and the readers share |
 //! | [`output`] | writing new tables, for flushes and compactions |
 //! | [`flush`] | flushing a frozen memtable |
-//! | [`writer`] | recovery, the writer thread, the background threads |
+//! | [`background`] | the flush and compaction threads |
+//! | [`writer`] | the writer thread: apply, publish, freeze, stall |
+//! | [`recovery`] | opening: the manifest's tables, orphans, the WAL replay |
 //! | [`engine`] | the engine the provider holds: open, verify, health, metrics, [`Compact`] |
 //!
 //! The provider itself is core's `DiskDirectory` around [`LsmTree`], this crate's
@@ -41,6 +43,7 @@
 //! one tree (core's `keyspace`), so every lease change is one atomic batch.
 #![warn(missing_docs)]
 
+pub mod background;
 pub mod block;
 pub mod cache;
 pub mod coding;
@@ -52,6 +55,7 @@ pub mod manifest;
 pub mod memtable;
 pub mod merge;
 pub mod output;
+pub mod recovery;
 pub mod shared;
 pub mod sstable;
 pub mod value;

@@ -1,52 +1,25 @@
-//! Recovery at open, the group-commit handler that logs and applies each batch, and the
-//! background threads' loops.
-//!
-//! Recovery: the manifest names the live tables and the first WAL segment to replay; tables
-//! the manifest does not name (a flush or compaction that crashed before its edit, or one whose
-//! inputs were not deleted yet) are deleted; the WAL segments from the manifest's start on are
-//! replayed into a fresh memtable. Replay is bounded by the memtables that were not flushed:
-//! at most `(max_immutable_memtables + 1) * memtable_size` of log.
+//! The writer thread: applies each durable batch to the active memtable and publishes it,
+//! freezes a full memtable (a new WAL segment starts) and hands it to the flush thread, and
+//! stalls writes while flushes or compactions fall behind. Core's `LeaseCommit` drives it;
+//! recovery builds it ([`crate::recovery`]); the threads it starts are [`crate::background`]'s.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use orbit_persistence_core::change::{ChangeStager, LeaseChange, WriteOutcome, WriteRequest};
-use orbit_persistence_core::engine::{self, EngineWriter};
-use orbit_persistence_core::fs::FileSystem;
-use orbit_persistence_core::identity::{self, EngineFiles, Plan};
+use orbit_persistence_core::engine::EngineWriter;
 use orbit_persistence_core::keyspace::{self, CountChange, LeaseKv, OrderedKv, OrderedKvWrite};
 use orbit_persistence_core::log::{LogBatch, LogWriter};
-use orbit_persistence_core::wal::{self, Access};
-use orbit_persistence_core::{
-    BackendType, OrbitError, OrbitResult, RecoveryAction, RecoveryReport, Timestamp,
-};
+use orbit_persistence_core::wal;
+use orbit_persistence_core::{OrbitError, OrbitResult};
 
-use crate::cache::BlockCache;
-use crate::compaction::{self, CompactionStrategy};
-use crate::flush;
-use crate::levels::{Levels, MAX_LEVELS, TableHandle};
-use crate::manifest::{MANIFEST, Manifest};
+use crate::background;
 use crate::memtable::{MemEntry, Memtable, SeqKey};
-use crate::shared::{L0_STALL_TABLES, Settings, Shared, Signals, Stats};
-use crate::sstable::{Table, parse_table_name, table_path};
+use crate::shared::{L0_STALL_TABLES, Shared};
 use crate::value::Lookup;
 use crate::version::{Frozen, Version};
-
-/// The files of this engine, for its identity record ([`identity`]).
-pub const FILES: EngineFiles = EngineFiles {
-    engine: BackendType::LsmTree,
-    format_version: crate::sstable::VERSION,
-    root: MANIFEST,
-    owns: |name| {
-        name.starts_with(MANIFEST) || name.starts_with("wal-") || parse_table_name(name).is_some()
-    },
-};
-
-/// The body of a background thread.
-type BackgroundLoop = fn(&Shared);
 
 /// The writer thread's state.
 pub struct Writer {
@@ -125,198 +98,34 @@ impl OrderedKvWrite for MemWriter<'_> {
     }
 }
 
-/// Opens the tables the manifest names, in levels, after deleting the files nobody names.
-fn open_levels(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    manifest: &Manifest,
-    cache: &Option<Arc<BlockCache>>,
-    access: Access,
-    report: &mut RecoveryReport,
-) -> OrbitResult<Levels> {
-    let tables = &manifest.state().tables;
-    // Read-only: files nobody names are simply not read.
-    let names = match access {
-        Access::ReadWrite => fs.list_dir(dir)?,
-        Access::ReadOnly => Vec::new(),
-    };
-    for name in names {
-        let orphan = parse_table_name(&name).is_some_and(|id| !tables.contains_key(&id));
-        if orphan || name == format!("{MANIFEST}.tmp") {
-            let path = dir.join(&name);
-            fs.remove_file(&path)?;
-            report.record(RecoveryAction::OrphanRemoved { path });
-        }
-    }
-    let mut levels = Levels::default();
-    for meta in tables.values() {
-        let path = table_path(dir, meta.id);
-        if !fs.exists(&path)? {
-            return Err(OrbitError::corruption(
-                &path,
-                0,
-                "table named by the manifest is missing",
-            ));
-        }
-        let table = Table::open(fs, &path, meta.id, cache.clone())?;
-        levels.levels[meta.level as usize].push(Arc::new(TableHandle {
-            meta: meta.clone(),
-            table: Arc::new(table),
-        }));
-    }
-    // Level 0: newest (highest id) first. Deeper levels: by key, without overlap.
-    levels.levels[0].sort_by_key(|t| std::cmp::Reverse(t.meta.id));
-    for level in 1..MAX_LEVELS {
-        let tables = &mut levels.levels[level];
-        tables.sort_by(|a, b| a.meta.smallest.cmp(&b.meta.smallest));
-        if let Some(w) = tables
-            .windows(2)
-            .find(|w| w[0].meta.largest >= w[1].meta.smallest)
-        {
-            return Err(OrbitError::corruption(
-                dir.join(MANIFEST),
-                0,
-                format!(
-                    "tables {:016x} and {:016x} of level {level} overlap",
-                    w[0].meta.id, w[1].meta.id
-                ),
-            ));
-        }
-    }
-    Ok(levels)
-}
-
 impl Writer {
-    /// Opens (or creates) the tree in `dir`, replays its WAL and starts the background
-    /// threads, recording in `report` what recovery did. The caller holds the directory lock
-    /// (a shared one for `ReadOnly`).
-    ///
-    /// `Access::ReadOnly` creates, deletes and writes nothing and starts no thread: the WAL is
-    /// replayed into the memtable only, and the writer returned must not be started (its WAL
-    /// cannot append); the published state serves reads.
-    #[allow(clippy::too_many_arguments)]
-    pub fn open(
-        fs: Arc<dyn FileSystem>,
-        dir: &Path,
-        settings: Settings,
-        cache_size: u64,
-        strategy: Box<dyn CompactionStrategy>,
-        now: Timestamp,
-        access: Access,
-        report: &mut RecoveryReport,
-    ) -> OrbitResult<(Writer, Arc<Shared>)> {
-        let plan = identity::prepare(&*fs, dir, &FILES)?;
-        if access == Access::ReadOnly {
-            identity::check_readable(dir, plan)?;
-        }
-        let manifest_path = dir.join(MANIFEST);
-        let manifest = if let Plan::Create { restart } = plan {
-            let mut id = identity::begin_create(&*fs, dir, &FILES, restart, now, report)?;
-            let manifest = Manifest::create(Arc::clone(&fs), dir)?;
-            wal::create_first(&*fs, dir, manifest.state().log_start)?;
-            identity::finish_create(&*fs, dir, &mut id)?;
-            manifest
-        } else if fs.exists(&manifest_path)? {
-            Manifest::open(Arc::clone(&fs), dir)?
-        } else {
-            return Err(OrbitError::corruption(
-                &manifest_path,
-                0,
-                "manifest is missing (deleted?): the store's tables cannot be found without it",
-            ));
-        };
-        if let Some(at) = manifest.torn_at() {
-            report.record(RecoveryAction::DamagedRootSkipped {
-                path: manifest_path.clone(),
-                offset: at,
-                reason: "the last edit is torn or damaged (a crash while committing it?)".into(),
-            });
-        }
-        let cache =
-            (cache_size > 0).then(|| Arc::new(BlockCache::new(cache_size, settings.block_size)));
-        // A damaged last manifest edit reads like a torn one, and recovery starts from the state
-        // before it. After a real torn commit that state's tables and WAL segments still exist
-        // (nothing is deleted before the edit retiring it is durable); when they do not, the
-        // edit was durable and rotted, and the manifest is what to name.
-        let name_manifest = |e: OrbitError| match (manifest.torn_at(), e) {
-            (Some(at), e @ OrbitError::Corruption { .. }) => OrbitError::corruption(
-                manifest.path(),
-                at,
-                format!(
-                    "the last manifest edit is damaged, and the state before it cannot be \
-                     recovered without it: {e}"
-                ),
-            ),
-            (_, e) => e,
-        };
-        let levels =
-            open_levels(&*fs, dir, &manifest, &cache, access, report).map_err(name_manifest)?;
-        let ms = manifest.state().clone();
-        let replayed = wal::recover(&*fs, dir, ms.log_start, &manifest_path, access, report)
-            .map_err(name_manifest)?;
-        let shared = Arc::new(Shared {
-            fs,
-            dir: dir.to_path_buf(),
-            settings,
-            published: RwLock::new(Arc::new(Version {
-                active: Arc::new(Memtable::default()),
-                frozen: Vec::new(),
-                levels: Arc::new(levels),
-                seq: 0,
-                lease_count: ms.lease_count,
-                revision: ms.last_revision,
-                dir: Arc::new(dir.to_path_buf()),
-            })),
-            manifest: Mutex::new(manifest),
-            next_table_id: AtomicU64::new(ms.next_table_id),
-            cache,
-            strategy,
-            stats: Stats::default(),
-            signals: Mutex::new(Signals::default()),
-            changed: Condvar::new(),
-            freeze_requested: AtomicBool::new(false),
-        });
-        let mut writer = Writer {
-            shared: Arc::clone(&shared),
-            wal: replayed.writer,
-            wal_seq: replayed.seq,
+    /// The writer over `shared` after recovery: appending to `wal` (segment `wal_seq`), with
+    /// the lease count and revision the durable root recorded; replay moves them on.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        wal: LogWriter,
+        wal_seq: u64,
+        lease_count: u64,
+        revision: u64,
+    ) -> Self {
+        Writer {
+            shared,
+            wal,
+            wal_seq,
             seq: 0,
-            lease_count: ms.lease_count,
-            revision: ms.last_revision,
+            lease_count,
+            revision,
             threads: Vec::new(),
-        };
-        engine::replay(&mut writer, &replayed.records)?;
-        writer.publish_state();
-        if access == Access::ReadOnly {
-            return Ok((writer, shared));
         }
-        if plan == Plan::Legacy {
-            identity::adopt(&*shared.fs, dir, &FILES, now, report)?;
-        }
-        writer.spawn_threads()?;
-        if shared.current().active.bytes() >= shared.settings.memtable_size {
-            writer.freeze()?;
-        }
-        Ok((writer, shared))
     }
 
-    fn spawn_threads(&mut self) -> OrbitResult<()> {
-        let loops: [(&str, BackgroundLoop); 2] = [
-            ("lsm-flush", flush_loop),
-            ("lsm-compaction", compaction_loop),
-        ];
-        for (name, body) in loops {
-            let shared = Arc::clone(&self.shared);
-            let handle = std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || body(&shared))
-                .map_err(|e| OrbitError::io("spawn thread", &self.shared.dir, e))?;
-            self.threads.push(handle);
-        }
+    /// Starts the flush and compaction threads ([`background`]); they stop with the writer.
+    pub(crate) fn spawn_threads(&mut self) -> OrbitResult<()> {
+        self.threads = background::spawn(&self.shared)?;
         Ok(())
     }
 
-    fn publish_state(&self) {
+    pub(crate) fn publish_state(&self) {
         let (seq, lease_count, revision) = (self.seq, self.lease_count, self.revision);
         self.shared.publish(|s| Version {
             seq,
@@ -332,7 +141,7 @@ impl Writer {
 
     /// Freezes the active memtable (if it holds anything): syncs its WAL segment, starts the
     /// next one and hands the memtable to the flush thread.
-    fn freeze(&mut self) -> OrbitResult<()> {
+    pub(crate) fn freeze(&mut self) -> OrbitResult<()> {
         let state = self.shared.current();
         if state.active.is_empty() {
             return Ok(());
@@ -488,117 +297,4 @@ impl EngineWriter for Writer {
         self.stop_threads();
         Ok(())
     }
-}
-
-/// The flush thread: flushes the oldest frozen memtable whenever there is one.
-fn flush_loop(shared: &Shared) {
-    loop {
-        let frozen = {
-            let mut signals = shared.signals();
-            loop {
-                if signals.error.is_some() || signals.closing {
-                    return;
-                }
-                if let Some(f) = shared.current().frozen.last() {
-                    break Arc::clone(f);
-                }
-                signals = shared.wait(signals, Duration::from_secs(1));
-            }
-        };
-        if let Err(e) = flush::flush(shared, &frozen) {
-            shared.fail("flush", &e);
-            return;
-        }
-        // Free the memtable here, not on whichever thread drops the last state holding it
-        // (often the writer): a million small frees stall the thread that does them.
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while (Arc::strong_count(&frozen) > 1 || Arc::strong_count(&frozen.mem) > 1)
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        drop(frozen);
-    }
-}
-
-/// The compaction thread: runs what the strategy (or a full-compaction request) asks for.
-fn compaction_loop(shared: &Shared) {
-    loop {
-        let (task, full) = {
-            let mut signals = shared.signals();
-            loop {
-                if signals.error.is_some() || signals.closing {
-                    return;
-                }
-                let levels = Arc::clone(&shared.current().levels);
-                if signals.full_compactions_requested > signals.full_compactions_done {
-                    let target = signals.full_compactions_requested;
-                    match compaction::full_compaction(&levels) {
-                        Some(t) => break (t, Some(target)),
-                        None => {
-                            signals.full_compactions_done = target;
-                            shared.changed.notify_all();
-                            continue;
-                        }
-                    }
-                }
-                if let Some(t) = shared.strategy.pick(&levels) {
-                    break (t, None);
-                }
-                signals = shared.wait(signals, Duration::from_secs(1));
-            }
-        };
-        match compaction::job::run(shared, &task) {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                shared.fail("compaction", &e);
-                return;
-            }
-        }
-        if let Some(target) = full {
-            let mut signals = shared.signals();
-            signals.full_compactions_done = signals.full_compactions_done.max(target);
-            drop(signals);
-            shared.changed.notify_all();
-        }
-    }
-}
-
-/// Waits for the freeze asked for by [`Shared::freeze_requested`], then for every frozen
-/// memtable to be flushed, then asks for a full compaction and waits for it. Gives up if the
-/// writer is poisoned (`writer_poisoned`) before it froze the memtable.
-pub fn full_compaction_blocking(
-    shared: &Shared,
-    writer_poisoned: impl Fn() -> bool,
-) -> OrbitResult<()> {
-    let mut signals = shared.signals();
-    while shared.freeze_requested.load(Ordering::Acquire) || !shared.current().frozen.is_empty() {
-        if let Some(e) = &signals.error {
-            return Err(OrbitError::Unavailable(format!(
-                "lsm background thread: {e}"
-            )));
-        }
-        if signals.closing || writer_poisoned() {
-            return Err(OrbitError::Poisoned(
-                "the writer stopped before the memtable was frozen".into(),
-            ));
-        }
-        signals = shared.wait(signals, Duration::from_millis(100));
-    }
-    signals.full_compactions_requested += 1;
-    let target = signals.full_compactions_requested;
-    shared.changed.notify_all();
-    while signals.full_compactions_done < target {
-        if let Some(e) = &signals.error {
-            return Err(OrbitError::Unavailable(format!(
-                "lsm background thread: {e}"
-            )));
-        }
-        if signals.closing {
-            return Err(OrbitError::Closed);
-        }
-        signals = shared.wait(signals, Duration::from_millis(100));
-    }
-    Ok(())
 }
