@@ -12,8 +12,9 @@ use orbit_persistence_core::verify::VerifyReport;
 use orbit_persistence_core::wal::Access;
 use orbit_persistence_core::{CowBTreeConfig, OrbitResult, RecoveryReport, Timestamp};
 
+use crate::recovery;
 use crate::version::Version;
-use crate::writer::{self, Settings, Shared, Writer};
+use crate::writer::{Settings, Shared, Writer};
 
 /// The copy-on-write B+tree as core's [`Engine`]: what the provider holds while it is open.
 #[derive(Debug)]
@@ -27,7 +28,7 @@ impl Engine for CowBTree {
     type Writer = Writer;
 
     const NAME: &'static str = "cowbtree";
-    const FILES: EngineFiles = writer::FILES;
+    const FILES: EngineFiles = recovery::FILES;
 
     fn open(
         fs: Arc<dyn FileSystem>,
@@ -43,7 +44,7 @@ impl Engine for CowBTree {
             cache_size: config.cache_size,
             now,
         };
-        let (writer, shared) = Writer::open(fs, &config.data_dir, settings, access, report)?;
+        let (writer, shared) = recovery::open(fs, &config.data_dir, settings, access, report)?;
         Ok((CowBTree { shared }, writer))
     }
 

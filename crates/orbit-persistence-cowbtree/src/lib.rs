@@ -15,7 +15,8 @@
 //! | [`checkpoint`] | writing changed nodes and the free list; the page lifecycle |
 //! | [`engine`] | the engine the provider holds: open, verify, metrics |
 //! | [`version`] | published versions, reader guards, a tree as a key space |
-//! | [`writer`] | recovery, and the writer thread that applies and checkpoints |
+//! | [`writer`] | the writer thread: apply, publish, checkpoint |
+//! | [`recovery`] | opening: the meta pages, the free list, the WAL replay |
 //!
 //! The provider itself is core's `DiskDirectory` around [`CowBTree`], this crate's
 //! [`Engine`](orbit_persistence_core::engine::Engine): [`CowBTreeDirectory`] is that type.
@@ -41,6 +42,7 @@ pub mod freelist;
 pub mod meta;
 pub mod page;
 pub mod pagefile;
+pub mod recovery;
 pub mod version;
 pub mod writer;
 
