@@ -5,7 +5,7 @@
 //! An engine has three parts, named the same way in every engine crate:
 //!
 //! - its **version** ([`Version`]): one immutable published state of the store, which a reader
-//!   takes (an `Arc` clone) and reads with no lock held;
+//!   takes (an `Arc` clone, from the engine's [`Published`] slot) and reads with no lock held;
 //! - its **writer** ([`EngineWriter`]): the state of the group-commit thread, which decides each
 //!   request against the working state, applies durable batches and publishes new versions;
 //!   [`LeaseCommit`] wraps it into core's [`CommitHandler`] so the logging and staging around
@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::change::{ChangeStager, LeaseChange, WriteOutcome, WriteRequest, decode_changes};
 use crate::config::{CowBTreeConfig, LsmTreeConfig, SyncMode};
@@ -87,6 +87,49 @@ pub trait Version: KvSnapshot + Send + Sync + 'static {
     fn lease(&self, r: &AddressableReference) -> OrbitResult<Option<AddressableLease>>;
     /// Every lease of `node` in it.
     fn node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>>;
+}
+
+/// Where a writer publishes versions and readers take them: an `Arc` swapped under a short
+/// write lock and cloned under a short read lock, so a reader holds no lock while it reads and
+/// a writer never waits for one.
+#[derive(Debug)]
+pub struct Published<V> {
+    slot: RwLock<Arc<V>>,
+}
+
+impl<V> Published<V> {
+    /// A slot holding `first`.
+    pub fn new(first: V) -> Self {
+        Published {
+            slot: RwLock::new(Arc::new(first)),
+        }
+    }
+
+    /// The current version.
+    #[inline]
+    pub fn current(&self) -> Arc<V> {
+        Arc::clone(&self.slot.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Makes `next` the current version. The one it replaces is dropped after the lock is
+    /// let go (dropping it can free a lot).
+    pub fn publish(&self, next: Arc<V>) {
+        let old = std::mem::replace(
+            &mut *self.slot.write().unwrap_or_else(PoisonError::into_inner),
+            next,
+        );
+        drop(old);
+    }
+
+    /// Replaces the current version with `f(current)`, under the write lock: concurrent
+    /// updates (an LSM's writer, flush and compaction) apply in one order, none lost.
+    pub fn update(&self, f: impl FnOnce(&V) -> V) {
+        let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
+        let next = Arc::new(f(&slot));
+        let old = std::mem::replace(&mut *slot, next);
+        drop(slot);
+        drop(old);
+    }
 }
 
 /// What an engine reports for the metrics, beside what the provider counts itself.

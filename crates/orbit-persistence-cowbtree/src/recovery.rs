@@ -4,10 +4,10 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use orbit_persistence_core::engine;
+use orbit_persistence_core::engine::{self, Published};
 use orbit_persistence_core::fs::{FileSystem, FsFile, OpenMode, write_file_atomic};
 use orbit_persistence_core::identity::{self, EngineFiles, Plan};
 use orbit_persistence_core::wal::{self, Access};
@@ -185,13 +185,13 @@ pub fn open(
     let released = Arc::new(Mutex::new(Vec::new()));
     let guard = Guard::new(Arc::clone(&released));
     let shared = Arc::new(Shared {
-        published: RwLock::new(Arc::new(Version {
+        published: Published::new(Version {
             root: root.clone(),
             store: Arc::clone(&store),
             lease_count: meta.lease_count,
             revision: meta.last_revision,
             guard: Arc::clone(&guard),
-        })),
+        }),
         stats: Stats::default(),
         layout,
     });

@@ -5,11 +5,11 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use orbit_persistence_core::change::{ChangeStager, LeaseChange, WriteOutcome, WriteRequest};
-use orbit_persistence_core::engine::EngineWriter;
+use orbit_persistence_core::engine::{EngineWriter, Published};
 use orbit_persistence_core::fs::FileSystem;
 use orbit_persistence_core::keyspace::{self, CountChange, LeaseKv, OrderedKvWrite};
 use orbit_persistence_core::log::{HEADER_LEN, LogBatch, LogWriter};
@@ -62,7 +62,7 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct Shared {
     /// The version readers use.
-    pub published: RwLock<Arc<Version>>,
+    pub published: Published<Version>,
     /// Counters.
     pub stats: Stats,
     /// The page layout.
@@ -73,12 +73,7 @@ impl Shared {
     /// The current version.
     #[inline]
     pub fn current(&self) -> Arc<Version> {
-        Arc::clone(
-            &self
-                .published
-                .read()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+        self.published.current()
     }
 }
 
@@ -140,15 +135,7 @@ impl Writer {
             revision: self.revision,
             guard: Arc::clone(&self.guard),
         });
-        let old = {
-            let mut slot = self
-                .shared
-                .published
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            std::mem::replace(&mut *slot, version)
-        };
-        drop(old);
+        self.shared.published.publish(version);
         let stats = &self.shared.stats;
         stats.wal_bytes.store(self.wal.len(), Ordering::Relaxed);
         stats.loaded_pages.store(self.loaded, Ordering::Relaxed);

@@ -6,9 +6,9 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex};
 
-use orbit_persistence_core::engine;
+use orbit_persistence_core::engine::{self, Published};
 use orbit_persistence_core::fs::FileSystem;
 use orbit_persistence_core::identity::{self, EngineFiles, Plan};
 use orbit_persistence_core::wal::{self, Access};
@@ -168,7 +168,7 @@ pub fn open(
         fs,
         dir: dir.to_path_buf(),
         settings,
-        published: RwLock::new(Arc::new(Version {
+        published: Published::new(Version {
             active: Arc::new(Memtable::default()),
             frozen: Vec::new(),
             levels: Arc::new(levels),
@@ -176,7 +176,7 @@ pub fn open(
             lease_count: ms.lease_count,
             revision: ms.last_revision,
             dir: Arc::new(dir.to_path_buf()),
-        })),
+        }),
         manifest: Mutex::new(manifest),
         next_table_id: AtomicU64::new(ms.next_table_id),
         cache,

@@ -18,9 +18,10 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use orbit_persistence_core::engine::Published;
 use orbit_persistence_core::fs::FileSystem;
 use orbit_persistence_core::{OrbitError, OrbitResult};
 
@@ -90,7 +91,7 @@ pub struct Shared {
     /// Settings.
     pub settings: Settings,
     /// The state readers use.
-    pub published: RwLock<Arc<Version>>,
+    pub published: Published<Version>,
     /// The manifest; held while an edit is made durable and published, so edits and states
     /// follow in one order.
     pub manifest: Mutex<Manifest>,
@@ -122,24 +123,12 @@ impl Shared {
     /// The current state.
     #[inline]
     pub fn current(&self) -> Arc<Version> {
-        Arc::clone(
-            &self
-                .published
-                .read()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+        self.published.current()
     }
 
     /// Replaces the state with `f(current)`.
     pub fn publish(&self, f: impl FnOnce(&Version) -> Version) {
-        let mut slot = self
-            .published
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let next = Arc::new(f(&slot));
-        let old = std::mem::replace(&mut *slot, next);
-        drop(slot);
-        drop(old);
+        self.published.update(f);
     }
 
     /// The signals, locked.
