@@ -50,7 +50,7 @@ pub trait CompactionStrategy: Send + Sync + std::fmt::Debug {
 }
 
 /// A compaction of every table into one sorted run at the deepest level in use, dropping every
-/// tombstone (`LsmDirectory::compact`).
+/// tombstone (`Compact::compact`).
 pub fn full_compaction(levels: &Levels) -> Option<Task> {
     let deepest = (1..MAX_LEVELS)
         .rev()
