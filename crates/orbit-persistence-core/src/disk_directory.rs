@@ -1,7 +1,8 @@
 //! The provider of every embedded disk engine, written once: [`DiskDirectory`] holds an
 //! [`Engine`] and does what does not depend on it: the directory lock, opening and shutting
-//! down, input validation, lock-free reads of the published [`Version`], the group-commit
-//! writer ([`LeaseWrites`] over [`LeaseCommit`]), health, metrics, `verify` and [`Snapshot`]s.
+//! down, input validation, reads of the published [`Version`] (no lock held while reading), the
+//! group-commit writer ([`LeaseWrites`] over [`LeaseCommit`]), health, metrics, `verify` and
+//! [`Snapshot`]s.
 //!
 //! # Opening
 //!

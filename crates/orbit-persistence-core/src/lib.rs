@@ -6,13 +6,14 @@
 //!   [`Timestamp`]) and its canonical, order-preserving binary [`encoding`];
 //! - the provider traits [`PersistenceProvider`] and [`AddressableDirectoryProvider`];
 //! - [`OrbitError`], [`Clock`], configuration ([`PersistenceConfig`]) and metrics;
-//! - the lease rules every backend applies the same way ([`rules`]), and the lease changes
-//!   every disk backend logs, with the writer-side staging of conditional operations
-//!   ([`change`]);
+//! - the lease rules every backend applies the same way ([`rules`], and [`index`] for which
+//!   index entries a change moves), and the lease changes every disk backend logs, with the
+//!   writer-side staging of conditional operations ([`change`]);
 //! - the pieces every disk backend shares, written once: the file-system seam ([`fs`]), the
-//!   CRC32-framed log ([`log`]), the data-directory lock ([`lock`]), the store identity record
-//!   ([`identity`]), the report of what recovery did ([`recovery`]) and the group-commit writer
-//!   ([`group_commit`]).
+//!   CRC32-framed log ([`log`]) and the WAL ([`wal`]), the data-directory lock ([`lock`]), the
+//!   store identity record ([`identity`]), the report of what recovery did ([`recovery`]), the
+//!   group-commit writer ([`group_commit`]), and the provider itself ([`disk_directory`]) around
+//!   an [`engine`].
 #![warn(missing_docs)]
 
 pub mod backend;
