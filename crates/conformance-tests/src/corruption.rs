@@ -189,6 +189,20 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Every file under `dir` (subdirectories too) with its bytes: taken before and after a step
+/// that must change no byte (a read-only open, an inspection command, a refused open).
+pub fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut names = Vec::new();
+    files_under(dir, dir, &mut names);
+    names
+        .into_iter()
+        .map(|name| {
+            let bytes = std::fs::read(dir.join(&name)).expect("read a file");
+            (name, bytes)
+        })
+        .collect()
+}
+
 fn files_under(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read_dir") {
         let entry = entry.expect("dir entry");

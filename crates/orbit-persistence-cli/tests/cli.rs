@@ -11,6 +11,7 @@ use orbit_persistence::{
     AddressableLease, AddressableReference, Clock, Key, NodeId, PersistenceConfig, SystemClock,
 };
 
+use orbit_persistence_conformance::corruption::{contents, copy_dir};
 use support::{check_store_commands, cli, live_and_short, store_through_library, text};
 
 fn write_config(dir: &Path, body: &str) -> String {
@@ -299,7 +300,7 @@ fn stats_and_verify_report_what_recovery_did() {
     let image = dir.path().join("image");
     let file = crash_image(dir.path(), "cow_btree", &image);
     let torn_copy = dir.path().join("torn");
-    copy_tree(&image, &torn_copy);
+    copy_dir(&image, &torn_copy);
 
     let out = cli(&["stats", "--config", &file]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -371,24 +372,13 @@ fn crash_image(dir: &Path, backend: &str, image: &Path) -> String {
         let store = orbit_persistence::open(&config, Arc::new(SystemClock)).unwrap();
         let [live, short] = live_and_short();
         store.store_leases(&[live, short]).await.unwrap();
-        copy_tree(&live_dir, image);
+        copy_dir(&live_dir, image);
         store.shutdown().await.unwrap();
     });
     write_config(
         dir,
         &format!("backend = \"{backend}\"\n[{backend}]\ndata_dir = {image:?}\n"),
     )
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 /// The inspection commands, on the store of [`live_and_short`] that config `file` describes:
@@ -410,23 +400,6 @@ fn inspection_commands(file: &str) -> Vec<Vec<&str>> {
     ]
 }
 
-/// Every file under `dir` (subdirectories too) with its bytes.
-fn hashed(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
-            } else {
-                let name = entry.path().strip_prefix(dir).unwrap().to_path_buf();
-                out.insert(name, std::fs::read(entry.path()).unwrap());
-            }
-        }
-    }
-    out
-}
-
 /// Inspection changes no byte (docs/reliability.md row J): `stats`, `get`, `list-node`, `dump` and
 /// `verify` on a crash image of each of our engines, whose WAL recovery must replay, leave
 /// every file as it was.
@@ -440,7 +413,7 @@ fn inspection_commands_change_no_byte_of_a_crash_image() {
     for backend in backends {
         let image = dir.path().join(format!("{backend}-image"));
         let file = crash_image(dir.path(), backend, &image);
-        let before = hashed(&image);
+        let before = contents(&image);
         for args in inspection_commands(&file) {
             let out = cli(&args);
             assert_eq!(
@@ -450,14 +423,17 @@ fn inspection_commands_change_no_byte_of_a_crash_image() {
                 text(&out.stderr)
             );
             assert!(
-                hashed(&image) == before,
+                contents(&image) == before,
                 "{backend}: {args:?} changed the data directory"
             );
         }
         // `cleanup` writes, as it must: the files change.
         let out = cli(&["cleanup", "--config", &file]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        assert!(hashed(&image) != before, "{backend}: cleanup wrote nothing");
+        assert!(
+            contents(&image) != before,
+            "{backend}: cleanup wrote nothing"
+        );
     }
 }
 
@@ -487,7 +463,7 @@ fn inspection_works_on_a_full_disk() {
         .unwrap();
     assert!(mounted.success(), "mount a tmpfs");
     let data = full.join("data");
-    copy_tree(&image, &data);
+    copy_dir(&image, &data);
     let file = write_config(
         dir.path(),
         &format!("backend = \"lsm_tree\"\n[lsm_tree]\ndata_dir = {data:?}\n"),
@@ -499,7 +475,7 @@ fn inspection_works_on_a_full_disk() {
             while filler.write_all(&vec![0xAA; size]).is_ok() {}
         }
     }
-    let before = hashed(&data);
+    let before = contents(&data);
     let outcomes: Vec<_> = inspection_commands(&file)
         .into_iter()
         .map(|args| {
@@ -512,7 +488,7 @@ fn inspection_works_on_a_full_disk() {
             )
         })
         .collect();
-    let after = hashed(&data);
+    let after = contents(&data);
     let _ = Command::new("umount").arg(&full).status();
     for (command, code, stdout, stderr) in outcomes {
         assert_eq!(code, Some(0), "{command} on a full disk: {stderr}");

@@ -17,7 +17,8 @@ use orbit_persistence::{
 
 mod support;
 
-use support::{T0, clock, config, contents, copy_dir};
+use orbit_persistence_conformance::corruption::{contents, copy_dir};
+use support::{T0, clock, config};
 
 const LEASES: usize = 300;
 

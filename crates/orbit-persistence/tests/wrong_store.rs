@@ -9,7 +9,8 @@ use orbit_persistence::{
 
 mod support;
 
-use support::{T0, clock, config, contents};
+use orbit_persistence_conformance::corruption::contents;
+use support::{T0, clock, config};
 
 fn embedded() -> Vec<BackendType> {
     compiled_backends()
