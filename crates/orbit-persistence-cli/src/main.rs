@@ -408,8 +408,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let config = load_existing(&store)?;
             let dumped = orbit_persistence::dump(&config, |lease| {
                 use std::io::Write;
-                let line = serde_json::to_string(&lease)
-                    .map_err(|e| OrbitError::Unavailable(format!("JSON output: {e}")))?;
+                let line = serde_json::to_string(&lease).map_err(|e| {
+                    OrbitError::internal("orbit-persistence-cli", format!("JSON output: {e}"))
+                })?;
                 writeln!(std::io::stdout().lock(), "{line}")
                     .map_err(|e| OrbitError::io("write", "stdout", e))
             })

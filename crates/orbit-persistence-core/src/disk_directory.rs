@@ -172,7 +172,7 @@ impl<E: Engine> DiskDirectory<E> {
             report
         })
         .await
-        .map_err(|e| OrbitError::Unavailable(format!("{} verify task failed: {e}", E::NAME)))
+        .map_err(|e| OrbitError::internal(E::NAME, format!("the verify task failed: {e}")))
     }
 
     /// Runs `f` on the current version, timed as a read.

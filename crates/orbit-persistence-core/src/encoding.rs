@@ -66,7 +66,8 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    fn new(offset: usize, detail: impl Into<String>) -> Self {
+    /// `detail` found at `offset` of the decoded slice.
+    pub fn new(offset: usize, detail: impl Into<String>) -> Self {
         DecodeError {
             offset,
             detail: detail.into(),

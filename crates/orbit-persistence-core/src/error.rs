@@ -71,6 +71,15 @@ pub enum OrbitError {
         /// What it holds, and what to do about it.
         detail: String,
     },
+    /// A bug in this library, not bad input, bad bytes or an unreachable remote: an invariant
+    /// broke, or a background task panicked. The store may be fine; report it with the message.
+    #[error("internal error in {component}: {detail}")]
+    Internal {
+        /// The crate or part that failed (`"lsm"`, `"cowbtree"`, a writer's name).
+        component: &'static str,
+        /// What broke.
+        detail: String,
+    },
 }
 
 impl OrbitError {
@@ -97,6 +106,14 @@ impl OrbitError {
         OrbitError::WrongStore {
             path: path.into(),
             detail: detail.into(),
+        }
+    }
+
+    /// Builds an [`OrbitError::Internal`].
+    pub fn internal(component: &'static str, detail: impl std::fmt::Display) -> Self {
+        OrbitError::Internal {
+            component,
+            detail: detail.to_string(),
         }
     }
 

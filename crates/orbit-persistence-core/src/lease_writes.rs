@@ -40,9 +40,10 @@ impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> std::fmt
 }
 
 fn unexpected(outcome: WriteOutcome) -> OrbitError {
-    OrbitError::Unavailable(format!(
-        "writer answered with the wrong outcome: {outcome:?}"
-    ))
+    OrbitError::internal(
+        "lease writer",
+        format!("the writer answered with the wrong outcome: {outcome:?}"),
+    )
 }
 
 impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> LeaseWrites<H> {
@@ -71,10 +72,10 @@ impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> LeaseWri
         tokio::task::spawn_blocking(move || writes.writer.shutdown())
             .await
             .unwrap_or_else(|e| {
-                Err(OrbitError::Unavailable(format!(
-                    "{} shutdown task failed: {e}",
-                    self.writer.name()
-                )))
+                Err(OrbitError::internal(
+                    "lease writer",
+                    format!("the {} shutdown task failed: {e}", self.writer.name()),
+                ))
             })
     }
 

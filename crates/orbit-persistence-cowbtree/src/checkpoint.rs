@@ -86,8 +86,7 @@ impl<'a> NodeWriter<'a> {
                 let mut b = PageBuilder::leaf(&mut self.buf, layout);
                 for (i, (klen, vlen, overflow)) in cells.into_iter().enumerate() {
                     let local = &leaf.payload(i)[..local_len(&layout, klen + vlen)];
-                    b.push(klen, vlen, local, overflow, None)
-                        .map_err(crate::internal)?;
+                    b.push(klen, vlen, local, overflow, None)?;
                 }
                 b.finish(id);
                 self.out.write(id, &self.buf)?;
@@ -107,8 +106,7 @@ impl<'a> NodeWriter<'a> {
                 let mut b = PageBuilder::branch(&mut self.buf, layout, children[0]);
                 for (i, k) in branch.keys.iter().enumerate() {
                     let local = &k[..local_len(&layout, k.len())];
-                    b.push(k.len(), 0, local, spills[i], Some(children[i + 1]))
-                        .map_err(crate::internal)?;
+                    b.push(k.len(), 0, local, spills[i], Some(children[i + 1]))?;
                 }
                 b.finish(id);
                 self.out.write(id, &self.buf)?;

@@ -97,7 +97,7 @@ pub fn read_freelist(
         if kind != page::Kind::FreeList {
             return Err(store.corrupt(next, format!("expected a free-list page, found {kind:?}")));
         }
-        let (ids, link) = page::read_freelist(&bytes).map_err(|e| store.corrupt(next, e))?;
+        let (ids, link) = page::read_freelist(&bytes).map_err(|e| store.undecodable(next, e))?;
         free.extend(ids);
         own.push(next);
         next = link;

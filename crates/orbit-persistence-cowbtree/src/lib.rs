@@ -46,7 +46,6 @@ pub mod recovery;
 pub mod version;
 pub mod writer;
 
-use orbit_persistence_core::OrbitError;
 use orbit_persistence_core::disk_directory::{self, DiskDirectory};
 
 pub use engine::CowBTree;
@@ -56,8 +55,3 @@ pub type CowBTreeDirectory = DiskDirectory<CowBTree>;
 
 /// A consistent read-only view of a [`CowBTreeDirectory`] ([`CowBTreeDirectory::snapshot`]).
 pub type Snapshot = disk_directory::Snapshot<version::Version>;
-
-/// An error that means a bug in this crate, not bad input or bad bytes.
-pub(crate) fn internal(what: impl std::fmt::Display) -> OrbitError {
-    OrbitError::Unavailable(format!("cowbtree internal error: {what}"))
-}

@@ -20,6 +20,8 @@
 //! | 72 | 8 | first WAL segment recovery replays (older ones are covered by this tree) |
 //! | 80 | 4 | CRC32 of bytes 0..80 |
 
+use orbit_persistence_core::encoding::DecodeError;
+
 use crate::page::PageId;
 
 /// First bytes of a meta page.
@@ -83,11 +85,11 @@ impl Meta {
     }
 
     /// Parses the first [`META_LEN`] bytes of a meta page; `Err` says why it is not valid.
-    pub fn decode(b: &[u8]) -> Result<Meta, String> {
+    pub fn decode(b: &[u8]) -> Result<Meta, DecodeError> {
         if b.len() < META_LEN {
-            return Err(format!(
-                "meta page is {} bytes, shorter than {META_LEN}",
-                b.len()
+            return Err(DecodeError::new(
+                b.len(),
+                format!("meta page is {} bytes, shorter than {META_LEN}", b.len()),
             ));
         }
         let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
@@ -97,18 +99,23 @@ impl Meta {
             u64::from_le_bytes(x)
         };
         if &b[0..8] != MAGIC {
-            return Err("bad magic (not a cowbtree page file, or a torn meta write)".into());
+            return Err(DecodeError::new(
+                0,
+                "bad magic (not a cowbtree page file, or a torn meta write)",
+            ));
         }
         let (stored, actual) = (u32_at(80), crc32fast::hash(&b[..80]));
         if stored != actual {
-            return Err(format!(
-                "CRC32 mismatch (stored {stored:#010x}, computed {actual:#010x})"
+            return Err(DecodeError::new(
+                80,
+                format!("CRC32 mismatch (stored {stored:#010x}, computed {actual:#010x})"),
             ));
         }
         let version = u32_at(8);
         if version != META_VERSION {
-            return Err(format!(
-                "unknown format version {version} (this build reads {META_VERSION})"
+            return Err(DecodeError::new(
+                8,
+                format!("unknown format version {version} (this build reads {META_VERSION})"),
             ));
         }
         let meta = Meta {
@@ -124,13 +131,13 @@ impl Meta {
         };
         let ps = meta.page_size;
         if !(1024..=65536).contains(&ps) || !ps.is_power_of_two() {
-            return Err(format!("invalid page size {ps}"));
+            return Err(DecodeError::new(12, format!("invalid page size {ps}")));
         }
         let in_file = |p: PageId| p == 0 || (2..meta.page_count).contains(&p);
         if meta.page_count < 2 || !in_file(meta.root) || !in_file(meta.freelist_head) {
-            return Err(format!(
-                "page links out of the file's {} pages",
-                meta.page_count
+            return Err(DecodeError::new(
+                24,
+                format!("page links out of the file's {} pages", meta.page_count),
             ));
         }
         Ok(meta)
@@ -140,9 +147,9 @@ impl Meta {
 /// Of two decoded meta pages, the one recovery starts from: the valid one with the higher
 /// generation. `Err` carries both reasons when neither is valid.
 pub fn newest(
-    first: Result<Meta, String>,
-    second: Result<Meta, String>,
-) -> Result<Meta, (String, String)> {
+    first: Result<Meta, DecodeError>,
+    second: Result<Meta, DecodeError>,
+) -> Result<Meta, (DecodeError, DecodeError)> {
     match (first, second) {
         (Ok(a), Ok(b)) => Ok(if b.generation > a.generation { b } else { a }),
         (Ok(a), Err(_)) | (Err(_), Ok(a)) => Ok(a),
@@ -191,19 +198,27 @@ mod tests {
     fn newest_valid_wins() {
         let (a, b) = (meta(4), meta(5));
         assert_eq!(newest(Ok(a), Ok(b)).unwrap().generation, 5);
-        assert_eq!(newest(Ok(a), Err("torn".into())).unwrap().generation, 4);
-        assert_eq!(newest(Err("torn".into()), Ok(b)).unwrap().generation, 5);
-        assert!(newest(Err("x".into()), Err("y".into())).is_err());
+        assert_eq!(
+            newest(Ok(a), Err(DecodeError::new(0, "torn")))
+                .unwrap()
+                .generation,
+            4
+        );
+        assert_eq!(
+            newest(Err(DecodeError::new(0, "torn")), Ok(b))
+                .unwrap()
+                .generation,
+            5
+        );
+        assert!(newest(Err(DecodeError::new(0, "x")), Err(DecodeError::new(0, "y"))).is_err());
     }
 
     #[test]
     fn links_outside_the_file_are_rejected() {
         let mut m = meta(2);
         m.root = 10;
-        assert!(
-            Meta::decode(&m.encode())
-                .unwrap_err()
-                .contains("out of the file")
-        );
+        let e = Meta::decode(&m.encode()).unwrap_err();
+        assert!(e.detail.contains("out of the file"), "{e}");
+        assert_eq!(e.offset, 24, "the root link");
     }
 }

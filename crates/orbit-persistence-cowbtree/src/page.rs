@@ -31,6 +31,9 @@
 //! **Free list** (kind 5): header, `u64 next` free-list page (0: last), then `count` u64 numbers
 //! of free pages. A checkpoint writes the whole list anew; see [`crate::checkpoint`].
 
+use orbit_persistence_core::encoding::DecodeError;
+use orbit_persistence_core::{OrbitError, OrbitResult};
+
 /// A page number. 0 and 1 are the meta pages, so 0 doubles as "none" in links.
 pub type PageId = u64;
 
@@ -157,34 +160,40 @@ impl Layout {
 
 /// Checks a page read from disk: length, CRC, version and own number. The kind is checked by
 /// whoever expects one.
-pub fn check(bytes: &[u8], layout: &Layout, id: PageId) -> Result<Kind, String> {
+pub fn check(bytes: &[u8], layout: &Layout, id: PageId) -> Result<Kind, DecodeError> {
     if bytes.len() != layout.page_size {
-        return Err(format!(
-            "page is {} bytes, expected {}",
-            bytes.len(),
-            layout.page_size
+        return Err(DecodeError::new(
+            0,
+            format!(
+                "page is {} bytes, expected {}",
+                bytes.len(),
+                layout.page_size
+            ),
         ));
     }
     let stored = u32_at(bytes, 0).unwrap_or_default() as u32;
     let actual = crc32fast::hash(&bytes[4..]);
     if stored != actual {
-        return Err(format!(
-            "page {id}: CRC32 mismatch (stored {stored:#010x}, computed {actual:#010x})"
+        return Err(DecodeError::new(
+            0,
+            format!("page {id}: CRC32 mismatch (stored {stored:#010x}, computed {actual:#010x})"),
         ));
     }
     if bytes[5] != PAGE_VERSION {
-        return Err(format!(
-            "page {id}: unknown page format version {}",
-            bytes[5]
+        return Err(DecodeError::new(
+            5,
+            format!("page {id}: unknown page format version {}", bytes[5]),
         ));
     }
     let own = u64_at(bytes, 8).unwrap_or_default();
     if own != id {
-        return Err(format!(
-            "page {id}: header names page {own} (misplaced write)"
+        return Err(DecodeError::new(
+            8,
+            format!("page {id}: header names page {own} (misplaced write)"),
         ));
     }
-    Kind::from_byte(bytes[4]).ok_or_else(|| format!("page {id}: unknown page kind {}", bytes[4]))
+    Kind::from_byte(bytes[4])
+        .ok_or_else(|| DecodeError::new(4, format!("page {id}: unknown page kind {}", bytes[4])))
 }
 
 /// Fills in the header of `buf` (a whole page) and its CRC. Call last.
@@ -268,17 +277,18 @@ impl<'a> NodePage<'a> {
     }
 
     /// A branch's child 0.
-    pub fn first_child(&self) -> Result<PageId, String> {
-        u64_at(self.bytes, HEADER).ok_or_else(|| "branch too short".to_string())
+    pub fn first_child(&self) -> Result<PageId, DecodeError> {
+        u64_at(self.bytes, HEADER).ok_or_else(|| DecodeError::new(HEADER, "branch too short"))
     }
 
     /// Cell `i` (`i < count`).
-    pub fn cell(&self, i: usize) -> Result<RawCell<'a>, String> {
+    pub fn cell(&self, i: usize) -> Result<RawCell<'a>, DecodeError> {
         let slots = if self.is_leaf() { HEADER } else { BRANCH_SLOTS };
-        let bad = |what: &str| format!("cell {i}: {what}");
-        let off = u16_at(self.bytes, slots + i * SLOT).ok_or_else(|| bad("slot out of page"))?;
-        let klen = u16_at(self.bytes, off).ok_or_else(|| bad("offset out of page"))?;
-        let vlen = u16_at(self.bytes, off + 2).ok_or_else(|| bad("offset out of page"))?;
+        let bad = |at: usize, what: &str| DecodeError::new(at, format!("cell {i}: {what}"));
+        let slot = slots + i * SLOT;
+        let off = u16_at(self.bytes, slot).ok_or_else(|| bad(slot, "slot out of page"))?;
+        let klen = u16_at(self.bytes, off).ok_or_else(|| bad(slot, "offset out of page"))?;
+        let vlen = u16_at(self.bytes, off + 2).ok_or_else(|| bad(slot, "offset out of page"))?;
         let payload = klen + vlen;
         let spilled = payload > self.layout.max_inline;
         let local_len = if spilled {
@@ -290,10 +300,11 @@ impl<'a> NodePage<'a> {
         let local = self
             .bytes
             .get(at..at + local_len)
-            .ok_or_else(|| bad("payload out of page"))?;
+            .ok_or_else(|| bad(off, "payload out of page"))?;
         let mut end = at + local_len;
         let overflow = if spilled {
-            let link = u64_at(self.bytes, end).ok_or_else(|| bad("overflow link out of page"))?;
+            let link =
+                u64_at(self.bytes, end).ok_or_else(|| bad(off, "overflow link out of page"))?;
             end += LINK;
             Some(link)
         } else {
@@ -302,7 +313,7 @@ impl<'a> NodePage<'a> {
         let child = if self.is_leaf() {
             0
         } else {
-            u64_at(self.bytes, end).ok_or_else(|| bad("child link out of page"))?
+            u64_at(self.bytes, end).ok_or_else(|| bad(off, "child link out of page"))?
         };
         Ok(RawCell {
             klen,
@@ -360,7 +371,7 @@ impl<'b> PageBuilder<'b> {
         local: &[u8],
         overflow: Option<PageId>,
         child: Option<PageId>,
-    ) -> Result<(), String> {
+    ) -> OrbitResult<()> {
         let size = CELL_HEADER
             + local.len()
             + overflow.map_or(0, |_| LINK)
@@ -368,9 +379,12 @@ impl<'b> PageBuilder<'b> {
         let slots = if self.leaf { HEADER } else { BRANCH_SLOTS };
         let slot_end = slots + (self.count + 1) * SLOT;
         if self.cells_start < slot_end + size {
-            return Err(format!(
-                "node does not fit a {}-byte page (cell {})",
-                self.layout.page_size, self.count
+            return Err(OrbitError::internal(
+                "cowbtree",
+                format!(
+                    "node does not fit a {}-byte page (cell {})",
+                    self.layout.page_size, self.count
+                ),
             ));
         }
         let off = self.cells_start - size;
@@ -410,13 +424,17 @@ pub fn write_overflow(buf: &mut [u8], id: PageId, next: PageId, data: &[u8]) {
 }
 
 /// The data and next link of a checked overflow page.
-pub fn read_overflow(bytes: &[u8]) -> Result<(&[u8], PageId), String> {
-    let next = u64_at(bytes, HEADER).ok_or("overflow page too short")?;
-    let used = u32_at(bytes, HEADER + LINK).ok_or("overflow page too short")?;
+pub fn read_overflow(bytes: &[u8]) -> Result<(&[u8], PageId), DecodeError> {
+    let short = || DecodeError::new(HEADER, "overflow page too short");
+    let next = u64_at(bytes, HEADER).ok_or_else(short)?;
+    let used = u32_at(bytes, HEADER + LINK).ok_or_else(short)?;
     let at = HEADER + OVERFLOW_HEADER;
-    let data = bytes
-        .get(at..at + used)
-        .ok_or_else(|| format!("overflow page claims {used} bytes, more than it holds"))?;
+    let data = bytes.get(at..at + used).ok_or_else(|| {
+        DecodeError::new(
+            HEADER + LINK,
+            format!("overflow page claims {used} bytes, more than it holds"),
+        )
+    })?;
     Ok((data, next))
 }
 
@@ -431,14 +449,16 @@ pub fn write_freelist(buf: &mut [u8], id: PageId, next: PageId, ids: &[PageId]) 
 }
 
 /// The ids and next link of a checked free-list page.
-pub fn read_freelist(bytes: &[u8]) -> Result<(Vec<PageId>, PageId), String> {
-    let next = u64_at(bytes, HEADER).ok_or("free-list page too short")?;
+pub fn read_freelist(bytes: &[u8]) -> Result<(Vec<PageId>, PageId), DecodeError> {
+    let next = u64_at(bytes, HEADER)
+        .ok_or_else(|| DecodeError::new(HEADER, "free-list page too short"))?;
     let count = u16_at(bytes, 6).unwrap_or_default();
     (0..count)
         .map(|i| {
-            u64_at(bytes, HEADER + LINK + i * 8).ok_or_else(|| "free-list page overrun".into())
+            let at = HEADER + LINK + i * 8;
+            u64_at(bytes, at).ok_or_else(|| DecodeError::new(at, "free-list page overrun"))
         })
-        .collect::<Result<Vec<_>, String>>()
+        .collect::<Result<Vec<_>, DecodeError>>()
         .map(|ids| (ids, next))
 }
 
@@ -482,8 +502,26 @@ mod tests {
         assert_eq!(c.inline_key(), None);
         assert_eq!(
             check(&buf, &layout, 8).unwrap_err(),
-            "page 8: header names page 9 (misplaced write)"
+            DecodeError::new(8, "page 8: header names page 9 (misplaced write)")
         );
+    }
+
+    #[test]
+    fn a_cell_out_of_its_page_names_its_slot() {
+        let layout = Layout::new(1024);
+        let mut buf = vec![0u8; 1024];
+        let mut b = PageBuilder::leaf(&mut buf, layout);
+        b.push(3, 2, b"keyva", None, None).unwrap();
+        b.push(3, 2, b"kez12", None, None).unwrap();
+        b.finish(9);
+        // Cell 1's slot points past the page (rot under a valid CRC, or a bug).
+        let slot = HEADER + SLOT;
+        buf[slot..slot + 2].copy_from_slice(&2000u16.to_le_bytes());
+        let page = NodePage::new(&buf, layout, Kind::Leaf);
+        assert!(page.cell(0).is_ok());
+        let e = page.cell(1).unwrap_err();
+        assert_eq!(e.offset, slot, "{e}");
+        assert!(e.detail.starts_with("cell 1:"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{Mmap, MmapOptions};
+use orbit_persistence_core::encoding::DecodeError;
 use orbit_persistence_core::fs::FsFile;
 use orbit_persistence_core::{OrbitError, OrbitResult};
 
@@ -126,6 +127,12 @@ impl PageStore {
             .sum()
     }
 
+    /// The `Corruption` of a page `id` that did not decode, at the byte where it failed.
+    pub fn undecodable(&self, id: PageId, e: DecodeError) -> OrbitError {
+        let page = id.saturating_mul(self.layout.page_size as u64);
+        e.into_corruption(&self.path, page)
+    }
+
     /// A `Corruption` error at page `id`.
     pub fn corrupt(&self, id: PageId, detail: impl Into<String>) -> OrbitError {
         // A corrupt link can name any number: no overflow on the way to the error.
@@ -148,7 +155,8 @@ impl PageStore {
                 // Checked before: the kind byte is known to be valid.
                 Kind::from_checked(bytes)
             } else {
-                let kind = page::check(bytes, &self.layout, id).map_err(|e| self.corrupt(id, e))?;
+                let kind =
+                    page::check(bytes, &self.layout, id).map_err(|e| self.undecodable(id, e))?;
                 self.verified[word].fetch_or(bit, Ordering::AcqRel);
                 kind
             };
@@ -168,7 +176,7 @@ impl PageStore {
                 }
                 other => other,
             })?;
-        let kind = page::check(&buf, &self.layout, id).map_err(|e| self.corrupt(id, e))?;
+        let kind = page::check(&buf, &self.layout, id).map_err(|e| self.undecodable(id, e))?;
         Ok((PageBytes::Owned(buf), kind))
     }
 
@@ -240,7 +248,8 @@ impl PageStore {
                     self.corrupt(next, format!("expected an overflow page, found {kind:?}"))
                 );
             }
-            let (data, link) = page::read_overflow(&bytes).map_err(|e| self.corrupt(next, e))?;
+            let (data, link) =
+                page::read_overflow(&bytes).map_err(|e| self.undecodable(next, e))?;
             payload.extend_from_slice(data);
             if let Some(pages) = pages.as_deref_mut() {
                 pages.push(next);

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use orbit_persistence_core::encoding::DecodeError;
 use orbit_persistence_core::engine::{self, Published};
 use orbit_persistence_core::fs::{FileSystem, FsFile, OpenMode, write_file_atomic};
 use orbit_persistence_core::identity::{self, EngineFiles, Plan};
@@ -34,11 +35,11 @@ pub const FILES: EngineFiles = EngineFiles {
     owns: |name| name.starts_with(PAGE_FILE) || name.starts_with("wal-"),
 };
 
-fn read_meta(file: &dyn FsFile, at: u64) -> Result<Meta, String> {
+fn read_meta(file: &dyn FsFile, at: u64) -> Result<Meta, DecodeError> {
     let mut buf = [0u8; META_LEN];
     match file.read_exact_at(&mut buf, at) {
         Ok(()) => Meta::decode(&buf),
-        Err(e) => Err(format!("unreadable: {e}")),
+        Err(e) => Err(DecodeError::new(0, format!("unreadable: {e}"))),
     }
 }
 
@@ -123,9 +124,9 @@ pub fn open(
                 report.record(RecoveryAction::DamagedRootSkipped {
                     path: path.clone(),
                     offset: slot * page_size as u64,
-                    reason: e.clone(),
+                    reason: e.to_string(),
                 });
-                damaged_meta = Some((slot * page_size as u64, e.clone()));
+                damaged_meta = Some((slot * page_size as u64, e.to_string()));
             }
             Ok(_) => {}
         }

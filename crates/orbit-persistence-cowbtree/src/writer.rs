@@ -220,7 +220,7 @@ impl Writer {
         };
         let (done, took) = handle
             .join()
-            .map_err(|_| crate::internal("the checkpoint thread panicked"))??;
+            .map_err(|_| OrbitError::internal("cowbtree", "the checkpoint thread panicked"))??;
         self.alloc = done.alloc;
         self.meta = done.meta;
         self.freelist_pages = done.freelist_pages;

@@ -239,7 +239,7 @@ impl RocksDbDirectory {
         let open = self.open.load_full().ok_or(OrbitError::Closed)?;
         tokio::task::spawn_blocking(move || f(&open.store))
             .await
-            .map_err(|e| OrbitError::Unavailable(format!("a RocksDB task failed: {e}")))?
+            .map_err(|e| OrbitError::internal("rocksdb", format!("a task failed: {e}")))?
     }
 
     /// Runs `f` with the store through `block_in_place`: only on a multi-threaded runtime
@@ -296,7 +296,7 @@ impl PersistenceProvider for RocksDbDirectory {
             synced
         })
         .await
-        .map_err(|e| OrbitError::Unavailable(format!("shutdown task failed: {e}")))?
+        .map_err(|e| OrbitError::internal("rocksdb", format!("the shutdown task failed: {e}")))?
     }
 
     async fn health_check(&self) -> ProviderHealth {

@@ -309,9 +309,9 @@ async fn dump_from(
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> OrbitResult<T> + Send + 'static,
 ) -> OrbitResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| OrbitError::Unavailable(format!("open task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        OrbitError::internal("orbit-persistence", format!("the open task failed: {e}"))
+    })?
 }
 
 /// The backends compiled into this build.

@@ -61,7 +61,7 @@ pub(super) fn page_cell<'p>(
     page: &NodePage<'p>,
     i: usize,
 ) -> OrbitResult<RawCell<'p>> {
-    page.cell(i).map_err(|e| store.corrupt(id, e))
+    page.cell(i).map_err(|e| store.undecodable(id, e))
 }
 
 /// First cell of a leaf page with key >= `key` (`Ok` if equal).
@@ -104,7 +104,7 @@ fn page_child_index(
 
 fn page_child(store: &PageStore, id: PageId, page: &NodePage<'_>, i: usize) -> OrbitResult<PageId> {
     if i == 0 {
-        page.first_child().map_err(|e| store.corrupt(id, e))
+        page.first_child().map_err(|e| store.undecodable(id, e))
     } else {
         Ok(page_cell(store, id, page, i - 1)?.child)
     }

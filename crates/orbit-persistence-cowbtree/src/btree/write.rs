@@ -49,7 +49,7 @@ pub fn load_node(store: &PageStore, id: PageId, retired: &mut Vec<PageId>) -> Or
         let mut keys = Keys::default();
         let mut children = Vec::with_capacity(page.count() + 1);
         children.push(Child::Page(
-            page.first_child().map_err(|e| store.corrupt(id, e))?,
+            page.first_child().map_err(|e| store.undecodable(id, e))?,
         ));
         for i in 0..page.count() {
             let cell = page_cell(store, id, &page, i)?;
@@ -75,7 +75,7 @@ fn materialize<'c>(ctx: &mut WriteCtx<'_>, child: &'c mut Child) -> OrbitResult<
     }
     match child {
         Child::Mem(node) => Ok(Arc::make_mut(node)),
-        Child::Page(_) => Err(crate::internal("materialize left a page")),
+        Child::Page(_) => Err(OrbitError::internal("cowbtree", "materialize left a page")),
     }
 }
 
