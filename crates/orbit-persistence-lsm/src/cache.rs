@@ -8,7 +8,7 @@ use std::sync::Arc;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
-use crate::block::Block;
+use crate::sstable::block::Block;
 
 /// (table id, block offset).
 pub type BlockKey = (u64, u64);

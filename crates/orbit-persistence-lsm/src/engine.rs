@@ -13,14 +13,14 @@ use orbit_persistence_core::identity::EngineFiles;
 use orbit_persistence_core::verify::VerifyReport;
 use orbit_persistence_core::wal::Access;
 use orbit_persistence_core::{
-    LsmTreeConfig, OrbitResult, ProviderHealth, RecoveryReport, Timestamp,
+    LsmTreeConfig, OrbitError, OrbitResult, ProviderHealth, RecoveryReport, Timestamp,
 };
 
+use crate::LsmDirectory;
 use crate::compaction::Leveled;
 use crate::shared::{Settings, Shared};
 use crate::version::Version;
 use crate::writer::Writer;
-use crate::{LsmDirectory, internal};
 use crate::{background, recovery};
 
 /// Level-0 tables that trigger a compaction into level 1.
@@ -164,6 +164,11 @@ impl Compact for LsmDirectory {
             background::full_compaction_blocking(&shared, || writes.writer().is_poisoned())
         })
         .await
-        .unwrap_or_else(|e| Err(internal(format!("compaction task failed: {e}"))))
+        .unwrap_or_else(|e| {
+            Err(OrbitError::internal(
+                "lsm",
+                format!("compaction task failed: {e}"),
+            ))
+        })
     }
 }

@@ -13,9 +13,9 @@
 //! |---|---|
 //! | [`value`] | entries, lookup results, the sequence number that sees everything |
 //! | [`coding`] | varints |
-//! | [`block`] | data blocks: prefix-compressed keys, restart points |
+//! | [`sstable::block`] | data blocks: prefix-compressed keys, restart points |
 //! | [`cache`] | the block cache |
-//! | [`sstable`] | table files: blocks, bloom filter, index, footer |
+//! | [`sstable`] | table files ([`sstable::builder`] writes one, [`sstable::table`] reads one): blocks, bloom filter, index, footer |
 //! | [`levels`] | the tables by level |
 //! | [`memtable`] | the skiplist memtable, versioned by batch sequence number |
 //! | [`merge`] | iterators over memtables, tables and levels, and their merge |
@@ -44,7 +44,6 @@
 #![warn(missing_docs)]
 
 pub mod background;
-pub mod block;
 pub mod cache;
 pub mod coding;
 pub mod compaction;
@@ -62,7 +61,6 @@ pub mod value;
 pub mod version;
 pub mod writer;
 
-use orbit_persistence_core::OrbitError;
 use orbit_persistence_core::disk_directory::{self, DiskDirectory};
 
 pub use engine::{Compact, L0_COMPACTION_TRIGGER, LsmTree};
@@ -72,8 +70,3 @@ pub type LsmDirectory = DiskDirectory<LsmTree>;
 
 /// A consistent read-only view of an [`LsmDirectory`] ([`LsmDirectory::snapshot`]).
 pub type Snapshot = disk_directory::Snapshot<version::Version>;
-
-/// An error that means a bug in this crate, not bad input or bad bytes.
-pub(crate) fn internal(what: impl std::fmt::Display) -> OrbitError {
-    OrbitError::Unavailable(format!("lsm internal error: {what}"))
-}

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use orbit_persistence_core::encoding::DecodeError;
 use orbit_persistence_core::fs::{FileSystem, write_file_atomic};
 use orbit_persistence_core::log::{LogBatch, LogWriter, header_bytes, read_log};
 use orbit_persistence_core::{OrbitError, OrbitResult};
@@ -115,27 +116,30 @@ impl Edit {
     }
 
     /// Decodes [`Edit::encode`]'s output; the error gives the offset and what is wrong.
-    pub fn decode(bytes: &[u8]) -> Result<Edit, (usize, String)> {
+    pub fn decode(bytes: &[u8]) -> Result<Edit, DecodeError> {
         let mut at = 0usize;
-        let take = |at: &mut usize, n: usize| -> Result<&[u8], (usize, String)> {
+        let take = |at: &mut usize, n: usize| -> Result<&[u8], DecodeError> {
             let s = at
                 .checked_add(n)
                 .and_then(|end| bytes.get(*at..end))
-                .ok_or((*at, format!("edit truncated: need {n} bytes")))?;
+                .ok_or_else(|| DecodeError::new(*at, format!("edit truncated: need {n} bytes")))?;
             *at += n;
             Ok(s)
         };
-        let u64_at = |at: &mut usize| -> Result<u64, (usize, String)> {
+        let u64_at = |at: &mut usize| -> Result<u64, DecodeError> {
             Ok(u64::from_be_bytes(
                 take(at, 8)?.try_into().unwrap_or_default(),
             ))
         };
-        let u32_at = |at: &mut usize| -> Result<usize, (usize, String)> {
+        let u32_at = |at: &mut usize| -> Result<usize, DecodeError> {
             Ok(u32::from_be_bytes(take(at, 4)?.try_into().unwrap_or_default()) as usize)
         };
         let version = take(&mut at, 1)?[0];
         if version != EDIT_VERSION {
-            return Err((0, format!("unknown manifest edit version {version}")));
+            return Err(DecodeError::new(
+                0,
+                format!("unknown manifest edit version {version}"),
+            ));
         }
         let mut edit = Edit {
             log_start: u64_at(&mut at)?,
@@ -147,7 +151,7 @@ impl Edit {
         let added = u32_at(&mut at)?;
         // An added table takes at least 27 bytes: bound the allocation by the bytes present.
         if added > bytes.len() / 27 {
-            return Err((
+            return Err(DecodeError::new(
                 at - 4,
                 format!("claims {added} tables in {} bytes", bytes.len()),
             ));
@@ -155,17 +159,24 @@ impl Edit {
         for _ in 0..added {
             let level = take(&mut at, 1)?[0];
             if level as usize >= MAX_LEVELS {
-                return Err((at - 1, format!("level {level} is deeper than the deepest")));
+                return Err(DecodeError::new(
+                    at - 1,
+                    format!("level {level} is deeper than the deepest"),
+                ));
             }
             let (id, file_size, entries) = (u64_at(&mut at)?, u64_at(&mut at)?, u64_at(&mut at)?);
             let mut keys = [Vec::new(), Vec::new()];
             for k in &mut keys {
-                let len = get_varint(bytes, &mut at).ok_or((at, "bad key length".to_string()))?;
+                let len = get_varint(bytes, &mut at)
+                    .ok_or_else(|| DecodeError::new(at, "bad key length"))?;
                 *k = take(&mut at, len as usize)?.to_vec();
             }
             let [smallest, largest] = keys;
             if smallest > largest {
-                return Err((at, format!("table {id:016x}: smallest key after largest")));
+                return Err(DecodeError::new(
+                    at,
+                    format!("table {id:016x}: smallest key after largest"),
+                ));
             }
             edit.added.push(TableMeta {
                 id,
@@ -178,7 +189,7 @@ impl Edit {
         }
         let removed = u32_at(&mut at)?;
         if removed > bytes.len() / 8 {
-            return Err((
+            return Err(DecodeError::new(
                 at - 4,
                 format!("claims {removed} removals in {} bytes", bytes.len()),
             ));
@@ -187,33 +198,48 @@ impl Edit {
             edit.removed.push(u64_at(&mut at)?);
         }
         if at != bytes.len() {
-            return Err((at, "trailing bytes after the edit".into()));
+            return Err(DecodeError::new(at, "trailing bytes after the edit"));
         }
         Ok(edit)
     }
 }
 
+/// Why an edit does not fit the state it is applied to: corruption when replayed, a bug when
+/// committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidEdit(String);
+
+impl std::fmt::Display for InvalidEdit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "manifest edit {}", self.0)
+    }
+}
+
 impl ManifestState {
     /// Folds `edit` in; the error says why it does not fit.
-    fn apply(&mut self, edit: &Edit) -> Result<(), String> {
+    fn apply(&mut self, edit: &Edit) -> Result<(), InvalidEdit> {
         for id in &edit.removed {
             if self.tables.remove(id).is_none() {
-                return Err(format!("removes table {id:016x}, which is not live"));
+                return Err(InvalidEdit(format!(
+                    "removes table {id:016x}, which is not live"
+                )));
             }
         }
         for t in &edit.added {
             if t.id >= edit.next_table_id {
-                return Err(format!(
+                return Err(InvalidEdit(format!(
                     "adds table {:016x}, not below next_table_id {:016x}",
                     t.id, edit.next_table_id
-                ));
+                )));
             }
             if self.tables.insert(t.id, t.clone()).is_some() {
-                return Err(format!("adds table {:016x} twice", t.id));
+                return Err(InvalidEdit(format!("adds table {:016x} twice", t.id)));
             }
         }
         if edit.log_start < self.log_start || edit.next_table_id < self.next_table_id {
-            return Err("moves log_start or next_table_id backwards".into());
+            return Err(InvalidEdit(
+                "moves log_start or next_table_id backwards".into(),
+            ));
         }
         self.log_start = edit.log_start;
         self.next_table_id = edit.next_table_id;
@@ -285,11 +311,10 @@ impl Manifest {
         for record in &replay.records {
             // The payload starts after the 8-byte record header.
             let at = record.offset + 8;
-            let edit = Edit::decode(&record.payload)
-                .map_err(|(o, e)| OrbitError::corruption(&path, at + o as u64, e))?;
+            let edit = Edit::decode(&record.payload).map_err(|e| e.into_corruption(&path, at))?;
             state
                 .apply(&edit)
-                .map_err(|e| OrbitError::corruption(&path, at, format!("manifest edit {e}")))?;
+                .map_err(|e| OrbitError::corruption(&path, at, e.to_string()))?;
         }
         Ok(Manifest {
             fs,
@@ -335,7 +360,7 @@ impl Manifest {
     fn commit_inner(&mut self, edit: &Edit) -> OrbitResult<()> {
         let mut next = self.state.clone();
         next.apply(edit)
-            .map_err(|e| crate::internal(format!("manifest edit {e}")))?;
+            .map_err(|e| OrbitError::internal("lsm", e))?;
         let mut batch = LogBatch::new();
         batch.push(&edit.encode())?;
         let writer = match &mut self.writer {

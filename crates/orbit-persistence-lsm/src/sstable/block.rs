@@ -1,6 +1,6 @@
 //! Data blocks: sorted entries with prefix-compressed keys and restart points.
 //!
-//! # Format (the payload; the table adds a CRC32 after it, see [`crate::sstable`])
+//! # Format (the payload; the table adds a CRC32 after it, see [`super`])
 //!
 //! ```text
 //! entry*          one per key, in key order
@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use crate::coding::{get_varint, put_varint};
 use crate::value::Entry;
+use orbit_persistence_core::encoding::DecodeError;
 
 /// Entries between two restart points.
 pub const RESTART_INTERVAL: usize = 16;
@@ -111,18 +112,26 @@ pub enum Slot {
 
 impl Block {
     /// Checks the restart array of `data`. The error says what is wrong, for a `Corruption`.
-    pub fn new(data: Box<[u8]>) -> Result<Block, String> {
+    pub fn new(data: Box<[u8]>) -> Result<Block, DecodeError> {
         let len = data.len();
         let Some(count_at) = len.checked_sub(4) else {
-            return Err(format!("block of {len} bytes has no restart count"));
+            return Err(DecodeError::new(
+                0,
+                format!("block of {len} bytes has no restart count"),
+            ));
         };
         let restarts = u32::from_le_bytes(data[count_at..].try_into().unwrap_or_default()) as usize;
         let restarts_at = restarts
             .checked_mul(4)
             .and_then(|n| count_at.checked_sub(n))
-            .ok_or_else(|| format!("block of {len} bytes claims {restarts} restart points"))?;
+            .ok_or_else(|| {
+                DecodeError::new(
+                    count_at,
+                    format!("block of {len} bytes claims {restarts} restart points"),
+                )
+            })?;
         if restarts == 0 {
-            return Err("block without restart points".into());
+            return Err(DecodeError::new(count_at, "block without restart points"));
         }
         let block = Block {
             data,
@@ -131,7 +140,10 @@ impl Block {
         };
         for i in 0..restarts {
             if block.restart(i) >= restarts_at {
-                return Err(format!("restart point {i} lies past the entries"));
+                return Err(DecodeError::new(
+                    restarts_at + 4 * i,
+                    format!("restart point {i} lies past the entries"),
+                ));
             }
         }
         Ok(block)
@@ -154,8 +166,8 @@ impl Block {
 
     /// Decodes the entry at `at` onto `key` (which holds the previous key). Returns the slot
     /// and where the next entry begins.
-    fn decode(&self, at: usize, key: &mut Vec<u8>) -> Result<(Slot, usize), String> {
-        let bad = |what: &str| format!("entry at block offset {at}: {what}");
+    fn decode(&self, at: usize, key: &mut Vec<u8>) -> Result<(Slot, usize), DecodeError> {
+        let bad = |what: &str| DecodeError::new(at, format!("entry: {what}"));
         let end = self.restarts_at;
         let entries = &self.data[..end];
         let mut pos = at;
@@ -190,7 +202,7 @@ impl Block {
     }
 
     /// Position of the first entry with a key `>= target`: the restart point to scan from.
-    fn seek_restart(&self, target: &[u8]) -> Result<usize, String> {
+    fn seek_restart(&self, target: &[u8]) -> Result<usize, DecodeError> {
         // The last restart point whose key is < target (or the first one).
         let (mut lo, mut hi) = (0, self.restarts);
         let mut key = Vec::new();
@@ -208,7 +220,7 @@ impl Block {
     }
 
     /// The slot of `key`, if the block holds it.
-    pub fn get(&self, target: &[u8]) -> Result<Option<Slot>, String> {
+    pub fn get(&self, target: &[u8]) -> Result<Option<Slot>, DecodeError> {
         let mut at = self.seek_restart(target)?;
         let mut key = Vec::new();
         while at < self.restarts_at {
@@ -233,7 +245,7 @@ pub struct BlockCursor {
 
 impl BlockCursor {
     /// A cursor at the first entry with a key `>= start` (the first entry if `start` is empty).
-    pub fn seek(block: Arc<Block>, start: &[u8]) -> Result<BlockCursor, String> {
+    pub fn seek(block: Arc<Block>, start: &[u8]) -> Result<BlockCursor, DecodeError> {
         let at = if start.is_empty() {
             0
         } else {
@@ -254,7 +266,7 @@ impl BlockCursor {
         Ok(cursor)
     }
 
-    fn peek(&self) -> Result<Option<(Vec<u8>, Slot)>, String> {
+    fn peek(&self) -> Result<Option<(Vec<u8>, Slot)>, DecodeError> {
         if self.at >= self.block.restarts_at {
             return Ok(None);
         }
@@ -263,14 +275,14 @@ impl BlockCursor {
         Ok(Some((key, slot)))
     }
 
-    fn advance(&mut self) -> Result<(), String> {
+    fn advance(&mut self) -> Result<(), DecodeError> {
         let (_, next) = self.block.decode(self.at, &mut self.key)?;
         self.at = next;
         Ok(())
     }
 
     /// The next entry: key and value (`None` for a tombstone).
-    pub fn next_entry(&mut self) -> Result<Option<Entry>, String> {
+    pub fn next_entry(&mut self) -> Result<Option<Entry>, DecodeError> {
         if self.at >= self.block.restarts_at {
             return Ok(None);
         }
@@ -358,6 +370,9 @@ mod tests {
         assert!(Block::new(vec![1, 2].into()).is_err());
         assert!(Block::new(vec![0, 0, 0, 0].into()).is_err());
         assert!(Block::new(vec![9, 0, 0, 0, 1, 0, 0, 0].into()).is_err());
+        // The error names where in the block it is: here the restart count that claims 200.
+        let e = Block::new(vec![0, 0, 0, 0, 200, 0, 0, 0].into()).unwrap_err();
+        assert_eq!(e.offset, 4, "{e}");
         let mut rng = 0x1234_5678u64;
         for _ in 0..2000 {
             let len = (rng % 64) as usize + 8;

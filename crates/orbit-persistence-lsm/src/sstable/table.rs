@@ -1,220 +1,19 @@
-//! Sorted string tables: immutable files of sorted keys, each a run of the LSM tree.
-//!
-//! # File format
-//!
-//! ```text
-//! offset 0   header   8 bytes magic "ORBITSST", u32 BE format version (1)
-//!            block*   data blocks, then the bloom block, then the index block
-//! end - 56   footer   (56 bytes, all integers big-endian)
-//!                     u64 index offset, u32 index length,
-//!                     u64 bloom offset, u32 bloom length,
-//!                     u64 entries, u64 tombstones,
-//!                     8 bytes magic "ORBITSST", u32 format version,
-//!                     u32 CRC32 of the 52 footer bytes before it
-//!
-//! block      payload, then u32 LE CRC32 of the payload (a handle's length excludes the CRC)
-//! data       see crate::block (prefix-compressed entries, restart points)
-//! bloom      the `bloomfilter` crate's serialized filter over every key of the table
-//! index      u32 BE n, then n x (varint key length, the last key of the block,
-//!            u64 BE block offset, u32 BE block length)
-//! ```
-//!
-//! A table is written once by [`TableBuilder`] (flush or compaction), synced, its directory
-//! synced, and only then named in the manifest; it is never modified. [`Table::open`] reads the
-//! footer, the index and the bloom filter into memory and checks every checksum it reads; data
-//! blocks are checked when read (and then kept, verified, in the block cache). Any mismatch is
-//! `Corruption` naming the file and the block's offset.
+//! Reads one table file in the format of [`super`]: the footer, index and bloom filter at open,
+//! data blocks on demand through the block cache, every checksum checked.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bloomfilter::Bloom;
+use orbit_persistence_core::encoding::DecodeError;
 use orbit_persistence_core::fs::{FileSystem, FsFile, OpenMode};
 use orbit_persistence_core::{OrbitError, OrbitResult};
 
-use crate::block::{Block, BlockBuilder, BlockCursor, Slot};
+use super::block::{Block, BlockCursor, Slot};
+use super::{BLOOM_SEED, FOOTER_LEN, HEADER_LEN, MAGIC, VERSION, be_u32, be_u64};
 use crate::cache::BlockCache;
-use crate::coding::{get_varint, put_varint};
+use crate::coding::get_varint;
 use crate::value::Lookup;
-
-/// Magic at both ends of a table file.
-pub const MAGIC: &[u8; 8] = b"ORBITSST";
-/// Format version of table files.
-pub const VERSION: u32 = 1;
-const HEADER_LEN: u64 = 12;
-const FOOTER_LEN: usize = 56;
-/// Fixed seed of the bloom filters' hash functions, so a filter means the same in every process.
-const BLOOM_SEED: [u8; 32] = *b"orbit-persistence-lsm-bloom-seed";
-
-/// Path of table `id` in `dir`.
-pub fn table_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:016x}.sst"))
-}
-
-/// The table id of a file name, if it is a table's.
-pub fn parse_table_name(name: &str) -> Option<u64> {
-    let hex = name.strip_suffix(".sst")?;
-    (hex.len() == 16)
-        .then(|| u64::from_str_radix(hex, 16).ok())
-        .flatten()
-}
-
-/// Writes one table file.
-pub struct TableBuilder {
-    file: Box<dyn FsFile>,
-    path: PathBuf,
-    block_size: usize,
-    block: BlockBuilder,
-    offset: u64,
-    index: Vec<(Vec<u8>, u64, u32)>,
-    /// Hashes of every key, for the bloom filter sized at the end.
-    keys: Vec<Vec<u8>>,
-    fp_rate: f64,
-    entries: u64,
-    tombstones: u64,
-    first_key: Option<Vec<u8>>,
-    /// Bytes written so far (for rate limiting and size-based splits).
-    pub written: u64,
-}
-
-/// A finished table's facts, as the manifest records them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableInfo {
-    /// Bytes of the file.
-    pub file_size: u64,
-    /// Entries, tombstones included.
-    pub entries: u64,
-    /// Tombstones.
-    pub tombstones: u64,
-    /// Smallest key.
-    pub smallest: Vec<u8>,
-    /// Largest key.
-    pub largest: Vec<u8>,
-}
-
-impl TableBuilder {
-    /// Creates the file at `path` (which must not exist).
-    pub fn create(
-        fs: &dyn FileSystem,
-        path: &Path,
-        block_size: usize,
-        fp_rate: f64,
-    ) -> OrbitResult<Self> {
-        let file = fs.open(path, OpenMode::CreateNew)?;
-        let mut header = MAGIC.to_vec();
-        header.extend_from_slice(&VERSION.to_be_bytes());
-        file.write_at(&header, 0)?;
-        Ok(TableBuilder {
-            file,
-            path: path.to_path_buf(),
-            block_size,
-            block: BlockBuilder::default(),
-            offset: HEADER_LEN,
-            index: Vec::new(),
-            keys: Vec::new(),
-            fp_rate,
-            entries: 0,
-            tombstones: 0,
-            first_key: None,
-            written: HEADER_LEN,
-        })
-    }
-
-    /// Appends an entry (`None` = tombstone); keys in strictly increasing order.
-    pub fn add(&mut self, key: &[u8], value: Option<&[u8]>) -> OrbitResult<()> {
-        if self.first_key.is_none() {
-            self.first_key = Some(key.to_vec());
-        }
-        self.block.add(key, value);
-        self.keys.push(key.to_vec());
-        self.entries += 1;
-        self.tombstones += u64::from(value.is_none());
-        if self.block.size() >= self.block_size {
-            self.finish_block()?;
-        }
-        Ok(())
-    }
-
-    /// Whether nothing was added.
-    pub fn is_empty(&self) -> bool {
-        self.entries == 0
-    }
-
-    /// Bytes the file would have if finished now (roughly).
-    pub fn estimated_size(&self) -> u64 {
-        self.offset + self.block.size() as u64
-    }
-
-    fn write_block(&mut self, payload: &[u8]) -> OrbitResult<(u64, u32)> {
-        let at = self.offset;
-        let mut bytes = Vec::with_capacity(payload.len() + 4);
-        bytes.extend_from_slice(payload);
-        bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        self.file.write_at(&bytes, at)?;
-        self.offset += bytes.len() as u64;
-        self.written += bytes.len() as u64;
-        Ok((at, payload.len() as u32))
-    }
-
-    fn finish_block(&mut self) -> OrbitResult<()> {
-        if self.block.is_empty() {
-            return Ok(());
-        }
-        let last = self.block.last_key().to_vec();
-        let payload = self.block.finish();
-        let (at, len) = self.write_block(&payload)?;
-        self.index.push((last, at, len));
-        Ok(())
-    }
-
-    /// Writes the bloom filter, the index and the footer, and syncs the file. The caller syncs
-    /// the directory before naming the table anywhere.
-    pub fn finish(mut self) -> OrbitResult<TableInfo> {
-        self.finish_block()?;
-        let mut bloom: Bloom<[u8]> =
-            Bloom::new_for_fp_rate_with_seed(self.keys.len().max(1), self.fp_rate, &BLOOM_SEED)
-                .map_err(|e| crate::internal(format!("bloom filter: {e}")))?;
-        for k in &self.keys {
-            bloom.set(k);
-        }
-        let (bloom_at, bloom_len) = self.write_block(&bloom.to_bytes())?;
-        let mut index = (self.index.len() as u32).to_be_bytes().to_vec();
-        for (key, at, len) in &self.index {
-            put_varint(&mut index, key.len() as u64);
-            index.extend_from_slice(key);
-            index.extend_from_slice(&at.to_be_bytes());
-            index.extend_from_slice(&len.to_be_bytes());
-        }
-        let (index_at, index_len) = self.write_block(&index)?;
-        let mut footer = Vec::with_capacity(FOOTER_LEN);
-        footer.extend_from_slice(&index_at.to_be_bytes());
-        footer.extend_from_slice(&index_len.to_be_bytes());
-        footer.extend_from_slice(&bloom_at.to_be_bytes());
-        footer.extend_from_slice(&bloom_len.to_be_bytes());
-        footer.extend_from_slice(&self.entries.to_be_bytes());
-        footer.extend_from_slice(&self.tombstones.to_be_bytes());
-        footer.extend_from_slice(MAGIC);
-        footer.extend_from_slice(&VERSION.to_be_bytes());
-        footer.extend_from_slice(&crc32fast::hash(&footer).to_be_bytes());
-        self.file.write_at(&footer, self.offset)?;
-        self.offset += FOOTER_LEN as u64;
-        self.file.sync_data()?;
-        let largest = self.index.last().map(|(k, ..)| k.clone());
-        let (Some(smallest), Some(largest)) = (self.first_key.take(), largest) else {
-            return Err(crate::internal(format!(
-                "empty table {} finished",
-                self.path.display()
-            )));
-        };
-        Ok(TableInfo {
-            file_size: self.offset,
-            entries: self.entries,
-            tombstones: self.tombstones,
-            smallest,
-            largest,
-        })
-    }
-}
 
 /// Where one data block is.
 #[derive(Debug)]
@@ -243,14 +42,6 @@ impl std::fmt::Debug for Table {
             .field("entries", &self.entries)
             .finish_non_exhaustive()
     }
-}
-
-fn be_u64(b: &[u8]) -> u64 {
-    u64::from_be_bytes(b.try_into().unwrap_or_default())
-}
-
-fn be_u32(b: &[u8]) -> u32 {
-    u32::from_be_bytes(b.try_into().unwrap_or_default())
 }
 
 impl Table {
@@ -303,7 +94,7 @@ impl Table {
             file,
             index: Vec::new(),
             bloom: Bloom::new_with_seed(1, 1, &BLOOM_SEED)
-                .map_err(|e| crate::internal(format!("bloom filter: {e}")))?,
+                .map_err(|e| OrbitError::internal("lsm", format!("bloom filter: {e}")))?,
             cache,
             entries,
         };
@@ -315,7 +106,8 @@ impl Table {
             .filter(|b| b.len() >= 8)
             .ok_or_else(|| corrupt(bloom_at, "undecodable bloom filter".into()))?;
         let index = table.read_block(index_at, index_len, footer_at)?;
-        table.index = parse_index(&index, footer_at).map_err(|e| corrupt(index_at, e))?;
+        table.index =
+            parse_index(&index, footer_at).map_err(|e| e.into_corruption(path, index_at))?;
         Ok(table)
     }
 
@@ -366,9 +158,8 @@ impl Table {
             return Ok(block);
         }
         let bytes = self.read_block(entry.offset, entry.len, u64::MAX)?;
-        let block = Arc::new(
-            Block::new(bytes).map_err(|e| OrbitError::corruption(&self.path, entry.offset, e))?,
-        );
+        let block =
+            Arc::new(Block::new(bytes).map_err(|e| e.into_corruption(&self.path, entry.offset))?);
         if let Some(cache) = &self.cache {
             cache.insert(key, Arc::clone(&block));
         }
@@ -392,15 +183,20 @@ impl Table {
         let mut problems = Vec::new();
         let mut previous: Option<Vec<u8>> = None;
         for entry in &self.index {
-            let corrupt = |what: String| OrbitError::corruption(&self.path, entry.offset, what);
+            let undecodable = |e: DecodeError| e.into_corruption(&self.path, entry.offset);
             let checked = self
                 .read_block(entry.offset, entry.len, u64::MAX)
-                .and_then(|bytes| Block::new(bytes).map_err(corrupt))
+                .and_then(|bytes| Block::new(bytes).map_err(undecodable))
                 .and_then(|block| {
-                    let mut cursor = BlockCursor::seek(Arc::new(block), &[]).map_err(corrupt)?;
-                    while let Some((key, _)) = cursor.next_entry().map_err(corrupt)? {
+                    let mut cursor =
+                        BlockCursor::seek(Arc::new(block), &[]).map_err(undecodable)?;
+                    while let Some((key, _)) = cursor.next_entry().map_err(undecodable)? {
                         if previous.as_ref().is_some_and(|p| *p >= key) || *key > *entry.last_key {
-                            return Err(corrupt("keys out of order".into()));
+                            return Err(OrbitError::corruption(
+                                &self.path,
+                                entry.offset,
+                                "keys out of order",
+                            ));
                         }
                         previous = Some(key);
                     }
@@ -427,7 +223,7 @@ impl Table {
         Ok(
             match block
                 .get(key)
-                .map_err(|e| OrbitError::corruption(&self.path, offset, e))?
+                .map_err(|e| e.into_corruption(&self.path, offset))?
             {
                 None => Lookup::Absent,
                 Some(Slot::Tombstone) => Lookup::Deleted,
@@ -437,31 +233,38 @@ impl Table {
     }
 }
 
-fn parse_index(bytes: &[u8], limit: u64) -> Result<Vec<IndexEntry>, String> {
-    let count = bytes.get(..4).map(be_u32).ok_or("index without a count")? as usize;
+fn parse_index(bytes: &[u8], limit: u64) -> Result<Vec<IndexEntry>, DecodeError> {
+    let count = bytes
+        .get(..4)
+        .map(be_u32)
+        .ok_or_else(|| DecodeError::new(0, "index without a count"))? as usize;
     // Each entry takes at least 13 bytes: bound the allocation by the bytes present.
     if count > bytes.len() / 13 {
-        return Err(format!(
-            "index claims {count} blocks in {} bytes",
-            bytes.len()
+        return Err(DecodeError::new(
+            0,
+            format!("index claims {count} blocks in {} bytes", bytes.len()),
         ));
     }
     let mut out = Vec::with_capacity(count);
     let mut at = 4;
     for i in 0..count {
-        let key_len = get_varint(bytes, &mut at).ok_or("bad key length in the index")? as usize;
-        let key_end = at.checked_add(key_len).ok_or("index key too long")?;
-        let rest = bytes
-            .get(at..key_end.checked_add(12).ok_or("index key too long")?)
-            .ok_or_else(|| format!("index entry {i} truncated"))?;
+        let entry_at = at;
+        let bad = |what: &str| DecodeError::new(entry_at, format!("index entry {i}: {what}"));
+        let key_len = get_varint(bytes, &mut at).ok_or_else(|| bad("bad key length"))? as usize;
+        let rest = at
+            .checked_add(key_len)
+            .and_then(|key_end| key_end.checked_add(12))
+            .and_then(|end| bytes.get(at..end))
+            .ok_or_else(|| bad("truncated"))?;
+        let key_end = at + key_len;
         let key: Box<[u8]> = rest[..key_len].into();
         let offset = be_u64(&rest[key_len..key_len + 8]);
         let len = be_u32(&rest[key_len + 8..]);
         if offset.saturating_add(u64::from(len) + 4) > limit {
-            return Err(format!("index entry {i} points past the data"));
+            return Err(bad("points past the data"));
         }
         if out.last().is_some_and(|p: &IndexEntry| *p.last_key >= *key) {
-            return Err(format!("index entry {i} is out of order"));
+            return Err(bad("out of order"));
         }
         out.push(IndexEntry {
             last_key: key,
@@ -471,7 +274,7 @@ fn parse_index(bytes: &[u8], limit: u64) -> Result<Vec<IndexEntry>, String> {
         at = key_end + 12;
     }
     if at != bytes.len() {
-        return Err("trailing bytes after the index".into());
+        return Err(DecodeError::new(at, "trailing bytes after the index"));
     }
     Ok(out)
 }
@@ -513,7 +316,7 @@ impl Iterator for TableIter {
                         self.cursor = None;
                         self.next_block = self.table.index.len();
                         let at = self.cursor_offset;
-                        return Some(Err(OrbitError::corruption(&self.table.path, at, e)));
+                        return Some(Err(e.into_corruption(&self.table.path, at)));
                     }
                 }
             }
@@ -526,7 +329,7 @@ impl Iterator for TableIter {
             self.cursor_offset = offset;
             let opened = self.table.data_block(i).and_then(|block| {
                 BlockCursor::seek(block, &std::mem::take(&mut self.start))
-                    .map_err(|e| OrbitError::corruption(&self.table.path, offset, e))
+                    .map_err(|e| e.into_corruption(&self.table.path, offset))
             });
             match opened {
                 Ok(c) => self.cursor = Some(c),
