@@ -214,6 +214,17 @@ pub async fn kill9_acknowledged_writes_survive(b: Backend) {
         .expect("tempdir");
     let exe = std::env::current_exe().expect("current_exe");
     let clock = Arc::new(ManualClock::new(T0));
+    // Open the backend once in a scratch directory first: one whose cases share a service with
+    // the children (the etcd cases' member) starts it here, in the parent, where the children
+    // look for it, instead of in the first child (dying with it). The data directory itself
+    // stays for the first child to create, so a kill during creation is still covered.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    open_in(b, clock.clone(), scratch.path())
+        .await
+        .expect("open in a scratch directory")
+        .shutdown()
+        .await
+        .expect("shutdown of the scratch store");
     let mut known: BTreeMap<u32, State> = BTreeMap::new();
     let mut max_revision = 0u64;
     let mut rng = StdRng::seed_from_u64(0x5eed);
