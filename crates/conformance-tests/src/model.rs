@@ -79,6 +79,14 @@ impl Model {
         (before - self.leases.len()) as u64
     }
 
+    /// `remove_node_leases`, by full scan.
+    pub fn remove_node(&mut self, n: &NodeId) -> OrbitResult<u64> {
+        rules::validate_node(n)?;
+        let before = self.leases.len();
+        self.leases.retain(|_, l| l.node_id != *n);
+        Ok((before - self.leases.len()) as u64)
+    }
+
     /// `acquire_lease`.
     pub fn acquire(&mut self, lease: &AddressableLease, now: Timestamp) -> OrbitResult<Acquire> {
         rules::validate_lease(lease, now)?;
@@ -137,6 +145,8 @@ pub enum Op {
     List(u32),
     /// `cleanup_expired_leases`.
     Cleanup,
+    /// `remove_node_leases` of a node in the pool.
+    RemoveNode(u32),
     /// `acquire_lease`.
     Acquire {
         /// Index of the reference in the pool.
@@ -183,6 +193,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => r.clone().prop_map(Op::Remove),
         2 => n.clone().prop_map(Op::List),
         2 => Just(Op::Cleanup),
+        1 => n.clone().prop_map(Op::RemoveNode),
         4 => (r.clone(), n.clone(), ttl.clone()).prop_map(|(r, n, ttl)| Op::Acquire { r, n, ttl }),
         3 => (r.clone(), n.clone(), ttl, any::<bool>()).prop_map(|(r, n, ttl, stale)| Op::Renew { r, n, ttl, stale }),
         2 => (r, n, any::<bool>()).prop_map(|(r, n, stale)| Op::Release { r, n, stale }),
@@ -291,6 +302,14 @@ async fn run_sequence(b: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     op,
                     Ok(model.cleanup(now)),
                     outcome(s.cleanup_expired_leases().await),
+                )?;
+            }
+            Op::RemoveNode(n) => {
+                same(
+                    step,
+                    op,
+                    outcome(model.remove_node(&node(*n))),
+                    outcome(s.remove_node_leases(&node(*n)).await),
                 )?;
             }
             Op::Acquire { r, n, ttl } => {

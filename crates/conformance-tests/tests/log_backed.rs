@@ -54,6 +54,21 @@ impl LeaseSource for Published {
             .cloned()
             .collect())
     }
+
+    fn node_references(
+        &self,
+        node: &NodeId,
+        after: Option<&AddressableReference>,
+        limit: usize,
+    ) -> OrbitResult<Vec<AddressableReference>> {
+        let map = self.0.read().unwrap();
+        Ok(map
+            .values()
+            .filter(|l| l.node_id == *node && after.is_none_or(|a| l.reference > *a))
+            .take(limit)
+            .map(|l| l.reference.clone())
+            .collect())
+    }
 }
 
 struct Writer {
@@ -252,6 +267,10 @@ impl AddressableDirectoryProvider for LogBacked {
 
     async fn cleanup_expired_leases(&self) -> OrbitResult<u64> {
         self.writes()?.cleanup().await
+    }
+
+    async fn remove_node_leases(&self, node: &NodeId) -> OrbitResult<u64> {
+        self.writes()?.remove_node(node).await
     }
 
     async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {

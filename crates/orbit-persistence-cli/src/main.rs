@@ -71,6 +71,17 @@ enum Command {
     },
     /// Removes every lease expired now; prints how many.
     Cleanup(Store),
+    /// Removes every lease of one node (a node that died), through the node index, in bounded
+    /// atomic batches; prints how many as JSON. Safe to run again after an interruption.
+    EvictNode {
+        #[command(flatten)]
+        store: Store,
+        /// The node's key.
+        node: String,
+        /// The node's namespace (required: a node key alone names no node).
+        #[arg(long)]
+        namespace: String,
+    },
     /// Prints every lease of a consistent snapshot, one JSON object per line, in reference
     /// order.
     Dump(Store),
@@ -469,6 +480,28 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let removed = s.cleanup_expired_leases().await;
             s.shutdown().await?;
             out_line(&json(&serde_json::json!({ "removed": removed? }))?)?;
+        }
+        Command::EvictNode {
+            store,
+            node,
+            namespace,
+        } => {
+            let node = NodeId::new(node, namespace);
+            let s = open(&store, Access::Write).await?;
+            // A spinner on a terminal (indicatif draws nothing when stderr is not one).
+            let spinner = indicatif::ProgressBar::new_spinner().with_message(format!(
+                "evicting the leases of node {:?} in namespace {:?}",
+                node.key, node.namespace
+            ));
+            spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+            let removed = s.remove_node_leases(&node).await;
+            spinner.finish_and_clear();
+            s.shutdown().await?;
+            out_line(&json(&serde_json::json!({
+                "node": node.key,
+                "namespace": node.namespace,
+                "removed": removed?,
+            }))?)?;
         }
     }
     Ok(())

@@ -189,6 +189,16 @@ pub enum WriteOp {
         /// Most leases this step removes.
         limit: usize,
     },
+    /// One bounded step of `remove_node_leases`: remove the leases of `node` among the first
+    /// `limit` entries of its node index after `after`.
+    Evict {
+        /// The node whose leases go.
+        node: NodeId,
+        /// Where the previous step stopped (its last index entry); `None` for the first step.
+        after: Option<AddressableReference>,
+        /// Most node-index entries this step reads (and so leases it removes).
+        limit: usize,
+    },
 }
 
 /// A [`WriteOp`] with the clock reading it is judged by.
@@ -213,6 +223,14 @@ pub enum WriteOutcome {
     Renew(Renew),
     /// How many expired leases a cleanup step removed.
     Cleaned(u64),
+    /// What an eviction step removed, and where the next step starts (`None`: the node's index
+    /// had no more entries).
+    Evicted {
+        /// Leases removed.
+        removed: u64,
+        /// The last index entry this step read, when it read `limit` of them.
+        next: Option<AddressableReference>,
+    },
 }
 
 /// Read access to the published state, for the writer thread.
@@ -236,6 +254,15 @@ pub trait LeaseSource {
         let _ = after;
         self.expired(now, limit)
     }
+
+    /// Up to `limit` references of `node`'s published leases, in reference order, after
+    /// `after` (from the first if `None`), through the node index.
+    fn node_references(
+        &self,
+        node: &NodeId,
+        after: Option<&AddressableReference>,
+        limit: usize,
+    ) -> OrbitResult<Vec<AddressableReference>>;
 }
 
 /// Turns requests into changes on the writer thread; see the module docs.
@@ -423,6 +450,33 @@ impl ChangeStager {
                 }
                 WriteOutcome::Cleaned(changes.len() as u64)
             }
+            WriteOp::Evict { node, after, limit } => {
+                let candidates = source.node_references(&node, after.as_ref(), limit)?;
+                let next = match candidates.len() == limit {
+                    true => candidates.last().cloned(),
+                    false => None,
+                };
+                // Re-judged through this batch's earlier changes: a lease moved off the node
+                // or removed since it was published stays as it is.
+                self.index_overlay();
+                for reference in candidates {
+                    let on_node = match self.staged_state(&reference) {
+                        None => true,
+                        Some(staged) => staged.is_some_and(|l| l.node_id == node),
+                    };
+                    if on_node {
+                        revision += 1;
+                        changes.push(LeaseChange::Delete {
+                            reference,
+                            revision,
+                        });
+                    }
+                }
+                WriteOutcome::Evicted {
+                    removed: changes.len() as u64,
+                    next,
+                }
+            }
         };
         if !changes.is_empty() {
             batch.push_with(|buf| {
@@ -481,6 +535,20 @@ mod tests {
             v.sort_by_key(|l| l.expires_at);
             v.truncate(limit);
             Ok(v)
+        }
+        fn node_references(
+            &self,
+            node: &NodeId,
+            after: Option<&AddressableReference>,
+            limit: usize,
+        ) -> OrbitResult<Vec<AddressableReference>> {
+            Ok(self
+                .0
+                .values()
+                .filter(|l| l.node_id == *node && after.is_none_or(|a| l.reference > *a))
+                .map(|l| l.reference.clone())
+                .take(limit)
+                .collect())
         }
     }
 
@@ -665,6 +733,75 @@ mod tests {
     }
 
     #[test]
+    fn eviction_steps_walk_the_node_and_respect_the_batch() {
+        let mut map = Map::default();
+        let mut stager = ChangeStager::new(0);
+        let mut batch = LogBatch::new();
+        let mut leases: Vec<_> = (0..5).map(|i| lease(i, "a", 100)).collect();
+        leases.push(lease(9, "b", 100));
+        stager
+            .stage(&map, req(WriteOp::Store(leases), 0), &mut batch)
+            .unwrap();
+        map.apply(stager.take());
+        // Earlier in the batch, lease 1 moves to node b and lease 2 is removed.
+        stager
+            .stage(
+                &map,
+                req(WriteOp::Store(vec![lease(1, "b", 100)]), 0),
+                &mut batch,
+            )
+            .unwrap();
+        stager
+            .stage(
+                &map,
+                req(WriteOp::Remove(lease(2, "a", 0).reference), 0),
+                &mut batch,
+            )
+            .unwrap();
+        let evict = |after| WriteOp::Evict {
+            node: NodeId::new("a", "ns"),
+            after,
+            limit: 3,
+        };
+        let first = stager.stage(&map, req(evict(None), 0), &mut batch).unwrap();
+        assert_eq!(
+            first,
+            WriteOutcome::Evicted {
+                removed: 1,
+                next: Some(lease(2, "a", 0).reference)
+            },
+            "entries 0, 1 and 2 read; only 0 is still on node a"
+        );
+        let WriteOutcome::Evicted { next, .. } = first else {
+            unreachable!()
+        };
+        let second = stager.stage(&map, req(evict(next), 0), &mut batch).unwrap();
+        assert_eq!(
+            second,
+            WriteOutcome::Evicted {
+                removed: 2,
+                next: None
+            }
+        );
+        let changes = stager.take();
+        let revisions: Vec<u64> = changes.iter().map(LeaseChange::revision).collect();
+        assert_eq!(revisions, (7..=11).collect::<Vec<_>>(), "one revision each");
+        map.apply(changes);
+        let left: Vec<_> = map
+            .0
+            .values()
+            .map(|l| (l.reference.clone(), l.node_id.clone()))
+            .collect();
+        assert_eq!(
+            left,
+            vec![
+                (lease(1, "b", 0).reference, NodeId::new("b", "ns")),
+                (lease(9, "b", 0).reference, NodeId::new("b", "ns")),
+            ]
+        );
+    }
+
+    #[test]
     fn corrupt_payloads_are_errors_with_offsets() {
         let mut buf = Vec::new();
         encode_changes(
@@ -712,6 +849,14 @@ mod tests {
             v.sort_by(|a, b| (a.expires_at, &a.reference).cmp(&(b.expires_at, &b.reference)));
             v.truncate(limit);
             Ok(v)
+        }
+        fn node_references(
+            &self,
+            node: &NodeId,
+            after: Option<&AddressableReference>,
+            limit: usize,
+        ) -> OrbitResult<Vec<AddressableReference>> {
+            self.0.node_references(node, after, limit)
         }
     }
 

@@ -258,6 +258,10 @@ impl<E: Engine> AddressableDirectoryProvider for DiskDirectory<E> {
         self.writes()?.cleanup().await
     }
 
+    async fn remove_node_leases(&self, node: &NodeId) -> OrbitResult<u64> {
+        self.writes()?.remove_node(node).await
+    }
+
     async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
         self.writes()?.acquire(lease).await
     }

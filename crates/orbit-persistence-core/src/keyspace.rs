@@ -150,6 +150,36 @@ impl<K: OrderedKv> LeaseKv<'_, K> {
             .collect()
     }
 
+    /// Up to `limit` references of `node`'s leases after `after`, in reference order, read
+    /// from the node index alone.
+    pub fn node_references(
+        &self,
+        node: &NodeId,
+        after: Option<&AddressableReference>,
+        limit: usize,
+    ) -> OrbitResult<Vec<AddressableReference>> {
+        let prefix = tagged(NODES, &node_index_prefix(node));
+        let end = prefix_end(&prefix);
+        let start = match after {
+            Some(r) => {
+                let mut k = node_key(node, r);
+                k.push(0); // the smallest key after it
+                k
+            }
+            None => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        if limit > 0 {
+            self.0.scan(&start, &end, &mut |k, _| {
+                let r = decode_reference(&k[prefix.len()..])
+                    .map_err(|e| self.corrupt_value("node-index key", e))?;
+                out.push(r);
+                Ok(out.len() < limit)
+            })?;
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` leases with `expires_at <= now`, earliest first, through the expiry index.
     pub fn expired(&self, now: Timestamp, limit: usize) -> OrbitResult<Vec<AddressableLease>> {
         self.expired_after(now, None, limit)
@@ -360,6 +390,15 @@ impl<K: OrderedKv> LeaseSource for LeaseKv<'_, K> {
         limit: usize,
     ) -> OrbitResult<Vec<AddressableLease>> {
         LeaseKv::expired_after(self, now, after, limit)
+    }
+
+    fn node_references(
+        &self,
+        node: &NodeId,
+        after: Option<&AddressableReference>,
+        limit: usize,
+    ) -> OrbitResult<Vec<AddressableReference>> {
+        LeaseKv::node_references(self, node, after, limit)
     }
 }
 

@@ -22,6 +22,10 @@ use crate::{
 /// Leases one cleanup step removes: bounds the writer's batch and the WAL record.
 pub const CLEANUP_STEP: usize = 1024;
 
+/// Node-index entries one eviction step reads (and so leases it removes at most): bounds the
+/// writer's batch and the WAL record as [`CLEANUP_STEP`] does.
+pub const EVICT_STEP: usize = 1024;
+
 /// Submits validated lease writes to a group-commit writer.
 pub struct LeaseWrites<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> {
     writer: GroupCommit<H>,
@@ -136,6 +140,32 @@ impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> LeaseWri
                     MetricsRecorder::add(&self.metrics.expired_removed, n);
                     if n < CLEANUP_STEP as u64 {
                         return Ok(total);
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+    }
+
+    /// `remove_node_leases`: steps of [`EVICT_STEP`] node-index entries, each one atomic
+    /// record, each step starting after the last entry of the one before (so no step walks
+    /// what an earlier one removed). A node without leases costs one index read and no write.
+    pub async fn remove_node(&self, node: &NodeId) -> OrbitResult<u64> {
+        rules::validate_node(node)?;
+        let now = self.clock.now();
+        let (mut total, mut after) = (0, None);
+        loop {
+            let op = WriteOp::Evict {
+                node: node.clone(),
+                after: after.take(),
+                limit: EVICT_STEP,
+            };
+            match self.submit(op, now).await? {
+                WriteOutcome::Evicted { removed, next } => {
+                    total += removed;
+                    match next {
+                        Some(next) => after = Some(next),
+                        None => return Ok(total),
                     }
                 }
                 other => return Err(unexpected(other)),

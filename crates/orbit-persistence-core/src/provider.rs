@@ -80,4 +80,10 @@ pub trait AddressableDirectoryProvider: PersistenceProvider {
     /// Upserts all leases as one atomic batch: all or none are visible, before and after a
     /// crash.
     async fn store_leases(&self, leases: &[AddressableLease]) -> OrbitResult<()>;
+    /// Removes every lease of `node` (a node that died), expired or not, through the node
+    /// index; returns how many. Works in bounded atomic batches, each removal with its own
+    /// revision (etcd: each batch one revision), so a crash between batches leaves each batch
+    /// whole and the rest still listed; calling it again finishes the job. A node without
+    /// leases returns 0 without writing. Leases written to the node while it runs may stay.
+    async fn remove_node_leases(&self, node: &NodeId) -> OrbitResult<u64>;
 }

@@ -255,22 +255,12 @@ impl EtcdDirectory {
     /// has the revision its expiry entry was written with (a lease renewed meanwhile stays).
     /// Returns how many were removed.
     async fn remove_expired(&self, expired: &[etcd_client::KeyValue]) -> OrbitResult<u64> {
-        let mut compares = Vec::with_capacity(expired.len());
-        let mut ops = Vec::with_capacity(expired.len() * 3);
+        let mut entries = Vec::with_capacity(expired.len());
         for kv in expired {
             let (r, expires_at, node) = self.keys.decode_expiry_entry(kv.key(), kv.value())?;
-            compares.push(Compare::mod_revision(
-                self.keys.lease(&r),
-                CompareOp::Equal,
-                kv.mod_revision(),
-            ));
-            ops.extend(self.delete_ops(&r, &node, expires_at));
+            entries.push((r, node, expires_at, kv.mod_revision()));
         }
-        let start = Instant::now();
-        let committed = self.commit(compares, ops).await;
-        self.metrics
-            .write_done(start, expired.len() as u64, &committed);
-        if committed?.is_some() {
+        if self.remove_unchanged(&entries).await? {
             return Ok(expired.len() as u64);
         }
         // A lost compare: some lease of the batch changed meanwhile. One by one, so that every
@@ -280,6 +270,77 @@ impl EtcdDirectory {
             removed += u64::from(self.remove_expired_one(kv).await?);
         }
         Ok(removed)
+    }
+
+    /// Removes the leases named by index `entries` (reference, node, expiry, and the revision
+    /// the entry was written with, which is its lease's) in one transaction, each only if its
+    /// lease key still has that revision. `false` if a compare was lost (a lease changed
+    /// meanwhile) and nothing was removed.
+    async fn remove_unchanged(
+        &self,
+        entries: &[(AddressableReference, NodeId, Timestamp, i64)],
+    ) -> OrbitResult<bool> {
+        let mut compares = Vec::with_capacity(entries.len());
+        let mut ops = Vec::with_capacity(entries.len() * 3);
+        for (r, node, expires_at, mod_revision) in entries {
+            compares.push(Compare::mod_revision(
+                self.keys.lease(r),
+                CompareOp::Equal,
+                *mod_revision,
+            ));
+            ops.extend(self.delete_ops(r, node, *expires_at));
+        }
+        let start = Instant::now();
+        let committed = self.commit(compares, ops).await;
+        self.metrics
+            .write_done(start, entries.len() as u64, &committed);
+        Ok(committed?.is_some())
+    }
+
+    /// Removes the leases of `node` among node-index `listed` in one transaction; on a lost
+    /// compare, one by one, each only while it is still on `node`. Returns how many went.
+    async fn remove_node_entries(
+        &self,
+        node: &NodeId,
+        listed: &[etcd_client::KeyValue],
+    ) -> OrbitResult<u64> {
+        let mut entries = Vec::with_capacity(listed.len());
+        for kv in listed {
+            let lease = self
+                .keys
+                .decode_node_entry(kv.key(), kv.value(), kv.mod_revision())?;
+            entries.push((
+                lease.reference,
+                node.clone(),
+                lease.expires_at,
+                kv.mod_revision(),
+            ));
+        }
+        if self.remove_unchanged(&entries).await? {
+            return Ok(entries.len() as u64);
+        }
+        let mut removed = 0;
+        for (r, ..) in &entries {
+            removed += u64::from(self.delete_lease_if(r, |c| c.node_id == *node).await?);
+        }
+        Ok(removed)
+    }
+
+    /// The next window of `windows` (see `scan_window`) read at the latest revision, so what
+    /// the caller removed from the last one is gone from this read; `None` after the last.
+    async fn next_window(
+        &self,
+        windows: &mut Option<ScanWindows>,
+    ) -> OrbitResult<Option<Vec<etcd_client::KeyValue>>> {
+        let Some(current) = windows.as_mut() else {
+            return Ok(None);
+        };
+        let (kvs, count, _) = self.read_window(current, 0).await?;
+        let keys: Vec<&[u8]> = kvs.iter().map(|kv| kv.key()).collect();
+        if !current.advance(&keys, count) {
+            *windows = None;
+        }
+        Ok(Some(kvs))
     }
 
     /// Removes the lease of one expired entry if the lease is still the one the entry was
@@ -462,19 +523,31 @@ impl AddressableDirectoryProvider for EtcdDirectory {
         let now = self.clock.now();
         let mut total = 0;
         // One pass over the expired entries, in windows of about a page (see `scan_window`
-        // for why not page after page from the start), each read at the latest revision.
-        let mut windows = ScanWindows::new(self.keys.expired_range(now), PAGE as usize);
-        loop {
-            let (expired, count, _) = self.read_window(&windows, 0).await?;
+        // for why not page after page from the start).
+        let mut windows = Some(ScanWindows::new(
+            self.keys.expired_range(now),
+            PAGE as usize,
+        ));
+        while let Some(expired) = self.next_window(&mut windows).await? {
             for batch in expired.chunks(self.cleanup_batch) {
                 total += self.remove_expired(batch).await?;
             }
-            let keys: Vec<&[u8]> = expired.iter().map(|kv| kv.key()).collect();
-            if !windows.advance(&keys, count) {
-                break;
-            }
         }
         MetricsRecorder::add(&self.metrics.expired_removed, total);
+        Ok(total)
+    }
+
+    async fn remove_node_leases(&self, node: &NodeId) -> OrbitResult<u64> {
+        rules::validate_node(node)?;
+        self.check_open()?;
+        let mut total = 0;
+        // The node index, window by window; a batch of `cleanup_batch` leases per transaction.
+        let mut windows = Some(ScanWindows::new(self.keys.node_range(node), PAGE as usize));
+        while let Some(listed) = self.next_window(&mut windows).await? {
+            for batch in listed.chunks(self.cleanup_batch) {
+                total += self.remove_node_entries(node, batch).await?;
+            }
+        }
         Ok(total)
     }
 

@@ -13,8 +13,8 @@
 //!   batch and no lock cycle can form.
 //! - Revisions come from one atomic counter, taken under the shard lock of the lease they stamp:
 //!   per reference they increase in write order, store-wide every write gets a fresh, larger one.
-//! - `cleanup_expired_leases` removes at most [`CLEANUP_BATCH`] leases per lock hold, so it never
-//!   stalls writers for long.
+//! - `cleanup_expired_leases` and `remove_node_leases` remove at most [`CLEANUP_BATCH`] leases
+//!   per lock hold, so they never stall writers for long.
 //! - `max_entries` is enforced by reserving capacity before inserting; a full store answers
 //!   `InvalidInput`, it never evicts.
 #![warn(missing_docs)]
@@ -113,6 +113,29 @@ impl MemoryDirectory {
 
     fn release_slots(&self, n: u64) {
         self.count.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    /// Runs `step` (which removes at most [`CLEANUP_BATCH`] leases) on each shard under its
+    /// write lock until a step removes fewer, so writers never wait long; each removal takes a
+    /// revision. Returns how many were removed.
+    fn remove_in_batches(&self, step: impl Fn(&mut Shard) -> usize) -> u64 {
+        let mut total = 0u64;
+        for i in 0..SHARDS {
+            loop {
+                let removed = step(&mut self.write(i));
+                if removed > 0 {
+                    self.release_slots(removed as u64);
+                    self.last_revision
+                        .fetch_add(removed as u64, Ordering::SeqCst);
+                    total += removed as u64;
+                }
+                if removed < CLEANUP_BATCH {
+                    break;
+                }
+            }
+        }
+        MetricsRecorder::add(&self.metrics.writes, total);
+        total
     }
 
     /// Writes `lease` with a fresh revision into a locked shard; returns what was stored.
@@ -231,24 +254,16 @@ impl AddressableDirectoryProvider for MemoryDirectory {
     async fn cleanup_expired_leases(&self) -> OrbitResult<u64> {
         self.timed_write(|| {
             let now = self.now();
-            let mut total = 0u64;
-            for i in 0..SHARDS {
-                loop {
-                    let removed = self.write(i).remove_expired(now, CLEANUP_BATCH);
-                    if removed > 0 {
-                        self.release_slots(removed as u64);
-                        self.last_revision
-                            .fetch_add(removed as u64, Ordering::SeqCst);
-                        total += removed as u64;
-                    }
-                    if removed < CLEANUP_BATCH {
-                        break;
-                    }
-                }
-            }
+            let total = self.remove_in_batches(|shard| shard.remove_expired(now, CLEANUP_BATCH));
             MetricsRecorder::add(&self.metrics.expired_removed, total);
-            MetricsRecorder::add(&self.metrics.writes, total);
             Ok(total)
+        })
+    }
+
+    async fn remove_node_leases(&self, node: &NodeId) -> OrbitResult<u64> {
+        rules::validate_node(node)?;
+        self.timed_write(|| {
+            Ok(self.remove_in_batches(|shard| shard.remove_node(node, CLEANUP_BATCH)))
         })
     }
 

@@ -95,6 +95,18 @@ impl Shard {
         }
     }
 
+    /// Removes up to `limit` leases of `node`; returns how many.
+    pub(crate) fn remove_node(&mut self, node: &NodeId, limit: usize) -> usize {
+        let doomed: Vec<AddressableReference> = match self.by_node.get(node) {
+            Some(refs) => refs.iter().take(limit).cloned().collect(),
+            None => return 0,
+        };
+        for r in &doomed {
+            self.remove(r);
+        }
+        doomed.len()
+    }
+
     /// Removes up to `limit` leases expired at `now`, earliest first; returns how many.
     pub(crate) fn remove_expired(&mut self, now: Timestamp, limit: usize) -> usize {
         let expired: Vec<AddressableReference> = self
@@ -160,6 +172,25 @@ mod tests {
         assert_eq!(out[0].expires_at, Timestamp(30));
         assert_eq!(s.remove_expired(Timestamp(30), 10), 1);
         assert!(s.by_node.is_empty() && s.leases.is_empty());
+    }
+
+    #[test]
+    fn remove_node_takes_only_that_node_and_its_index() {
+        let mut s = Shard::default();
+        for i in 0..5 {
+            s.upsert(lease(
+                &i.to_string(),
+                if i % 2 == 0 { "a" } else { "b" },
+                10,
+            ));
+        }
+        let a = NodeId::new("a", "ns");
+        assert_eq!(s.remove_node(&a, 2), 2);
+        assert_eq!(s.remove_node(&a, 2), 1);
+        assert_eq!(s.remove_node(&a, 2), 0);
+        assert_eq!(s.len(), 2);
+        assert!(!s.by_node.contains_key(&a));
+        assert_eq!(s.by_expiry.len(), 2);
     }
 
     #[test]

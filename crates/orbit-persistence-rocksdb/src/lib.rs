@@ -366,6 +366,23 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
         Ok(total)
     }
 
+    async fn remove_node_leases(&self, node: &NodeId) -> OrbitResult<u64> {
+        rules::validate_node(node)?;
+        let (mut total, mut after) = (0, None);
+        loop {
+            let node = node.clone();
+            let (removed, next) = self
+                .write(0, move |s| s.evict_step(&node, CLEANUP_BATCH, after))
+                .await?;
+            total += removed;
+            MetricsRecorder::add(&self.metrics.writes, removed);
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(total),
+            }
+        }
+    }
+
     async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
         let now = self.clock.now();
         rules::validate_lease(lease, now)?;

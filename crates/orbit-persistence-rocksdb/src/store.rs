@@ -19,6 +19,7 @@ use orbit_persistence_core::encoding::{
     node_index_prefix,
 };
 use orbit_persistence_core::index::{IndexEntries, index_delta};
+use orbit_persistence_core::keyspace::prefix_end;
 use orbit_persistence_core::{
     Acquire, AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult,
     PersistenceMetrics, ProviderHealth, Renew, RocksDbConfig, SyncMode, Timestamp, rules,
@@ -562,6 +563,54 @@ impl Store {
             .into_iter()
             .flatten()
             .filter(|l| l.is_expired(now))
+            .map(|previous| Write::Delete { previous })
+            .collect::<Vec<_>>();
+        let removed = writes.len() as u64;
+        self.commit(writes)?;
+        Ok((removed, last))
+    }
+
+    /// Removes the leases of `node` among the first `limit` node-index entries after `after`
+    /// (the last key a previous step of the same eviction read; `None`: from the node's first).
+    /// Returns how many it removed and, if the index may hold more, where the next step starts.
+    /// Like [`Store::cleanup_step`], each step starts past the last, so no step walks the
+    /// tombstones of those before.
+    pub fn evict_step(
+        &self,
+        node: &NodeId,
+        limit: usize,
+        after: Option<Vec<u8>>,
+    ) -> OrbitResult<(u64, Option<Vec<u8>>)> {
+        let prefix = node_index_prefix(node);
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(prefix_end(&prefix));
+        read.set_iterate_lower_bound(after.clone().unwrap_or_else(|| prefix.clone()));
+        let mut refs = Vec::new();
+        let mut last = None;
+        for item in self
+            .db
+            .iterator_cf_opt(self.cf(CF_BY_NODE), read, IteratorMode::Start)
+        {
+            let (key, _) = item.map_err(|e| rocks_err("scan node index", &self.path, e))?;
+            if after.as_deref() == Some(&key) {
+                continue;
+            }
+            let r = decode_reference(&key[prefix.len()..]).map_err(|e| {
+                self.corruption(CF_BY_NODE, format!("node index key {key:02x?}: {e}"))
+            })?;
+            refs.push(r);
+            if refs.len() == limit {
+                last = Some(key.into_vec());
+                break;
+            }
+        }
+        let _guards = self.stripes.lock(&refs);
+        // Re-read under the locks: a lease moved to another node since the scan stays.
+        let writes = self
+            .get_many(&refs)?
+            .into_iter()
+            .flatten()
+            .filter(|l| l.node_id == *node)
             .map(|previous| Write::Delete { previous })
             .collect::<Vec<_>>();
         let removed = writes.len() as u64;

@@ -91,6 +91,10 @@ async fn read_back(backend: BackendType, dir: &Path) -> Arc<dyn AddressableDirec
     assert!(matches!(err, OrbitError::ReadOnly(_)), "{backend:?}: {err}");
     let err = store.cleanup_expired_leases().await.unwrap_err();
     assert!(matches!(err, OrbitError::ReadOnly(_)), "{backend:?}: {err}");
+    let node = NodeId::new("node-0", "test");
+    let err = store.remove_node_leases(&node).await.unwrap_err();
+    assert!(matches!(err, OrbitError::ReadOnly(_)), "{backend:?}: {err}");
+    assert!(!store.list_node_leases(&node).await.unwrap().is_empty());
     store
 }
 

@@ -65,9 +65,10 @@ pub fn store_through_library(file: &str, leases: &[AddressableLease]) {
     });
 }
 
-/// `stats`, `get`, `list-node` and `cleanup` on the store of [`live_and_short`] that `file`
-/// configures, checking what each prints and how each exits; waits for the short lease to
-/// expire before the cleanup. Returns the live lease as `get` printed it.
+/// `stats`, `get`, `list-node`, `cleanup` and `evict-node` on the store of [`live_and_short`]
+/// that `file` configures, checking what each prints and how each exits; waits for the short
+/// lease to expire before the cleanup, and evicts the node last. Returns the live lease as
+/// `get` printed it.
 pub fn check_store_commands(file: &str) -> AddressableLease {
     let out = cli(&["stats", "--config", file]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -121,5 +122,44 @@ pub fn check_store_commands(file: &str) -> AddressableLease {
     let cleaned: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cleaned["removed"], 1);
     assert_eq!(text(&cli(&list).stdout).lines().count(), 1);
+
+    let evict = [
+        "evict-node",
+        "--config",
+        file,
+        "node-1",
+        "--namespace",
+        "prod",
+    ];
+    let out = cli(&evict);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let evicted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        evicted,
+        serde_json::json!({ "node": "node-1", "namespace": "prod", "removed": 1 })
+    );
+    assert_eq!(text(&cli(&list).stdout).lines().count(), 0);
+    assert_eq!(
+        cli(&["get", "--config", file, "Greeter", "alice"])
+            .status
+            .code(),
+        Some(1)
+    );
+    let again: serde_json::Value = serde_json::from_slice(&cli(&evict).stdout).unwrap();
+    assert_eq!(again["removed"], 0, "{again}");
+    let out = cli(&["evict-node", "--config", file, "node-1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "no namespace: {}",
+        text(&out.stderr)
+    );
+    let out = cli(&["evict-node", "--config", file, "", "--namespace", "prod"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "empty node: {}",
+        text(&out.stderr)
+    );
     live
 }
