@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use orbit_persistence_lsm::block::{Block, BlockCursor};
+use orbit_persistence_lsm::sstable::block::{Block, BlockCursor};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(block) = Block::new(data.to_vec().into_boxed_slice()) else {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use orbit_persistence_core::change::{LeaseChange, encode_changes};
+use orbit_persistence_core::change::{LeaseChange, RemovalCause, encode_changes};
 use orbit_persistence_core::encoding::{
     encode_lease, encode_reference, expiry_index_key, node_index_key,
 };
@@ -17,7 +17,7 @@ use orbit_persistence_core::{
 };
 use orbit_persistence_cowbtree::CowBTreeDirectory;
 use orbit_persistence_lsm::LsmDirectory;
-use orbit_persistence_lsm::block::BlockBuilder;
+use orbit_persistence_lsm::sstable::block::BlockBuilder;
 
 fn lease(i: u32) -> AddressableLease {
     let key = if i.is_multiple_of(5) {
@@ -124,6 +124,11 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
                     _ => LeaseChange::Delete {
                         reference: lease(i).reference,
                         revision: u64::from(i) + 7,
+                        cause: if i % 4 == 1 {
+                            RemovalCause::Released
+                        } else {
+                            RemovalCause::Evicted
+                        },
                     },
                 })
                 .collect();
@@ -275,7 +280,7 @@ fn decodes(target: &str, input: &[u8]) -> bool {
             orbit_persistence_cowbtree::page::check(page, &layout, id).is_ok()
         }
         "cowbtree_meta" => orbit_persistence_cowbtree::meta::Meta::decode(input).is_ok(),
-        "lsm_block" => orbit_persistence_lsm::block::Block::new(input.into()).is_ok(),
+        "lsm_block" => orbit_persistence_lsm::sstable::block::Block::new(input.into()).is_ok(),
         "lsm_table" => {
             let path = file("0000000000000001.sst", input);
             orbit_persistence_lsm::sstable::Table::open(&fs, &path, 1, None)

@@ -393,6 +393,22 @@ pub async fn kill9_acknowledged_writes_survive(b: Backend) {
                 present,
                 "lease_count disagrees with the leases"
             );
+            // The change feed after recovery: replaying its whole history gives the store.
+            let snapshot = store
+                .snapshot_leases()
+                .await
+                .expect("snapshot after reopen");
+            let mut watch = store.watch(0).await.expect("watch after reopen");
+            let expected: BTreeMap<_, _> = snapshot
+                .leases
+                .into_iter()
+                .map(|l| (l.reference.clone(), l))
+                .collect();
+            if let Err(e) = crate::follow::replay_to(&mut watch, &expected).await {
+                panic!(
+                    "cycle {cycle}: the change feed disagrees with the store after kill -9: {e}"
+                );
+            }
             // Evicting a node after recovery takes exactly what its index lists.
             let on_node = store.list_node_leases(&node(0)).await.unwrap().len() as u64;
             let evicted = store

@@ -37,6 +37,7 @@
 pub mod cases;
 pub mod corruption;
 pub mod fixtures;
+pub mod follow;
 pub mod kill9;
 pub mod model;
 pub mod power_loss;
@@ -126,6 +127,11 @@ macro_rules! conformance_suite {
             remove_node_of_many_is_exact,
             remove_node_under_concurrent_writers,
             remove_node_rejects_an_invalid_node,
+            watch_sees_every_change_with_its_kind,
+            watch_under_concurrent_writers_has_no_gap,
+            watch_resumes_after_the_last_revision_seen,
+            watch_from_a_future_revision_waits_for_it,
+            watch_ends_with_closed_at_shutdown,
             acquire_absent_acquires,
             acquire_held_returns_holder,
             acquire_expired_takes_over,
@@ -159,6 +165,7 @@ macro_rules! conformance_suite {
             revisions_increase_across_reopen,
             reopen_keeps_removals_and_cleanup,
             eviction_survives_reopen,
+            watch_history_survives_reopen,
             kill9_acknowledged_writes_survive,
             a_clean_reopen_reports_no_recovery,
         );
@@ -175,6 +182,27 @@ macro_rules! conformance_suite {
             open_where_nothing_can_be_written_is_a_typed_error,
             a_directory_of_other_files_is_refused_untouched,
         );
+    };
+}
+
+/// The change-feed cases that need a backend configured for them: `$small` keeps a history of
+/// `$history` changes (`watch_history = $history`), `$off` keeps none (`watch_history = 0`).
+/// Each is opened only by its case, so the rest of the suite runs once, on the default
+/// configuration.
+#[macro_export]
+macro_rules! watch_history_cases {
+    (small = $small:expr, history = $history:expr, off = $off:expr) => {
+        #[test]
+        fn watch_past_the_history_is_compacted() {
+            $crate::run($crate::cases::watch_past_the_history_is_compacted(
+                $small, $history,
+            ));
+        }
+
+        #[test]
+        fn watch_without_history_is_a_config_error() {
+            $crate::run($crate::cases::watch_without_history_is_a_config_error($off));
+        }
     };
 }
 

@@ -13,14 +13,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use orbit_persistence_core::{
-    Acquire, AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult, Renew,
-    Timestamp, rules,
+    Acquire, AddressableLease, AddressableReference, LeaseEvent, LeaseWatch, NodeId, OrbitError,
+    OrbitResult, Renew, Timestamp, rules,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-use crate::Backend;
 use crate::fixtures::{Ctx, lease_at, node, reference, without_revision};
+use crate::{Backend, follow};
 
 /// The naive reference directory.
 #[derive(Debug, Default)]
@@ -238,10 +238,107 @@ fn norm_renew(r: Renew) -> Renew {
     }
 }
 
+/// The store's contents as its change feed tells them: the events from the store's start,
+/// replayed onto an empty map.
+struct Followed {
+    watch: LeaseWatch,
+    leases: BTreeMap<AddressableReference, AddressableLease>,
+    last: u64,
+}
+
+impl Followed {
+    async fn start(ctx: &Ctx) -> Result<Followed, TestCaseError> {
+        let last = fail(ctx.store.current_revision().await, "current_revision")?;
+        Ok(Followed {
+            watch: fail(ctx.store.watch(last).await, "watch")?,
+            leases: BTreeMap::new(),
+            last,
+        })
+    }
+
+    fn apply(&mut self, events: &[LeaseEvent]) {
+        self.leases = follow::replay(std::mem::take(&mut self.leases), events);
+        if let Some(e) = events.last() {
+            self.last = e.revision;
+        }
+    }
+
+    /// Reads the events up to the store's current revision (a store with revisions of its
+    /// own: exactly that many are owed).
+    async fn catch_up(&mut self, ctx: &Ctx) -> Result<(), TestCaseError> {
+        let target = fail(ctx.store.current_revision().await, "current_revision")?;
+        while self.last < target {
+            let event = match tokio::time::timeout(Duration::from_secs(10), self.watch.next()).await
+            {
+                Ok(Some(Ok(event))) => event,
+                other => {
+                    return Err(TestCaseError::fail(format!(
+                        "the feed stopped before revision {target}: {other:?}"
+                    )));
+                }
+            };
+            self.apply(&[event]);
+        }
+        Ok(())
+    }
+
+    /// Reads events until the followed contents equal the model's (each within the time an
+    /// owed event gets), then until the feed is quiet: for a backend whose revisions are
+    /// shared, where the number of events owed is not known.
+    async fn follow_to(&mut self, model: &Model) -> Result<(), TestCaseError> {
+        while self.differs(model) {
+            match tokio::time::timeout(follow::OWED, self.watch.next()).await {
+                Ok(Some(Ok(event))) => self.apply(&[event]),
+                other => {
+                    return Err(TestCaseError::fail(format!(
+                        "the feed stopped short of the model: {other:?}"
+                    )));
+                }
+            }
+        }
+        let rest = follow::drain(&mut self.watch).await;
+        self.apply(&rest);
+        Ok(())
+    }
+
+    fn differs(&self, model: &Model) -> bool {
+        let followed = self.leases.values().cloned().map(without_revision);
+        let expected = model.leases.values().cloned().map(without_revision);
+        !followed.eq(expected)
+    }
+
+    /// Whether the followed contents equal the model's (revisions cleared).
+    fn check(&self, step: usize, op: &Op, model: &Model) -> Result<(), TestCaseError> {
+        let followed: Vec<_> = self
+            .leases
+            .values()
+            .cloned()
+            .map(without_revision)
+            .collect();
+        let expected: Vec<_> = model
+            .leases
+            .values()
+            .cloned()
+            .map(without_revision)
+            .collect();
+        if followed != expected {
+            return Err(TestCaseError::fail(format!(
+                "step {step} {op:?}: the change feed replays to {followed:?}, the model holds {expected:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn fail<T>(r: OrbitResult<T>, what: &str) -> Result<T, TestCaseError> {
+    r.map_err(|e| TestCaseError::fail(format!("{what}: {e}")))
+}
+
 async fn run_sequence(b: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut ctx = Ctx::new(b).await;
     let mut model = Model::default();
     let mut last_revision = 0u64;
+    let mut followed = Followed::start(&ctx).await?;
     for (step, op) in ops.iter().enumerate() {
         let now = ctx.now();
         let mk = |r: u32, n: u32, ttl: u64| lease_at(reference(r), node(n), now, ttl);
@@ -366,9 +463,20 @@ async fn run_sequence(b: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Reopen => {
                 if ctx.backend.capabilities.durable {
                     ctx.reopen().await;
+                    // The old watch ended with the store; the feed resumes after reopen.
+                    followed.watch = fail(ctx.store.watch(followed.last).await, "watch")?;
                 }
             }
         }
+        if follow::own_revisions(b) {
+            followed.catch_up(&ctx).await?;
+            followed.check(step, op, &model)?;
+        }
+    }
+    // A backend whose revisions are shared: once, at the end (each check waits for quiet).
+    if !follow::own_revisions(b) {
+        followed.follow_to(&model).await?;
+        followed.check(ops.len(), &Op::Reopen, &model)?;
     }
     ctx.store
         .shutdown()

@@ -15,6 +15,7 @@ use orbit_persistence_conformance::{Backend, Capabilities, conformance_suite};
 use orbit_persistence_core::change::{
     ChangeStager, LeaseChange, LeaseSource, WriteOutcome, WriteRequest, decode_changes,
 };
+use orbit_persistence_core::feed::{EventRing, HistoryFeed};
 use orbit_persistence_core::fs::{FileSystem, StdFileSystem};
 use orbit_persistence_core::group_commit::{CommitHandler, GroupCommit};
 use orbit_persistence_core::lease_writes::LeaseWrites;
@@ -22,18 +23,38 @@ use orbit_persistence_core::lock::DirLock;
 use orbit_persistence_core::log::{LogBatch, LogRecord, LogWriter};
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::{
-    Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock, NodeId,
-    OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider, ProviderHealth, Renew,
-    SyncMode, Timestamp, rules,
+    Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock,
+    LeaseEvent, LeaseEventKind, LeaseSnapshot, LeaseWatch, NodeId, OrbitError, OrbitResult,
+    PersistenceMetrics, PersistenceProvider, ProviderHealth, Renew, SyncMode, Timestamp, rules,
 };
 
 type Map = BTreeMap<AddressableReference, AddressableLease>;
 
-fn apply(map: &mut Map, changes: Vec<LeaseChange>) {
+/// Applies `changes` to `map`, recording their events in `feed`.
+fn apply(map: &mut Map, changes: Vec<LeaseChange>, feed: &EventRing) {
     for change in changes {
         match change {
-            LeaseChange::Put(l) => map.insert(l.reference.clone(), l),
-            LeaseChange::Delete { reference, .. } => map.remove(&reference),
+            LeaseChange::Put(l) => {
+                map.insert(l.reference.clone(), l.clone());
+                feed.push(LeaseEvent {
+                    revision: l.revision,
+                    kind: LeaseEventKind::Put,
+                    lease: l,
+                });
+            }
+            LeaseChange::Delete {
+                reference,
+                revision,
+                cause,
+            } => {
+                if let Some(lease) = map.remove(&reference) {
+                    feed.push(LeaseEvent {
+                        revision,
+                        kind: cause.event_kind(),
+                        lease,
+                    });
+                }
+            }
         };
     }
 }
@@ -76,6 +97,7 @@ struct Writer {
     stager: ChangeStager,
     published: Published,
     last_revision: Arc<AtomicU64>,
+    feed: Arc<EventRing>,
 }
 
 impl CommitHandler for Writer {
@@ -95,7 +117,9 @@ impl CommitHandler for Writer {
     }
 
     fn publish(&mut self) {
-        apply(&mut self.published.0.write().unwrap(), self.stager.take());
+        // The revision moves under the map's lock, so a snapshot pairs the two.
+        let mut map = self.published.0.write().unwrap();
+        apply(&mut map, self.stager.take(), &self.feed);
         self.last_revision
             .store(self.stager.last_revision(), Ordering::SeqCst);
     }
@@ -116,9 +140,13 @@ struct LogBacked {
     closed: AtomicBool,
     last_revision: Arc<AtomicU64>,
     metrics: Arc<MetricsRecorder>,
+    feed: Arc<EventRing>,
 }
 
-fn replay(path: &Path, records: Vec<LogRecord>) -> OrbitResult<(Map, u64)> {
+/// Events the log-backed store's feed keeps (its history is rebuilt by the replay at open).
+const HISTORY: u64 = 100_000;
+
+fn replay(path: &Path, records: Vec<LogRecord>, feed: &EventRing) -> OrbitResult<(Map, u64)> {
     let mut map = Map::new();
     let mut revision = 0;
     for rec in records {
@@ -129,7 +157,7 @@ fn replay(path: &Path, records: Vec<LogRecord>) -> OrbitResult<(Map, u64)> {
             .iter()
             .map(LeaseChange::revision)
             .fold(revision, u64::max);
-        apply(&mut map, changes);
+        apply(&mut map, changes, feed);
     }
     Ok((map, revision))
 }
@@ -149,9 +177,10 @@ fn open(clock: Arc<dyn Clock>, dir: &Path) -> OrbitResult<Arc<dyn AddressableDir
         }
     }
     let lock = DirLock::acquire(dir)?;
+    let feed = Arc::new(EventRing::new(HISTORY, 0));
     let (log, map, revision) = if fs.exists(&path)? {
         let (log, replayed) = LogWriter::open_for_append(&fs, &path)?;
-        let (map, revision) = replay(&path, replayed.records)?;
+        let (map, revision) = replay(&path, replayed.records, &feed)?;
         (log, map, revision)
     } else {
         (LogWriter::create(&fs, &path)?, Map::new(), 0)
@@ -163,6 +192,7 @@ fn open(clock: Arc<dyn Clock>, dir: &Path) -> OrbitResult<Arc<dyn AddressableDir
         stager: ChangeStager::new(revision),
         published: Published(map.clone()),
         last_revision: last_revision.clone(),
+        feed: Arc::clone(&feed),
     };
     let metrics = Arc::new(MetricsRecorder::default());
     let writer = GroupCommit::spawn("log-backed-writer", writer, SyncMode::Always)?;
@@ -173,6 +203,7 @@ fn open(clock: Arc<dyn Clock>, dir: &Path) -> OrbitResult<Arc<dyn AddressableDir
         closed: AtomicBool::new(false),
         last_revision,
         metrics,
+        feed,
     }))
 }
 
@@ -224,6 +255,7 @@ impl PersistenceProvider for LogBacked {
             .await
             .expect("shutdown task")?;
         self.lock.lock().unwrap().take();
+        self.feed.signal().close();
         Ok(())
     }
 
@@ -271,6 +303,28 @@ impl AddressableDirectoryProvider for LogBacked {
 
     async fn remove_node_leases(&self, node: &NodeId) -> OrbitResult<u64> {
         self.writes()?.remove_node(node).await
+    }
+
+    async fn current_revision(&self) -> OrbitResult<u64> {
+        self.check_open()?;
+        Ok(self.last_revision.load(Ordering::SeqCst))
+    }
+
+    async fn snapshot_leases(&self) -> OrbitResult<LeaseSnapshot> {
+        self.read(|map| LeaseSnapshot {
+            // Written under the map's write lock, with the changes it counts.
+            revision: self.last_revision.load(Ordering::SeqCst),
+            leases: map.values().cloned().collect(),
+        })
+    }
+
+    async fn watch(&self, from_revision: u64) -> OrbitResult<LeaseWatch> {
+        self.check_open()?;
+        Ok(LeaseWatch::new(HistoryFeed::new(
+            Arc::clone(&self.feed),
+            self.feed.signal(),
+            from_revision,
+        )))
     }
 
     async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {

@@ -82,6 +82,22 @@ enum Command {
         #[arg(long)]
         namespace: String,
     },
+    /// Prints the change feed, one JSON event per line, from after `--from` (default: the
+    /// current revision, so only what comes next) until `--count` events or an error
+    /// (`Compacted`: the history no longer goes back that far; exit 3). On etcd it follows
+    /// the cluster live; a local engine's store is opened read-only, so it prints the
+    /// history it keeps (its directory must not be open elsewhere) and then waits.
+    Watch {
+        #[command(flatten)]
+        store: Store,
+        /// The revision to start after (default: the current one). 0 reads from the store's
+        /// first change, if its history still goes back that far (else exit 3, `Compacted`).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Prints every lease of a consistent snapshot, one JSON object per line, in reference
     /// order.
     Dump(Store),
@@ -481,6 +497,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             s.shutdown().await?;
             out_line(&json(&serde_json::json!({ "removed": removed? }))?)?;
         }
+        Command::Watch { store, from, count } => {
+            let s = open(&store, Access::Inspect).await?;
+            let followed = watch(&*s, from, count).await;
+            let closed = s.shutdown().await;
+            followed?;
+            closed?;
+        }
         Command::EvictNode {
             store,
             node,
@@ -503,6 +526,30 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 "removed": removed?,
             }))?)?;
         }
+    }
+    Ok(())
+}
+
+/// `watch`: prints events of `store`'s feed after `from` (default: its current revision),
+/// `count` of them or until an error.
+async fn watch(
+    store: &dyn AddressableDirectoryProvider,
+    from: Option<u64>,
+    count: Option<u64>,
+) -> Result<(), Failure> {
+    let from = match from {
+        Some(from) => from,
+        None => store.current_revision().await?,
+    };
+    let mut feed = store.watch(from).await?;
+    let mut printed = 0;
+    while count.is_none_or(|c| printed < c) {
+        match feed.next().await {
+            Some(Ok(event)) => out_line(&json(&event)?)?,
+            Some(Err(e)) => return Err(e.into()),
+            None => return Ok(()),
+        }
+        printed += 1;
     }
     Ok(())
 }

@@ -8,7 +8,8 @@
 //! u8      format version = 1
 //! u32 BE  number of changes n
 //! n x     change:
-//!           u8      kind: 1 = put, 2 = delete
+//!           u8      kind: 1 = put; a delete by its cause: 2 = removed, 3 = released,
+//!                   4 = expired, 5 = evicted
 //!           u32 BE  length of the body
 //!           body    put:    encoded lease (crate::encoding, includes its revision)
 //!                   delete: u64 BE revision, then the encoded reference
@@ -17,7 +18,9 @@
 //! All changes of one request (a whole `store_leases` batch, or the removals of one cleanup
 //! step) travel in one log record, and a record is atomic under the log's checksum: a torn
 //! write can lose a request, never half of one. A delete carries its revision so the revision
-//! counter survives a crash that leaves a deletion as the last write.
+//! counter survives a crash that leaves a deletion as the last write, and its cause so the
+//! change feed rebuilt by a replay tells a release from an expiry. (Kinds 3-5 came with the
+//! change feed; a log written before it has only kind 2, which reads as removed.)
 //!
 //! # Staging
 //!
@@ -31,6 +34,7 @@ use std::collections::HashMap;
 
 use crate::encoding::{self, DecodeError};
 use crate::error::OrbitResult;
+use crate::feed::LeaseEventKind;
 use crate::log::LogBatch;
 use crate::provider::{Acquire, Renew};
 use crate::rules;
@@ -38,9 +42,53 @@ use crate::types::{AddressableLease, AddressableReference, NodeId, Timestamp};
 
 const FORMAT_VERSION: u8 = 1;
 const KIND_PUT: u8 = 1;
-const KIND_DELETE: u8 = 2;
 /// Smallest encoded change: kind, length, and a delete's revision plus a minimal reference.
 const MIN_CHANGE_LEN: usize = 1 + 4 + 8 + 5;
+
+/// Why a lease was removed (the change feed's event kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalCause {
+    /// `remove_lease`.
+    Removed,
+    /// `release_lease` by the owner.
+    Released,
+    /// `cleanup_expired_leases`.
+    Expired,
+    /// `remove_node_leases`.
+    Evicted,
+}
+
+impl RemovalCause {
+    /// The change kind a delete of this cause is logged with.
+    fn kind(self) -> u8 {
+        match self {
+            RemovalCause::Removed => 2,
+            RemovalCause::Released => 3,
+            RemovalCause::Expired => 4,
+            RemovalCause::Evicted => 5,
+        }
+    }
+
+    fn from_kind(kind: u8) -> Option<Self> {
+        Some(match kind {
+            2 => RemovalCause::Removed,
+            3 => RemovalCause::Released,
+            4 => RemovalCause::Expired,
+            5 => RemovalCause::Evicted,
+            _ => return None,
+        })
+    }
+
+    /// The change feed's kind of event for this removal.
+    pub fn event_kind(self) -> LeaseEventKind {
+        match self {
+            RemovalCause::Removed => LeaseEventKind::Removed,
+            RemovalCause::Released => LeaseEventKind::Released,
+            RemovalCause::Expired => LeaseEventKind::Expired,
+            RemovalCause::Evicted => LeaseEventKind::Evicted,
+        }
+    }
+}
 
 /// One durable change of the lease table; the indexes follow from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +101,8 @@ pub enum LeaseChange {
         reference: AddressableReference,
         /// The revision this removal consumed.
         revision: u64,
+        /// Why.
+        cause: RemovalCause,
     },
 }
 
@@ -84,10 +134,11 @@ pub fn encode_changes(changes: &[LeaseChange], out: &mut Vec<u8>) {
             LeaseChange::Delete {
                 reference,
                 revision,
+                cause,
             } => {
                 let mut body = revision.to_be_bytes().to_vec();
                 encoding::put_reference(&mut body, reference);
-                (KIND_DELETE, body)
+                (cause.kind(), body)
             }
         };
         out.push(kind);
@@ -126,12 +177,13 @@ pub fn decode_changes(bytes: &[u8]) -> Result<Vec<LeaseChange>, DecodeError> {
         let shift = |e: DecodeError| err(body_at + e.offset, e.detail);
         changes.push(match kind {
             KIND_PUT => LeaseChange::Put(encoding::decode_lease(body).map_err(shift)?),
-            KIND_DELETE if body.len() >= 8 => {
+            kind if body.len() >= 8 && RemovalCause::from_kind(kind).is_some() => {
                 let (revision, reference) = body.split_at(8);
                 LeaseChange::Delete {
                     revision: u64::from_be_bytes(revision.try_into().unwrap_or_default()),
                     reference: encoding::decode_reference(reference)
                         .map_err(|e| err(body_at + 8 + e.offset, e.detail))?,
+                    cause: RemovalCause::from_kind(kind).unwrap_or(RemovalCause::Removed),
                 }
             }
             other => {
@@ -386,6 +438,7 @@ impl ChangeStager {
                     changes.push(LeaseChange::Delete {
                         reference,
                         revision,
+                        cause: RemovalCause::Removed,
                     });
                 }
                 WriteOutcome::Removed(exists)
@@ -402,6 +455,7 @@ impl ChangeStager {
                     changes.push(LeaseChange::Delete {
                         reference,
                         revision,
+                        cause: RemovalCause::Released,
                     });
                 }
                 WriteOutcome::Removed(owned)
@@ -446,6 +500,7 @@ impl ChangeStager {
                     changes.push(LeaseChange::Delete {
                         reference,
                         revision,
+                        cause: RemovalCause::Expired,
                     });
                 }
                 WriteOutcome::Cleaned(changes.len() as u64)
@@ -469,6 +524,7 @@ impl ChangeStager {
                         changes.push(LeaseChange::Delete {
                             reference,
                             revision,
+                            cause: RemovalCause::Evicted,
                         });
                     }
                 }
@@ -802,12 +858,37 @@ mod tests {
     }
 
     #[test]
+    fn every_removal_cause_round_trips_and_a_legacy_delete_reads_as_removed() {
+        let causes = [
+            RemovalCause::Removed,
+            RemovalCause::Released,
+            RemovalCause::Expired,
+            RemovalCause::Evicted,
+        ];
+        let changes: Vec<_> = causes
+            .iter()
+            .enumerate()
+            .map(|(i, &cause)| LeaseChange::Delete {
+                reference: lease(i as u32, "a", 0).reference,
+                revision: i as u64 + 1,
+                cause,
+            })
+            .collect();
+        let mut buf = Vec::new();
+        encode_changes(&changes, &mut buf);
+        assert_eq!(decode_changes(&buf).unwrap(), changes);
+        // Kind 2 is what a log written before the change feed holds for every delete.
+        assert_eq!(buf[5], 2);
+    }
+
+    #[test]
     fn corrupt_payloads_are_errors_with_offsets() {
         let mut buf = Vec::new();
         encode_changes(
             &[LeaseChange::Delete {
                 reference: lease(1, "a", 0).reference,
                 revision: 9,
+                cause: RemovalCause::Removed,
             }],
             &mut buf,
         );
@@ -932,7 +1013,11 @@ mod tests {
             let mut buf = Vec::new();
             encode_changes(&[
                 LeaseChange::Put(lease(1, "a", 5)),
-                LeaseChange::Delete { reference: lease(2, "b", 0).reference, revision: 3 },
+                LeaseChange::Delete {
+                    reference: lease(2, "b", 0).reference,
+                    revision: 3,
+                    cause: RemovalCause::Removed,
+                },
             ], &mut buf);
             let i = at % buf.len();
             buf[i] = byte;

@@ -72,12 +72,32 @@ fn default_data_dir(backend: &str) -> PathBuf {
 
 /// Settings of the in-memory backend.
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryConfig {
     /// Upper bound on stored leases; a full store answers `InvalidInput` and never evicts.
     /// `None` means unbounded.
     pub max_entries: Option<u64>,
+    /// Changes kept for the change feed (`watch`): a watcher can resume from any of the last
+    /// `watch_history` revisions; an older one gets `Compacted`. 0 keeps none and turns the
+    /// feed off.
+    pub watch_history: u64,
+}
+
+/// Changes the change feed keeps by default: at a few thousand writes a second, a watcher may
+/// be away for about half a minute and resume without a reload.
+pub const DEFAULT_WATCH_HISTORY: u64 = 100_000;
+
+/// The most changes a change feed may keep.
+pub const MAX_WATCH_HISTORY: u64 = 1 << 32;
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            max_entries: None,
+            watch_history: DEFAULT_WATCH_HISTORY,
+        }
+    }
 }
 
 /// Settings of the copy-on-write B+tree backend.
@@ -101,6 +121,10 @@ pub struct CowBTreeConfig {
     pub wal_size_limit: u64,
     /// Bytes of decoded pages kept in memory.
     pub cache_size: u64,
+    /// Changes kept for the change feed (`watch`): a watcher can resume from any of the last
+    /// `watch_history` revisions; an older one gets `Compacted`. 0 keeps none and turns the
+    /// feed off.
+    pub watch_history: u64,
 }
 
 impl Default for CowBTreeConfig {
@@ -112,6 +136,7 @@ impl Default for CowBTreeConfig {
             checkpoint_interval_ms: 30_000,
             wal_size_limit: 4 << 20,
             cache_size: 256 << 20,
+            watch_history: DEFAULT_WATCH_HISTORY,
         }
     }
 }
@@ -143,6 +168,10 @@ pub struct LsmTreeConfig {
     pub block_cache_size: u64,
     /// Compaction write limit in bytes per second; 0 means unlimited.
     pub compaction_rate_limit: u64,
+    /// Changes kept for the change feed (`watch`): a watcher can resume from any of the last
+    /// `watch_history` revisions; an older one gets `Compacted`. 0 keeps none and turns the
+    /// feed off.
+    pub watch_history: u64,
 }
 
 impl Default for LsmTreeConfig {
@@ -158,6 +187,7 @@ impl Default for LsmTreeConfig {
             block_size: 4096,
             block_cache_size: 64 << 20,
             compaction_rate_limit: 0,
+            watch_history: DEFAULT_WATCH_HISTORY,
         }
     }
 }
@@ -181,6 +211,10 @@ pub struct RocksDbConfig {
     pub bloom_bits_per_key: u32,
     /// Block compression: `none`, `lz4` or `zstd`.
     pub compression: String,
+    /// Changes kept for the change feed (`watch`): a watcher can resume from any of the last
+    /// `watch_history` revisions; an older one gets `Compacted`. 0 keeps none and turns the
+    /// feed off.
+    pub watch_history: u64,
 }
 
 impl Default for RocksDbConfig {
@@ -193,6 +227,7 @@ impl Default for RocksDbConfig {
             max_background_jobs: 2,
             bloom_bits_per_key: 10,
             compression: "lz4".to_string(),
+            watch_history: DEFAULT_WATCH_HISTORY,
         }
     }
 }
@@ -584,7 +619,12 @@ impl MemoryConfig {
                 "must be at least 1 (omit it for no limit), got 0",
             ));
         }
-        Ok(())
+        check_range(
+            "memory.watch_history",
+            self.watch_history,
+            0,
+            MAX_WATCH_HISTORY,
+        )
     }
 }
 
@@ -614,7 +654,13 @@ impl CowBTreeConfig {
             1 << 16,
             1 << 40,
         )?;
-        check_range("cow_btree.cache_size", self.cache_size, 0, 1 << 44)
+        check_range("cow_btree.cache_size", self.cache_size, 0, 1 << 44)?;
+        check_range(
+            "cow_btree.watch_history",
+            self.watch_history,
+            0,
+            MAX_WATCH_HISTORY,
+        )
     }
 }
 
@@ -650,7 +696,12 @@ impl LsmTreeConfig {
                 format_args!("must be in 512..=1048576, got {}", self.block_size),
             ));
         }
-        Ok(())
+        check_range(
+            "lsm_tree.watch_history",
+            self.watch_history,
+            0,
+            MAX_WATCH_HISTORY,
+        )
     }
 }
 
@@ -744,7 +795,12 @@ impl RocksDbConfig {
                 format_args!("must be one of none, lz4, zstd; got {:?}", self.compression),
             ));
         }
-        Ok(())
+        check_range(
+            "rocksdb.watch_history",
+            self.watch_history,
+            0,
+            MAX_WATCH_HISTORY,
+        )
     }
 }
 

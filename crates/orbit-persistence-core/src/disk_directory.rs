@@ -1,8 +1,16 @@
 //! The provider of every embedded disk engine, written once: [`DiskDirectory`] holds an
 //! [`Engine`] and does what does not depend on it: the directory lock, opening and shutting
 //! down, input validation, reads of the published [`Version`] (no lock held while reading), the
-//! group-commit writer ([`LeaseWrites`] over [`LeaseCommit`]), health, metrics, `verify` and
-//! [`Snapshot`]s.
+//! group-commit writer ([`LeaseWrites`] over [`LeaseCommit`]), health, metrics, `verify`,
+//! [`Snapshot`]s and the change feed.
+//!
+//! # The change feed
+//!
+//! The engine keeps the history in its key space ([`keyspace::apply_change`] writes each
+//! change's event in the change's own atomic write), so a watcher reads it from the published
+//! version like any other key range: [`LeaseCommit`] announces each published batch on a
+//! [`FeedSignal`], and each watcher ([`HistoryFeed`]) wakes and reads what it has not seen. No
+//! watcher holds a buffer the writer fills; shutdown closes the signal.
 //!
 //! # Opening
 //!
@@ -19,6 +27,9 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use crate::engine::{Engine, EngineConfig, EngineMetrics, LeaseCommit, Version};
+use crate::feed::{
+    FEED_BATCH, FeedSignal, History, HistoryFeed, LeaseEvent, LeaseSnapshot, LeaseWatch,
+};
 use crate::fs::{FileSystem, StdFileSystem, dir_bytes};
 use crate::identity;
 use crate::keyspace::{self, KvSnapshot, LeaseKv};
@@ -35,7 +46,9 @@ use crate::{
 
 /// The lease directory on the disk engine `E`; see the module docs.
 pub struct DiskDirectory<E: Engine> {
-    engine: E,
+    engine: Arc<E>,
+    feed: Arc<FeedSignal>,
+    watch_history: u64,
     writes: Writes<LeaseCommit<E::Writer>>,
     metrics: Arc<MetricsRecorder>,
     fs: Arc<dyn FileSystem>,
@@ -110,17 +123,20 @@ impl<E: Engine> DiskDirectory<E> {
         let (engine, writer) =
             E::open(Arc::clone(&fs), config, clock.now(), access, &mut recovery)?;
         let metrics = Arc::new(MetricsRecorder::default());
+        let feed = Arc::new(FeedSignal::new(engine.current().revision()));
         let writes = Writes::start(
             access,
             &format!("{}-writer", E::NAME),
-            LeaseCommit::new(writer),
+            LeaseCommit::new(writer, Arc::clone(&feed)),
             config.sync(),
             clock,
             &metrics,
             config.data_dir(),
         )?;
         Ok(DiskDirectory {
-            engine,
+            engine: Arc::new(engine),
+            feed,
+            watch_history: config.watch_history(),
             writes,
             metrics,
             fs,
@@ -168,7 +184,22 @@ impl<E: Engine> DiskDirectory<E> {
                 ..VerifyReport::default()
             };
             E::verify_files(&version, &mut report);
-            report.add_index_check(LeaseKv(&version.kv()).index_problems(MAX_PROBLEMS));
+            let kv = version.kv();
+            report.add_index_check(LeaseKv(&kv).index_problems(MAX_PROBLEMS));
+            // Every event of the change history decodes (a chunk at a time).
+            let mut from = 0;
+            loop {
+                match LeaseKv(&kv).history(from, u64::MAX, FEED_BATCH) {
+                    Ok(events) => match events.last() {
+                        Some(last) if events.len() == FEED_BATCH => from = last.revision + 1,
+                        _ => break,
+                    },
+                    Err(e) => {
+                        report.problem(e.to_string());
+                        break;
+                    }
+                }
+            }
             report
         })
         .await
@@ -192,7 +223,9 @@ impl<E: Engine> PersistenceProvider for DiskDirectory<E> {
     }
 
     async fn shutdown(&self) -> OrbitResult<()> {
-        self.life.shutdown(|| self.writes.shutdown()).await
+        let closed = self.life.shutdown(|| self.writes.shutdown()).await;
+        self.feed.close();
+        closed
     }
 
     async fn health_check(&self) -> ProviderHealth {
@@ -260,6 +293,38 @@ impl<E: Engine> AddressableDirectoryProvider for DiskDirectory<E> {
 
     async fn remove_node_leases(&self, node: &NodeId) -> OrbitResult<u64> {
         self.writes()?.remove_node(node).await
+    }
+
+    async fn current_revision(&self) -> OrbitResult<u64> {
+        self.read(|v| Ok(v.revision()))
+    }
+
+    async fn snapshot_leases(&self) -> OrbitResult<LeaseSnapshot> {
+        let snapshot = self.snapshot()?;
+        tokio::task::spawn_blocking(move || {
+            Ok(LeaseSnapshot {
+                revision: snapshot.revision(),
+                leases: snapshot.leases().collect::<OrbitResult<_>>()?,
+            })
+        })
+        .await
+        .map_err(|e| OrbitError::internal(E::NAME, format!("the snapshot task failed: {e}")))?
+    }
+
+    async fn watch(&self, from_revision: u64) -> OrbitResult<LeaseWatch> {
+        self.life.check_open()?;
+        if self.watch_history == 0 {
+            return Err(OrbitError::Config(format!(
+                "{}: watch_history = 0 keeps no change history; the change feed is off",
+                E::NAME
+            )));
+        }
+        let history = Arc::new(EngineHistory(Arc::clone(&self.engine)));
+        Ok(LeaseWatch::new(HistoryFeed::new(
+            history,
+            &self.feed,
+            from_revision,
+        )))
     }
 
     async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
@@ -342,5 +407,14 @@ impl<V: Version> KvSnapshot for Snapshot<V> {
 
     fn kv(&self) -> V::Kv<'_> {
         self.version.kv()
+    }
+}
+
+/// The change history an engine keeps in its key space, read from its current version.
+struct EngineHistory<E>(Arc<E>);
+
+impl<E: Engine> History for EngineHistory<E> {
+    fn read(&self, from: u64, upto: u64, limit: usize) -> OrbitResult<Vec<LeaseEvent>> {
+        LeaseKv(&self.0.current().kv()).history(from, upto, limit)
     }
 }

@@ -19,6 +19,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::change::{ChangeStager, LeaseChange, WriteOutcome, WriteRequest, decode_changes};
 use crate::config::{CowBTreeConfig, LsmTreeConfig, SyncMode};
+use crate::feed::FeedSignal;
 use crate::fs::FileSystem;
 use crate::group_commit::CommitHandler;
 use crate::identity::EngineFiles;
@@ -41,6 +42,8 @@ pub trait EngineConfig: Clone + Default + Send + Sync + 'static {
     fn sync(&self) -> SyncMode;
     /// `Config` naming the first invalid field.
     fn validate(&self) -> OrbitResult<()>;
+    /// Changes the change feed keeps (0: none).
+    fn watch_history(&self) -> u64;
 }
 
 macro_rules! engine_config {
@@ -63,6 +66,10 @@ macro_rules! engine_config {
 
             fn validate(&self) -> OrbitResult<()> {
                 <$ty>::validate(self)
+            }
+
+            fn watch_history(&self) -> u64 {
+                self.watch_history
             }
         }
     };
@@ -248,13 +255,19 @@ pub fn replay<W: EngineWriter>(
 pub struct LeaseCommit<W> {
     writer: W,
     stager: ChangeStager,
+    feed: Arc<FeedSignal>,
 }
 
 impl<W: EngineWriter> LeaseCommit<W> {
-    /// Drives `writer`, assigning revisions after the highest it applied.
-    pub fn new(writer: W) -> Self {
+    /// Drives `writer`, assigning revisions after the highest it applied, and announcing each
+    /// published batch on `feed`.
+    pub fn new(writer: W, feed: Arc<FeedSignal>) -> Self {
         let stager = ChangeStager::new(writer.revision());
-        LeaseCommit { writer, stager }
+        LeaseCommit {
+            writer,
+            stager,
+            feed,
+        }
     }
 }
 
@@ -278,6 +291,7 @@ impl<W: EngineWriter> CommitHandler for LeaseCommit<W> {
 
     fn publish(&mut self) {
         self.writer.publish();
+        self.feed.published(self.stager.last_revision());
     }
 
     fn abort(&mut self) {

@@ -71,6 +71,18 @@ pub enum OrbitError {
         /// What it holds, and what to do about it.
         detail: String,
     },
+    /// A watch asked for changes older than the history the store keeps (`watch_history`, or
+    /// etcd's compaction): reload the directory and watch from `oldest` or later. Never a
+    /// silently shortened feed.
+    #[error(
+        "changes after revision {requested} are no longer kept; the oldest revision to watch from is {oldest}"
+    )]
+    Compacted {
+        /// The revision the watch was to start after.
+        requested: u64,
+        /// The oldest revision a watch can start after now.
+        oldest: u64,
+    },
     /// A bug in this library, not bad input, bad bytes or an unreachable remote: an invariant
     /// broke, or a background task panicked. The store may be fine; report it with the message.
     #[error("internal error in {component}: {detail}")]

@@ -11,11 +11,14 @@
 //! | leases | `L` ++ encoded reference | the lease without its reference ([`encode_lease_value`]) |
 //! | node index | `N` ++ encoded node ++ encoded reference | empty |
 //! | expiry index | `E` ++ `expires_at` (u64 BE) ++ encoded reference | empty |
+//! | change history | `H` ++ revision (u64 BE) | the event ([`crate::feed`]'s history value) |
 //!
 //! (encodings from [`crate::encoding`], which preserve order). An engine provides
 //! [`OrderedKv`] (point reads and range scans) and [`OrderedKvWrite`]; [`LeaseKv`] answers the
 //! provider's reads and the writer's [`LeaseSource`] questions, and [`apply_change`] turns a
-//! durable [`LeaseChange`] into key writes, keeping both indexes in step.
+//! durable [`LeaseChange`] into key writes, keeping both indexes and the change history in
+//! step. The history holds the last `watch_history` events: each change writes its own and
+//! deletes the one `watch_history` revisions older.
 
 use crate::change::{LeaseChange, LeaseSource};
 use crate::encoding::{
@@ -23,6 +26,7 @@ use crate::encoding::{
     encode_lease_value, expiry_index_key, expiry_index_upper_bound, lease_value_index_fields,
     node_index_key, node_index_prefix, put_reference,
 };
+use crate::feed::{LeaseEvent, LeaseEventKind};
 use crate::index::{IndexEntries, index_delta};
 use crate::{AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult, Timestamp};
 
@@ -32,6 +36,16 @@ pub const LEASES: u8 = b'L';
 pub const NODES: u8 = b'N';
 /// Tag of the expiry-index range.
 pub const EXPIRY: u8 = b'E';
+/// Tag of the change-history range.
+pub const HISTORY: u8 = b'H';
+
+/// Key of the history event of `revision`.
+pub fn history_key(revision: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(HISTORY);
+    k.extend_from_slice(&revision.to_be_bytes());
+    k
+}
 
 /// Key of a lease.
 pub fn lease_key(r: &AddressableReference) -> Vec<u8> {
@@ -177,6 +191,26 @@ impl<K: OrderedKv> LeaseKv<'_, K> {
                 Ok(out.len() < limit)
             })?;
         }
+        Ok(out)
+    }
+
+    /// Up to `limit` history events with revisions in `from..=upto`, in revision order.
+    pub fn history(&self, from: u64, upto: u64, limit: usize) -> OrbitResult<Vec<LeaseEvent>> {
+        let mut out = Vec::new();
+        if limit == 0 || from > upto {
+            return Ok(out);
+        }
+        let end = match upto.checked_add(1) {
+            Some(after) => history_key(after),
+            None => vec![HISTORY + 1],
+        };
+        self.0.scan(&history_key(from), &end, &mut |k, v| {
+            let revision = u64::from_be_bytes(k[1..].try_into().unwrap_or_default());
+            let event = LeaseEvent::decode_value(revision, v)
+                .map_err(|e| self.corrupt_value("history event", e))?;
+            out.push(event);
+            Ok(out.len() < limit)
+        })?;
         Ok(out)
     }
 
@@ -433,10 +467,34 @@ fn index_entries(value: &[u8]) -> Option<IndexEntries<&[u8]>> {
     lease_value_index_fields(value).map(|(node, expires_at)| IndexEntries { node, expires_at })
 }
 
-/// Applies one durable change: the lease key and the index entries that follow from it.
+/// Records the event of `revision` in the change history, and trims the event `history`
+/// revisions older (0: no history kept).
+fn record_event(
+    kv: &mut impl OrderedKvWrite,
+    revision: u64,
+    kind: LeaseEventKind,
+    lease: &AddressableLease,
+    history: u64,
+) -> OrbitResult<()> {
+    if history == 0 {
+        return Ok(());
+    }
+    kv.put(
+        &history_key(revision),
+        &LeaseEvent::encode_value(kind, lease),
+    )?;
+    if revision > history {
+        kv.delete(&history_key(revision - history))?;
+    }
+    Ok(())
+}
+
+/// Applies one durable change: the lease key, the index entries that follow from it, and its
+/// event in the change history, which keeps the last `history` events.
 pub fn apply_change(
     kv: &mut impl OrderedKvWrite,
     change: &LeaseChange,
+    history: u64,
 ) -> OrbitResult<CountChange> {
     fn decode_old(
         kv: &impl OrderedKvWrite,
@@ -478,13 +536,18 @@ pub fn apply_change(
             if let Some(expires_at) = delta.add_expiry {
                 kv.put(&expiry_key(expires_at, r), &[])?;
             }
+            record_event(kv, lease.revision, LeaseEventKind::Put, lease, history)?;
             Ok(if old.is_none() {
                 CountChange::Added
             } else {
                 CountChange::Same
             })
         }
-        LeaseChange::Delete { reference, .. } => {
+        LeaseChange::Delete {
+            reference,
+            revision,
+            cause,
+        } => {
             let Some(old) = kv.take(&lease_key(reference))? else {
                 return Ok(CountChange::Same);
             };
@@ -496,6 +559,7 @@ pub fn apply_change(
             if let Some(expires_at) = delta.remove_expiry {
                 kv.delete(&expiry_key(expires_at, reference))?;
             }
+            record_event(kv, *revision, cause.event_kind(), &old, history)?;
             Ok(CountChange::Removed)
         }
     }
@@ -504,6 +568,7 @@ pub fn apply_change(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::change::RemovalCause;
     use std::collections::BTreeMap;
 
     /// A plain ordered map as the engine.
@@ -568,7 +633,7 @@ mod tests {
         let mut m = Map::default();
         let a = lease("a", "n1", 100, 1);
         assert_eq!(
-            apply_change(&mut m, &LeaseChange::Put(a.clone())).unwrap(),
+            apply_change(&mut m, &LeaseChange::Put(a.clone()), 0).unwrap(),
             CountChange::Added
         );
         // Renewal: the expiry entry moves, the node entry stays.
@@ -578,7 +643,7 @@ mod tests {
             ..a.clone()
         };
         assert_eq!(
-            apply_change(&mut m, &LeaseChange::Put(renewed.clone())).unwrap(),
+            apply_change(&mut m, &LeaseChange::Put(renewed.clone()), 0).unwrap(),
             CountChange::Same
         );
         // Taken over by another node: the node entry moves.
@@ -587,7 +652,7 @@ mod tests {
             revision: 3,
             ..renewed.clone()
         };
-        apply_change(&mut m, &LeaseChange::Put(moved.clone())).unwrap();
+        apply_change(&mut m, &LeaseChange::Put(moved.clone()), 0).unwrap();
         let view = LeaseKv(&m);
         assert_eq!(view.lease(&a.reference).unwrap(), Some(moved.clone()));
         assert!(
@@ -613,17 +678,65 @@ mod tests {
         let delete = LeaseChange::Delete {
             reference: a.reference.clone(),
             revision: 4,
+            cause: RemovalCause::Removed,
         };
-        assert_eq!(apply_change(&mut m, &delete).unwrap(), CountChange::Removed);
+        assert_eq!(
+            apply_change(&mut m, &delete, 0).unwrap(),
+            CountChange::Removed
+        );
         assert!(m.0.is_empty());
-        assert_eq!(apply_change(&mut m, &delete).unwrap(), CountChange::Same);
+        assert_eq!(apply_change(&mut m, &delete, 0).unwrap(), CountChange::Same);
+    }
+
+    #[test]
+    fn the_history_records_each_change_and_keeps_the_last_ones() {
+        let mut m = Map::default();
+        let a = lease("a", "n1", 100, 1);
+        apply_change(&mut m, &LeaseChange::Put(a.clone()), 3).unwrap();
+        let renewed = AddressableLease {
+            expires_at: Timestamp(200),
+            revision: 2,
+            ..a.clone()
+        };
+        apply_change(&mut m, &LeaseChange::Put(renewed.clone()), 3).unwrap();
+        let b = lease("b", "n2", 100, 3);
+        apply_change(&mut m, &LeaseChange::Put(b.clone()), 3).unwrap();
+        let released = LeaseChange::Delete {
+            reference: a.reference.clone(),
+            revision: 4,
+            cause: RemovalCause::Released,
+        };
+        apply_change(&mut m, &released, 3).unwrap();
+        let view = LeaseKv(&m);
+        let events = view.history(0, 10, 100).unwrap();
+        let summary: Vec<_> = events
+            .iter()
+            .map(|e| (e.revision, e.kind, e.lease.clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (2, LeaseEventKind::Put, renewed.clone()),
+                (3, LeaseEventKind::Put, b),
+                (4, LeaseEventKind::Released, renewed),
+            ],
+            "revision 1 trimmed; the release carries the last lease"
+        );
+        assert_eq!(view.history(3, 3, 100).unwrap().len(), 1);
+        assert_eq!(view.history(2, 10, 1).unwrap()[0].revision, 2);
+        assert!(view.history(5, 10, 100).unwrap().is_empty());
     }
 
     #[test]
     fn expired_after_starts_past_the_given_position() {
         let mut m = Map::default();
         for (i, id) in ["a", "b", "c"].iter().enumerate() {
-            apply_change(&mut m, &LeaseChange::Put(lease(id, "n", 100 + i as u64, 1))).unwrap();
+            apply_change(
+                &mut m,
+                &LeaseChange::Put(lease(id, "n", 100 + i as u64, 1)),
+                0,
+            )
+            .unwrap();
         }
         let view = LeaseKv(&m);
         let all = view.expired(Timestamp(200), 10).unwrap();
@@ -651,7 +764,12 @@ mod tests {
     fn leases_after_pages_through_in_reference_order() {
         let mut m = Map::default();
         for (i, id) in ["c", "a", "b"].iter().enumerate() {
-            apply_change(&mut m, &LeaseChange::Put(lease(id, "n", 100, i as u64 + 1))).unwrap();
+            apply_change(
+                &mut m,
+                &LeaseChange::Put(lease(id, "n", 100, i as u64 + 1)),
+                0,
+            )
+            .unwrap();
         }
         let view = LeaseKv(&m);
         let first = view.leases_after(None, 2).unwrap();
@@ -672,6 +790,7 @@ mod tests {
             apply_change(
                 &mut m,
                 &LeaseChange::Put(lease(id, "n1", 100 + i as u64, 1)),
+                0,
             )
             .unwrap();
         }
@@ -696,7 +815,7 @@ mod tests {
         let mut m = Map::default();
         let a = lease("a", "n1", 100, 1);
         m.0.insert(lease_key(&a.reference), vec![1, 2, 3]);
-        let err = apply_change(&mut m, &LeaseChange::Put(a.clone())).unwrap_err();
+        let err = apply_change(&mut m, &LeaseChange::Put(a.clone()), 0).unwrap_err();
         assert!(matches!(err, OrbitError::Corruption { .. }), "{err}");
         m.0.insert(lease_key(&a.reference), vec![1, 2, 3]);
         assert!(LeaseKv(&m).lease(&a.reference).is_err());

@@ -9,6 +9,7 @@
 //! - the lease rules every backend applies the same way ([`rules`], and [`index`] for which
 //!   index entries a change moves), and the lease changes every disk backend logs, with the
 //!   writer-side staging of conditional operations ([`change`]);
+//! - the change feed ([`feed`]): [`LeaseEvent`]s from any retained revision on;
 //! - the pieces every disk backend shares, written once: the file-system seam ([`fs`]), the
 //!   CRC32-framed log ([`log`]) and the WAL ([`wal`]), the data-directory lock ([`lock`]), the
 //!   store identity record ([`identity`]), the report of what recovery did ([`recovery`]), the
@@ -24,6 +25,7 @@ pub mod disk_directory;
 pub mod encoding;
 pub mod engine;
 pub mod error;
+pub mod feed;
 pub mod fs;
 pub mod group_commit;
 pub mod identity;
@@ -46,6 +48,7 @@ pub use config::{
     PersistenceConfig, RocksDbConfig, SyncMode,
 };
 pub use error::{OrbitError, OrbitResult};
+pub use feed::{LeaseEvent, LeaseEventKind, LeaseSnapshot, LeaseWatch};
 pub use metrics::{PersistenceMetrics, ProviderHealth};
 pub use provider::{Acquire, AddressableDirectoryProvider, PersistenceProvider, Renew};
 pub use recovery::{RecoveryAction, RecoveryReport};

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::OrbitResult;
+use crate::feed::{LeaseSnapshot, LeaseWatch};
 use crate::metrics::{PersistenceMetrics, ProviderHealth};
 use crate::recovery::RecoveryReport;
 use crate::types::{AddressableLease, AddressableReference, NodeId, Timestamp};
@@ -86,4 +87,15 @@ pub trait AddressableDirectoryProvider: PersistenceProvider {
     /// whole and the rest still listed; calling it again finishes the job. A node without
     /// leases returns 0 without writing. Leases written to the node while it runs may stay.
     async fn remove_node_leases(&self, node: &NodeId) -> OrbitResult<u64>;
+    /// The revision of the store's last write (0 for a new, empty store): where a watch that
+    /// wants only what comes next starts.
+    async fn current_revision(&self) -> OrbitResult<u64>;
+    /// Every lease, read from one consistent state, and that state's revision: what a cache
+    /// loads before it [`watch`](Self::watch)es from that revision.
+    async fn snapshot_leases(&self) -> OrbitResult<LeaseSnapshot>;
+    /// The change feed: every change after `from_revision`, in revision order, without gaps
+    /// or duplicates (see [`crate::feed`]). A revision not written yet is waited for. One older
+    /// than the history the store keeps ends the watch with `Compacted`; the store's shutdown
+    /// with `Closed`. A slow watcher never slows the writers.
+    async fn watch(&self, from_revision: u64) -> OrbitResult<LeaseWatch>;
 }

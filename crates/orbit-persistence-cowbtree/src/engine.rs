@@ -43,6 +43,7 @@ impl Engine for CowBTree {
             wal_size_limit: config.wal_size_limit,
             cache_size: config.cache_size,
             now,
+            watch_history: config.watch_history,
         };
         let (writer, shared) = recovery::open(fs, &config.data_dir, settings, access, report)?;
         Ok((CowBTree { shared }, writer))

@@ -37,6 +37,8 @@ pub struct Settings {
     pub cache_size: u64,
     /// The clock's time at open: the creation time of a store this open creates.
     pub now: Timestamp,
+    /// Events the change history keeps (0: none).
+    pub watch_history: u64,
 }
 
 /// Counters the writer publishes for metrics.
@@ -119,7 +121,7 @@ impl Writer {
             },
             root: &mut self.root,
         };
-        match keyspace::apply_change(&mut tree, change)? {
+        match keyspace::apply_change(&mut tree, change, self.settings.watch_history)? {
             CountChange::Added => self.lease_count += 1,
             CountChange::Removed => self.lease_count -= 1,
             CountChange::Same => {}

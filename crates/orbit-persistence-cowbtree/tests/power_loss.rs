@@ -23,6 +23,7 @@ fn open(
         checkpoint_interval_ms: if busy { 1 } else { 60_000 },
         wal_size_limit: 64 << 10,
         cache_size: 64 << 10,
+        ..CowBTreeConfig::default()
     };
     Ok(Arc::new(CowBTreeDirectory::open_on(
         Arc::new(fs.clone()),

@@ -6,6 +6,7 @@
 //! | prefix ++ `L` ++ reference | the lease without its reference ([`encode_lease_value`], revision 0) |
 //! | prefix ++ `N` ++ node ++ reference | the same lease value: listing a node is one range read |
 //! | prefix ++ `E` ++ `expires_at` BE ++ reference | the encoded node: cleanup deletes the node entry without reading the lease |
+//! | prefix ++ `K` | why the last removing transaction removed (one byte, a `LeaseEventKind`): the change feed reads it |
 //!
 //! The three keys of a lease are written in one transaction, so they share its mod revision,
 //! which is the lease's revision (its fencing token). Values never hold the revision: etcd
@@ -19,6 +20,9 @@ use orbit_persistence_core::keyspace::{self, EXPIRY, LEASES, NODES};
 use orbit_persistence_core::{
     AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult, Timestamp,
 };
+
+/// Tag of the removal-cause key (see [`Keys::cause`]).
+const CAUSE: u8 = b'K';
 
 /// The keys of one directory: everything under `prefix`.
 #[derive(Debug, Clone)]
@@ -46,6 +50,18 @@ impl Keys {
 
     pub fn lease(&self, r: &AddressableReference) -> Vec<u8> {
         self.under(&keyspace::lease_key(r))
+    }
+
+    /// The key every removing transaction writes why it removes (one byte, a
+    /// `LeaseEventKind`), so a watch tells a release from an expiry. Its tag `K` sorts just
+    /// before the leases' `L`: one watch range holds both, and no lease scan sees it.
+    pub fn cause(&self) -> Vec<u8> {
+        self.tag(CAUSE)
+    }
+
+    /// `[start, end)` of what the change feed watches: the cause key and every lease key.
+    pub fn feed_range(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.cause(), self.leases_range().1)
     }
 
     pub fn node(&self, node: &NodeId, r: &AddressableReference) -> Vec<u8> {

@@ -37,6 +37,7 @@
 //! (each fsyncs its raft log). `SyncMode` does not apply.
 #![warn(missing_docs)]
 
+mod feed;
 mod keys;
 #[cfg(feature = "local-cluster")]
 pub mod local_cluster;
@@ -49,14 +50,16 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use etcd_client::{Compare, CompareOp, GetOptions, GetResponse, Txn, TxnOp, TxnOpResponse};
+use orbit_persistence_core::feed::FeedSignal;
 use orbit_persistence_core::index::{IndexEntries, index_delta};
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::{
     Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock,
-    EtcdConfig, NodeId, OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider,
-    ProviderHealth, Renew, Timestamp, rules,
+    EtcdConfig, LeaseEventKind, LeaseSnapshot, LeaseWatch, NodeId, OrbitError, OrbitResult,
+    PersistenceMetrics, PersistenceProvider, ProviderHealth, Renew, Timestamp, rules,
 };
 
+use crate::feed::EtcdFeed;
 use crate::keys::Keys;
 use crate::remote::Remote;
 use crate::scan_window::ScanWindows;
@@ -75,6 +78,8 @@ pub struct EtcdDirectory {
     cleanup_batch: usize,
     closed: AtomicBool,
     metrics: MetricsRecorder,
+    /// Closed at shutdown: ends every watch.
+    watches: FeedSignal,
 }
 
 impl std::fmt::Debug for EtcdDirectory {
@@ -106,6 +111,7 @@ impl EtcdDirectory {
             cleanup_batch: config.cleanup_batch as usize,
             closed: AtomicBool::new(false),
             metrics: MetricsRecorder::default(),
+            watches: FeedSignal::new(0),
         })
     }
 
@@ -196,6 +202,12 @@ impl EtcdDirectory {
         ]
     }
 
+    /// The operation that records why a transaction removes leases, first in it: the change
+    /// feed reads it back (see `feed`).
+    fn cause_op(&self, kind: LeaseEventKind) -> TxnOp {
+        TxnOp::put(self.keys.cause(), vec![kind.byte()], None)
+    }
+
     /// Commits `ops` if every compare holds; `Some(revision)` of the commit, `None` if a
     /// compare failed (someone wrote in between).
     async fn commit(&self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> OrbitResult<Option<u64>> {
@@ -237,6 +249,7 @@ impl EtcdDirectory {
     async fn delete_lease_if(
         &self,
         r: &AddressableReference,
+        kind: LeaseEventKind,
         wanted: impl Fn(&AddressableLease) -> bool,
     ) -> OrbitResult<bool> {
         loop {
@@ -244,7 +257,8 @@ impl EtcdDirectory {
                 return Ok(false);
             };
             let compare = unchanged(&self.keys.lease(r), Some(&current));
-            let ops = self.delete_ops(r, &current.node_id, current.expires_at);
+            let mut ops = vec![self.cause_op(kind)];
+            ops.extend(self.delete_ops(r, &current.node_id, current.expires_at));
             if self.commit(vec![compare], ops).await?.is_some() {
                 return Ok(true);
             }
@@ -260,7 +274,10 @@ impl EtcdDirectory {
             let (r, expires_at, node) = self.keys.decode_expiry_entry(kv.key(), kv.value())?;
             entries.push((r, node, expires_at, kv.mod_revision()));
         }
-        if self.remove_unchanged(&entries).await? {
+        if self
+            .remove_unchanged(&entries, LeaseEventKind::Expired)
+            .await?
+        {
             return Ok(expired.len() as u64);
         }
         // A lost compare: some lease of the batch changed meanwhile. One by one, so that every
@@ -279,9 +296,11 @@ impl EtcdDirectory {
     async fn remove_unchanged(
         &self,
         entries: &[(AddressableReference, NodeId, Timestamp, i64)],
+        kind: LeaseEventKind,
     ) -> OrbitResult<bool> {
         let mut compares = Vec::with_capacity(entries.len());
-        let mut ops = Vec::with_capacity(entries.len() * 3);
+        let mut ops = Vec::with_capacity(entries.len() * 3 + 1);
+        ops.push(self.cause_op(kind));
         for (r, node, expires_at, mod_revision) in entries {
             compares.push(Compare::mod_revision(
                 self.keys.lease(r),
@@ -316,12 +335,19 @@ impl EtcdDirectory {
                 kv.mod_revision(),
             ));
         }
-        if self.remove_unchanged(&entries).await? {
+        if self
+            .remove_unchanged(&entries, LeaseEventKind::Evicted)
+            .await?
+        {
             return Ok(entries.len() as u64);
         }
         let mut removed = 0;
         for (r, ..) in &entries {
-            removed += u64::from(self.delete_lease_if(r, |c| c.node_id == *node).await?);
+            let on_node = |c: &AddressableLease| c.node_id == *node;
+            removed += u64::from(
+                self.delete_lease_if(r, LeaseEventKind::Evicted, on_node)
+                    .await?,
+            );
         }
         Ok(removed)
     }
@@ -351,7 +377,14 @@ impl EtcdDirectory {
         let lease_key = self.keys.lease(&r);
         let compare = Compare::mod_revision(lease_key, CompareOp::Equal, entry.mod_revision());
         if self
-            .commit(vec![compare], self.delete_ops(&r, &node, expires_at))
+            .commit(
+                vec![compare],
+                [
+                    vec![self.cause_op(LeaseEventKind::Expired)],
+                    self.delete_ops(&r, &node, expires_at),
+                ]
+                .concat(),
+            )
             .await?
             .is_some()
         {
@@ -372,6 +405,14 @@ impl EtcdDirectory {
     /// All leases listed under `[start, end)`, window by window (see `scan_window`) at the
     /// first read's revision, so the list is one consistent snapshot.
     async fn range(&self, range: (Vec<u8>, Vec<u8>)) -> OrbitResult<Vec<etcd_client::KeyValue>> {
+        Ok(self.range_at(range).await?.0)
+    }
+
+    /// As [`EtcdDirectory::range`], with the revision the snapshot is of.
+    async fn range_at(
+        &self,
+        range: (Vec<u8>, Vec<u8>),
+    ) -> OrbitResult<(Vec<etcd_client::KeyValue>, u64)> {
         let mut windows = ScanWindows::new(range, PAGE as usize);
         let (mut out, mut revision) = (Vec::new(), 0);
         loop {
@@ -383,7 +424,7 @@ impl EtcdDirectory {
             let more = windows.advance(&keys, count);
             out.extend(kvs);
             if !more {
-                return Ok(out);
+                return Ok((out, u64::try_from(revision).unwrap_or(0)));
             }
         }
     }
@@ -424,6 +465,7 @@ impl PersistenceProvider for EtcdDirectory {
     async fn shutdown(&self) -> OrbitResult<()> {
         // Every acknowledged write is already committed by the cluster; nothing to flush.
         self.closed.store(true, Ordering::Release);
+        self.watches.close();
         Ok(())
     }
 
@@ -494,7 +536,9 @@ impl AddressableDirectoryProvider for EtcdDirectory {
         rules::validate_reference(r)?;
         self.check_open()?;
         let start = Instant::now();
-        let out = self.delete_lease_if(r, |_| true).await;
+        let out = self
+            .delete_lease_if(r, LeaseEventKind::Removed, |_| true)
+            .await;
         self.metrics.write_done(start, 1, &out);
         out
     }
@@ -549,6 +593,42 @@ impl AddressableDirectoryProvider for EtcdDirectory {
             }
         }
         Ok(total)
+    }
+
+    async fn current_revision(&self) -> OrbitResult<u64> {
+        self.check_open()?;
+        let (start, end) = self.keys.leases_range();
+        let options = GetOptions::new().with_range(end).with_count_only();
+        let response = self.remote.get(start, Some(options)).await?;
+        Ok(response
+            .header()
+            .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0)))
+    }
+
+    async fn snapshot_leases(&self) -> OrbitResult<LeaseSnapshot> {
+        self.check_open()?;
+        let (kvs, revision) = self.range_at(self.keys.leases_range()).await?;
+        let leases = kvs
+            .iter()
+            .map(|kv| {
+                self.keys
+                    .decode_lease(kv.key(), kv.value(), kv.mod_revision())
+            })
+            .collect::<OrbitResult<_>>()?;
+        Ok(LeaseSnapshot { revision, leases })
+    }
+
+    async fn watch(&self, from_revision: u64) -> OrbitResult<LeaseWatch> {
+        self.check_open()?;
+        let feed = EtcdFeed::start(
+            self.remote.client(),
+            self.keys.clone(),
+            from_revision,
+            &self.watches,
+            self.remote.endpoints(),
+        )
+        .await?;
+        Ok(LeaseWatch::new(feed))
     }
 
     async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
@@ -630,7 +710,9 @@ impl AddressableDirectoryProvider for EtcdDirectory {
         self.check_open()?;
         let start = Instant::now();
         let out = self
-            .delete_lease_if(r, |held| rules::owns(Some(held), owner, revision))
+            .delete_lease_if(r, LeaseEventKind::Released, |held| {
+                rules::owns(Some(held), owner, revision)
+            })
             .await;
         if matches!(out, Ok(false)) {
             self.metrics.conflict();

@@ -184,6 +184,11 @@ impl Remote {
         }
     }
 
+    /// The client, for what is not a bounded call (a watch).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub fn endpoints(&self) -> &str {
         &self.endpoints
     }

@@ -54,6 +54,7 @@ impl Engine for LsmTree {
             block_size: config.block_size as usize,
             table_size: (config.level1_size / 8).max(u64::from(config.block_size) * 4),
             compaction_rate_limit: config.compaction_rate_limit,
+            watch_history: config.watch_history,
         };
         let strategy = Box::new(Leveled::new(
             L0_COMPACTION_TRIGGER,

@@ -45,6 +45,8 @@ pub struct Settings {
     pub table_size: u64,
     /// Compaction write limit, bytes per second (0: none).
     pub compaction_rate_limit: u64,
+    /// Events the change history keeps (0: none).
+    pub watch_history: u64,
 }
 
 /// Level-0 tables at which writers stall until compaction catches up.

@@ -254,6 +254,7 @@ impl EngineWriter for Writer {
     /// Applies `changes` to the active memtable, after every sequence number so far.
     fn apply(&mut self, changes: &[LeaseChange]) -> OrbitResult<()> {
         let state = self.shared.current();
+        let history = self.shared.settings.watch_history;
         let mut mem = MemWriter {
             state: &state,
             seq: &mut self.seq,
@@ -261,7 +262,7 @@ impl EngineWriter for Writer {
         };
         for change in changes {
             self.revision = self.revision.max(change.revision());
-            match keyspace::apply_change(&mut mem, change)? {
+            match keyspace::apply_change(&mut mem, change, history)? {
                 CountChange::Added => self.lease_count += 1,
                 CountChange::Removed => self.lease_count -= 1,
                 CountChange::Same => {}

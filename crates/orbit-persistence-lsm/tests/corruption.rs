@@ -72,7 +72,7 @@ fn tables(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// 3,000 leases, compacted into one sorted run (every block holds live, newest data, so
-/// reading every lease and both indexes reads every block), then closed.
+/// reading every lease, both indexes and the change history reads every block), then closed.
 async fn populate(dir: &Path) -> Vec<AddressableLease> {
     let store = LsmDirectory::open(&config(dir), clock()).unwrap();
     let all: Vec<_> = (0..3_000).map(lease).collect();
@@ -84,8 +84,8 @@ async fn populate(dir: &Path) -> Vec<AddressableLease> {
     all
 }
 
-/// Reads every lease, every node's leases, and the whole expiry index (a cleanup at the end
-/// of time). Returns the errors; panics on a wrong answer or an error of another kind.
+/// Reads every lease, every node's leases, the whole change history, and the whole expiry
+/// index (a cleanup at the end of time). Returns the errors; panics on a wrong answer or an error of another kind.
 async fn read_everything(dir: &Path, all: &[AddressableLease], bad: &Path) -> Vec<OrbitError> {
     let mut errors = Vec::new();
     let check = |e: OrbitError, errors: &mut Vec<OrbitError>| {
@@ -124,6 +124,22 @@ async fn read_everything(dir: &Path, all: &[AddressableLease], bad: &Path) -> Ve
             Ok(listed) => assert_eq!(listed.len(), by_node[&node.key], "{node:?}"),
             Err(e) => check(e, &mut errors),
         }
+    }
+    // The whole change history: one event per lease stored.
+    match store.watch(0).await {
+        Ok(mut watch) => {
+            for i in 0..all.len() {
+                match watch.next().await {
+                    Some(Ok(event)) => assert_eq!(event.revision, i as u64 + 1),
+                    Some(Err(e)) => {
+                        check(e, &mut errors);
+                        break;
+                    }
+                    None => panic!("the watch ended without an error"),
+                }
+            }
+        }
+        Err(e) => check(e, &mut errors),
     }
     clock.set(Timestamp(u64::MAX - 1));
     match store.cleanup_expired_leases().await {

@@ -17,6 +17,10 @@
 //!   per lock hold, so they never stall writers for long.
 //! - `max_entries` is enforced by reserving capacity before inserting; a full store answers
 //!   `InvalidInput`, it never evicts.
+//! - The change feed's history is a ring of the last `watch_history` events (core's
+//!   `EventRing`), which also hands out the revisions: a writer takes its revision and records
+//!   its event under the ring's lock while it holds its shard's, so events enter in revision
+//!   order and a snapshot taken with every shard read-locked pairs with the counter.
 #![warn(missing_docs)]
 
 mod shard;
@@ -28,11 +32,12 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use orbit_persistence_core::feed::{EventRing, HistoryFeed};
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::{
     Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock,
-    MemoryConfig, NodeId, OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider,
-    ProviderHealth, Renew, Timestamp, rules,
+    LeaseEventKind, LeaseSnapshot, LeaseWatch, MemoryConfig, NodeId, OrbitError, OrbitResult,
+    PersistenceMetrics, PersistenceProvider, ProviderHealth, Renew, Timestamp, rules,
 };
 
 use shard::Shard;
@@ -52,6 +57,8 @@ pub struct MemoryDirectory {
     max_entries: Option<u64>,
     closed: AtomicBool,
     metrics: MetricsRecorder,
+    /// The change feed's history; it also hands out the revisions.
+    feed: Arc<EventRing>,
 }
 
 fn shard_of(r: &AddressableReference) -> usize {
@@ -72,6 +79,7 @@ impl MemoryDirectory {
             max_entries: config.max_entries,
             closed: AtomicBool::new(false),
             metrics: MetricsRecorder::default(),
+            feed: Arc::new(EventRing::new(config.watch_history, 0)),
         })
     }
 
@@ -92,8 +100,15 @@ impl MemoryDirectory {
         self.shards[i].write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn next_revision(&self) -> u64 {
-        self.last_revision.fetch_add(1, Ordering::SeqCst) + 1
+    /// Takes the next revision for a change of the lease `make` gives, and records its event.
+    fn record(&self, kind: LeaseEventKind, lease: impl FnOnce() -> AddressableLease) -> u64 {
+        self.feed.record(&self.last_revision, |revision| {
+            let mut lease = lease();
+            if kind == LeaseEventKind::Put {
+                lease.revision = revision;
+            }
+            (kind, lease)
+        })
     }
 
     /// Reserves room for `n` new leases or answers `InvalidInput` when the store is full.
@@ -117,19 +132,25 @@ impl MemoryDirectory {
 
     /// Runs `step` (which removes at most [`CLEANUP_BATCH`] leases) on each shard under its
     /// write lock until a step removes fewer, so writers never wait long; each removal takes a
-    /// revision. Returns how many were removed.
-    fn remove_in_batches(&self, step: impl Fn(&mut Shard) -> usize) -> u64 {
+    /// revision and is a `kind` event. Returns how many were removed.
+    fn remove_in_batches(
+        &self,
+        kind: LeaseEventKind,
+        step: impl Fn(&mut Shard) -> Vec<AddressableLease>,
+    ) -> u64 {
         let mut total = 0u64;
         for i in 0..SHARDS {
             loop {
-                let removed = step(&mut self.write(i));
-                if removed > 0 {
-                    self.release_slots(removed as u64);
-                    self.last_revision
-                        .fetch_add(removed as u64, Ordering::SeqCst);
-                    total += removed as u64;
+                let mut shard = self.write(i);
+                let removed = step(&mut shard);
+                let n = removed.len();
+                for old in removed {
+                    self.record(kind, || old);
                 }
-                if removed < CLEANUP_BATCH {
+                drop(shard);
+                self.release_slots(n as u64);
+                total += n as u64;
+                if n < CLEANUP_BATCH {
                     break;
                 }
             }
@@ -144,21 +165,22 @@ impl MemoryDirectory {
         if is_new {
             self.reserve(1)?;
         }
-        lease.revision = self.next_revision();
+        lease.revision = self.record(LeaseEventKind::Put, || lease.clone());
         shard.upsert(lease.clone());
         MetricsRecorder::add(&self.metrics.writes, 1);
         Ok(lease)
     }
 
-    fn delete(&self, shard: &mut Shard, r: &AddressableReference) -> bool {
-        let removed = shard.remove(r).is_some();
-        if removed {
-            self.release_slots(1);
-            // A removal is a write: it consumes a revision so revisions keep counting writes.
-            self.next_revision();
-            MetricsRecorder::add(&self.metrics.writes, 1);
-        }
-        removed
+    /// Removes the lease of `r` from a locked shard (a `kind` event); whether there was one.
+    fn delete(&self, shard: &mut Shard, r: &AddressableReference, kind: LeaseEventKind) -> bool {
+        let Some(old) = shard.remove(r) else {
+            return false;
+        };
+        self.release_slots(1);
+        // A removal is a write: it consumes a revision so revisions keep counting writes.
+        self.record(kind, || old);
+        MetricsRecorder::add(&self.metrics.writes, 1);
+        true
     }
 
     fn now(&self) -> Timestamp {
@@ -190,6 +212,7 @@ impl PersistenceProvider for MemoryDirectory {
 
     async fn shutdown(&self) -> OrbitResult<()> {
         self.closed.store(true, Ordering::Release);
+        self.feed.signal().close();
         Ok(())
     }
 
@@ -235,7 +258,9 @@ impl AddressableDirectoryProvider for MemoryDirectory {
 
     async fn remove_lease(&self, r: &AddressableReference) -> OrbitResult<bool> {
         rules::validate_reference(r)?;
-        self.timed_write(|| Ok(self.delete(&mut self.write(shard_of(r)), r)))
+        self.timed_write(|| {
+            Ok(self.delete(&mut self.write(shard_of(r)), r, LeaseEventKind::Removed))
+        })
     }
 
     async fn list_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
@@ -254,7 +279,9 @@ impl AddressableDirectoryProvider for MemoryDirectory {
     async fn cleanup_expired_leases(&self) -> OrbitResult<u64> {
         self.timed_write(|| {
             let now = self.now();
-            let total = self.remove_in_batches(|shard| shard.remove_expired(now, CLEANUP_BATCH));
+            let total = self.remove_in_batches(LeaseEventKind::Expired, |shard| {
+                shard.remove_expired(now, CLEANUP_BATCH)
+            });
             MetricsRecorder::add(&self.metrics.expired_removed, total);
             Ok(total)
         })
@@ -263,7 +290,9 @@ impl AddressableDirectoryProvider for MemoryDirectory {
     async fn remove_node_leases(&self, node: &NodeId) -> OrbitResult<u64> {
         rules::validate_node(node)?;
         self.timed_write(|| {
-            Ok(self.remove_in_batches(|shard| shard.remove_node(node, CLEANUP_BATCH)))
+            Ok(self.remove_in_batches(LeaseEventKind::Evicted, |shard| {
+                shard.remove_node(node, CLEANUP_BATCH)
+            }))
         })
     }
 
@@ -314,7 +343,7 @@ impl AddressableDirectoryProvider for MemoryDirectory {
                 self.metrics.conflict();
                 return Ok(false);
             }
-            Ok(self.delete(&mut shard, r))
+            Ok(self.delete(&mut shard, r, LeaseEventKind::Released))
         })
     }
 
@@ -341,11 +370,47 @@ impl AddressableDirectoryProvider for MemoryDirectory {
             self.reserve(new)?;
             for (lease, &p) in leases.iter().zip(&positions) {
                 let mut lease = lease.clone();
-                lease.revision = self.next_revision();
+                lease.revision = self.record(LeaseEventKind::Put, || lease.clone());
                 guards[p].1.upsert(lease);
             }
             MetricsRecorder::add(&self.metrics.writes, leases.len() as u64);
             Ok(())
         })
+    }
+
+    async fn current_revision(&self) -> OrbitResult<u64> {
+        self.check_open()?;
+        Ok(self.last_revision.load(Ordering::SeqCst))
+    }
+
+    async fn snapshot_leases(&self) -> OrbitResult<LeaseSnapshot> {
+        self.timed_read(|| {
+            // Every shard read-locked (ascending, as writers lock): a writer that took a
+            // revision holds its shard until its write is in, so the counter read now is the
+            // revision of exactly what the shards hold.
+            let guards: Vec<_> = (0..SHARDS).map(|i| self.read(i)).collect();
+            let revision = self.last_revision.load(Ordering::SeqCst);
+            let mut leases = Vec::new();
+            for shard in &guards {
+                shard.collect_all(&mut leases);
+            }
+            drop(guards);
+            leases.sort_by(|a, b| a.reference.cmp(&b.reference));
+            Ok(LeaseSnapshot { revision, leases })
+        })
+    }
+
+    async fn watch(&self, from_revision: u64) -> OrbitResult<LeaseWatch> {
+        self.check_open()?;
+        if !self.feed.is_on() {
+            return Err(OrbitError::Config(
+                "memory.watch_history = 0 keeps no change history; the change feed is off".into(),
+            ));
+        }
+        Ok(LeaseWatch::new(HistoryFeed::new(
+            Arc::clone(&self.feed),
+            self.feed.signal(),
+            from_revision,
+        )))
     }
 }

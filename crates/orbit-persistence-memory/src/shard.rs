@@ -95,20 +95,17 @@ impl Shard {
         }
     }
 
-    /// Removes up to `limit` leases of `node`; returns how many.
-    pub(crate) fn remove_node(&mut self, node: &NodeId, limit: usize) -> usize {
+    /// Removes up to `limit` leases of `node`; returns them.
+    pub(crate) fn remove_node(&mut self, node: &NodeId, limit: usize) -> Vec<AddressableLease> {
         let doomed: Vec<AddressableReference> = match self.by_node.get(node) {
             Some(refs) => refs.iter().take(limit).cloned().collect(),
-            None => return 0,
+            None => return Vec::new(),
         };
-        for r in &doomed {
-            self.remove(r);
-        }
-        doomed.len()
+        doomed.iter().filter_map(|r| self.remove(r)).collect()
     }
 
-    /// Removes up to `limit` leases expired at `now`, earliest first; returns how many.
-    pub(crate) fn remove_expired(&mut self, now: Timestamp, limit: usize) -> usize {
+    /// Removes up to `limit` leases expired at `now`, earliest first; returns them.
+    pub(crate) fn remove_expired(&mut self, now: Timestamp, limit: usize) -> Vec<AddressableLease> {
         let expired: Vec<AddressableReference> = self
             .by_expiry
             .iter()
@@ -116,10 +113,12 @@ impl Shard {
             .take(limit)
             .map(|(_, r)| r.clone())
             .collect();
-        for r in &expired {
-            self.remove(r);
-        }
-        expired.len()
+        expired.iter().filter_map(|r| self.remove(r)).collect()
+    }
+
+    /// Appends every lease of this shard to `out`.
+    pub(crate) fn collect_all(&self, out: &mut Vec<AddressableLease>) {
+        out.extend(self.leases.values().cloned());
     }
 
     /// Approximate heap bytes held: for metrics only.
@@ -153,8 +152,8 @@ mod tests {
         assert!(out.is_empty());
         s.collect_node(&NodeId::new("n2", "ns"), &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(s.remove_expired(Timestamp(15), 10), 0);
-        assert_eq!(s.remove_expired(Timestamp(20), 10), 1);
+        assert_eq!(s.remove_expired(Timestamp(15), 10).len(), 0);
+        assert_eq!(s.remove_expired(Timestamp(20), 10).len(), 1);
         assert!(s.by_node.is_empty() && s.by_expiry.is_empty() && s.leases.is_empty());
     }
 
@@ -165,12 +164,12 @@ mod tests {
         let old = s.upsert(lease("a", "n1", 30)).expect("previous lease");
         assert_eq!(old.expires_at, Timestamp(10));
         assert_eq!(s.by_expiry.len(), 1);
-        assert_eq!(s.remove_expired(Timestamp(20), 10), 0);
+        assert_eq!(s.remove_expired(Timestamp(20), 10).len(), 0);
         let mut out = Vec::new();
         s.collect_node(&NodeId::new("n1", "ns"), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].expires_at, Timestamp(30));
-        assert_eq!(s.remove_expired(Timestamp(30), 10), 1);
+        assert_eq!(s.remove_expired(Timestamp(30), 10).len(), 1);
         assert!(s.by_node.is_empty() && s.leases.is_empty());
     }
 
@@ -185,9 +184,9 @@ mod tests {
             ));
         }
         let a = NodeId::new("a", "ns");
-        assert_eq!(s.remove_node(&a, 2), 2);
-        assert_eq!(s.remove_node(&a, 2), 1);
-        assert_eq!(s.remove_node(&a, 2), 0);
+        assert_eq!(s.remove_node(&a, 2).len(), 2);
+        assert_eq!(s.remove_node(&a, 2).len(), 1);
+        assert!(s.remove_node(&a, 2).is_empty());
         assert_eq!(s.len(), 2);
         assert!(!s.by_node.contains_key(&a));
         assert_eq!(s.by_expiry.len(), 2);
@@ -199,7 +198,7 @@ mod tests {
         for i in 0..5 {
             s.upsert(lease(&i.to_string(), "n", i));
         }
-        assert_eq!(s.remove_expired(Timestamp(10), 2), 2);
+        assert_eq!(s.remove_expired(Timestamp(10), 2).len(), 2);
         assert_eq!(s.len(), 3);
         assert!(s.get(&lease("0", "n", 0).reference).is_none());
         assert!(s.get(&lease("4", "n", 0).reference).is_some());

@@ -22,6 +22,7 @@ mod store;
 mod stripes;
 mod verify;
 mod wal_check;
+mod watermark;
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
+use orbit_persistence_core::feed::{History, HistoryFeed};
 use orbit_persistence_core::fs::StdFileSystem;
 use orbit_persistence_core::identity::{self, EngineFiles, Plan};
 use orbit_persistence_core::lock::DirLock;
@@ -36,8 +38,9 @@ use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::verify::VerifyReport;
 use orbit_persistence_core::{
     Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, BackendType,
-    Clock, NodeId, OrbitError, OrbitResult, PersistenceMetrics, PersistenceProvider,
-    ProviderHealth, RecoveryReport, Renew, RocksDbConfig, SyncMode, Timestamp, rules,
+    Clock, LeaseEvent, LeaseSnapshot, LeaseWatch, NodeId, OrbitError, OrbitResult,
+    PersistenceMetrics, PersistenceProvider, ProviderHealth, RecoveryReport, Renew, RocksDbConfig,
+    SyncMode, Timestamp, rules,
 };
 
 use store::{Opening, Store};
@@ -280,6 +283,7 @@ impl PersistenceProvider for RocksDbDirectory {
         let Some(open) = self.open.swap(None) else {
             return Ok(());
         };
+        open.store.feed().close();
         tokio::task::spawn_blocking(move || {
             // Calls still running (and the interval sync thread) hold it a little longer.
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -383,6 +387,32 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
         }
     }
 
+    async fn current_revision(&self) -> OrbitResult<u64> {
+        let open = self.open.load_full().ok_or(OrbitError::Closed)?;
+        Ok(open.store.written_revision())
+    }
+
+    async fn snapshot_leases(&self) -> OrbitResult<LeaseSnapshot> {
+        self.read(|s| s.snapshot_leases()).await
+    }
+
+    async fn watch(&self, from_revision: u64) -> OrbitResult<LeaseWatch> {
+        let open = self.open.load_full().ok_or(OrbitError::Closed)?;
+        if !open.store.keeps_history() {
+            return Err(OrbitError::Config(
+                "rocksdb: watch_history = 0 (or a read-only open of a store without a history) \
+                 keeps no change history; the change feed is off"
+                    .into(),
+            ));
+        }
+        let history = Arc::new(StoreHistory(Arc::downgrade(&open.store)));
+        Ok(LeaseWatch::new(HistoryFeed::new(
+            history,
+            open.store.feed(),
+            from_revision,
+        )))
+    }
+
     async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
         let now = self.clock.now();
         rules::validate_lease(lease, now)?;
@@ -444,5 +474,18 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
         }
         let leases = leases.to_vec();
         self.write(n, move |s| s.store(&leases)).await
+    }
+}
+
+/// The history column family, as a watcher reads it: through a weak reference, so a watcher
+/// never keeps a shut-down database open (shutdown waits to be its sole owner).
+struct StoreHistory(Weak<Store>);
+
+impl History for StoreHistory {
+    fn read(&self, from: u64, upto: u64, limit: usize) -> OrbitResult<Vec<LeaseEvent>> {
+        self.0
+            .upgrade()
+            .ok_or(OrbitError::Closed)?
+            .history(from, upto, limit)
     }
 }

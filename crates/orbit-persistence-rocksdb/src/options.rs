@@ -41,6 +41,9 @@ pub const CF_LEASES: &str = "leases";
 pub const CF_BY_NODE: &str = "by_node";
 /// expires_at -> reference index.
 pub const CF_BY_EXPIRY: &str = "by_expiry";
+/// Column family of the change history: revision (u64 BE) -> the event (core's `feed` history
+/// value), the last `watch_history` of them.
+pub const CF_HISTORY: &str = "history";
 /// Key of the highest revision assigned (in `leases`).
 pub const KEY_REVISION: &[u8] = b"\x00revision";
 /// Key of the exact number of leases (in `leases`).
@@ -117,7 +120,7 @@ pub fn build(config: &RocksDbConfig) -> (Options, Vec<ColumnFamilyDescriptor>) {
     // Records every WAL in the MANIFEST, so that recovery refuses to open when a WAL it needs
     // is missing (an operator deleting "logs") instead of opening without its writes.
     db.set_track_and_verify_wals_in_manifest(true);
-    let cfs = [CF_LEASES, CF_BY_NODE, CF_BY_EXPIRY]
+    let cfs = [CF_LEASES, CF_BY_NODE, CF_BY_EXPIRY, CF_HISTORY]
         .into_iter()
         .map(|name| {
             let mut o = cf_options();

@@ -10,24 +10,29 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use orbit_persistence_core::encoding::{
     decode_expiry_index_key, decode_lease, decode_reference, encode_lease_with_revision,
     encode_reference, expiry_index_key, expiry_index_upper_bound, node_index_key,
     node_index_prefix,
 };
+use orbit_persistence_core::feed::FeedSignal;
 use orbit_persistence_core::index::{IndexEntries, index_delta};
 use orbit_persistence_core::keyspace::prefix_end;
 use orbit_persistence_core::{
-    Acquire, AddressableLease, AddressableReference, NodeId, OrbitError, OrbitResult,
-    PersistenceMetrics, ProviderHealth, Renew, RocksDbConfig, SyncMode, Timestamp, rules,
+    Acquire, AddressableLease, AddressableReference, LeaseEvent, LeaseEventKind, LeaseSnapshot,
+    NodeId, OrbitError, OrbitResult, PersistenceMetrics, ProviderHealth, Renew, RocksDbConfig,
+    SyncMode, Timestamp, rules,
 };
 use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 
-use crate::options::{self, CF_BY_EXPIRY, CF_BY_NODE, CF_LEASES, KEY_LEASE_COUNT, KEY_REVISION};
+use crate::options::{
+    self, CF_BY_EXPIRY, CF_BY_NODE, CF_HISTORY, CF_LEASES, KEY_LEASE_COUNT, KEY_REVISION,
+};
 use crate::stripes::Stripes;
+use crate::watermark::Watermark;
 
 /// One lease change with what it replaces, so the batch can drop the old index entries. The
 /// new lease is borrowed: the batch assigns its revision while encoding it, with no copy.
@@ -38,6 +43,8 @@ enum Write<'a> {
     },
     Delete {
         previous: AddressableLease,
+        /// Why (the event's kind).
+        kind: LeaseEventKind,
     },
 }
 
@@ -53,6 +60,15 @@ pub struct Store {
     last_revision: AtomicU64,
     poisoned: Mutex<Option<String>>,
     read_only: bool,
+    /// Events the history column family keeps (0: none, or a read-only open of a store
+    /// written before it existed).
+    watch_history: u64,
+    /// Which revisions are in: the change feed follows it.
+    written: Watermark,
+    /// Held shared by every commit from taking its revisions to announcing them, and
+    /// exclusively by [`Store::snapshot_leases`] for the moment it takes its snapshot, so
+    /// the snapshot holds exactly the revisions up to the counter.
+    commits: RwLock<()>,
 }
 
 /// How [`Store::open`] opens a database.
@@ -145,10 +161,21 @@ impl Store {
         crate::wal_check::check_wals(path)?;
         let (mut db_options, cfs) = options::build(config);
         db_options.create_if_missing(how == Opening::Create);
+        let mut watch_history = config.watch_history;
         let opened = match how {
             // RocksDB's read-only mode writes nothing: no info LOG, no OPTIONS file, the WAL
-            // replayed into memory only.
-            Opening::ReadOnly => DB::open_cf_descriptors_read_only(&db_options, path, cfs, false),
+            // replayed into memory only; and creates no column family, so a store written
+            // before the history existed opens without one (and with no history).
+            Opening::ReadOnly => {
+                let present = DB::list_cf(&db_options, path).unwrap_or_default();
+                if !present.iter().any(|name| name == CF_HISTORY) {
+                    watch_history = 0;
+                }
+                let cfs = cfs
+                    .into_iter()
+                    .filter(|cf| present.iter().any(|p| p == cf.name()));
+                DB::open_cf_descriptors_read_only(&db_options, path, cfs, false)
+            }
             Opening::Create | Opening::Existing => DB::open_cf_descriptors(&db_options, path, cfs),
         };
         let db = opened.map_err(|e| {
@@ -170,10 +197,16 @@ impl Store {
             last_revision: AtomicU64::new(0),
             poisoned: Mutex::new(None),
             read_only: how == Opening::ReadOnly,
+            watch_history,
+            written: Watermark::new(0),
+            commits: RwLock::new(()),
         };
         let revision = store.counter(KEY_REVISION)?;
         store.last_revision.store(revision, Ordering::SeqCst);
-        Ok(store)
+        Ok(Store {
+            written: Watermark::new(revision),
+            ..store
+        })
     }
 
     pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
@@ -375,15 +408,39 @@ impl Store {
         if writes.is_empty() {
             return Ok(self.last_revision() + 1);
         }
+        let _commit = self.commits.read().unwrap_or_else(PoisonError::into_inner);
         let first = self
             .last_revision
             .fetch_add(writes.len() as u64, Ordering::SeqCst)
             + 1;
+        let last = first + writes.len() as u64 - 1;
+        let written = self.write_batch(first, writes);
+        // Announced even when the write failed: the store is poisoned then, and a watcher
+        // must not wait for revisions that will never come (it finds them missing instead).
+        self.written.done(first, last);
+        written.map(|()| first)
+    }
+
+    /// Writes `writes` with revisions from `first` on as one batch, with their history events.
+    fn write_batch(&self, first: u64, writes: Vec<Write<'_>>) -> OrbitResult<()> {
         let (leases, by_node, by_expiry) = (
             self.cf(CF_LEASES),
             self.cf(CF_BY_NODE),
             self.cf(CF_BY_EXPIRY),
         );
+        let history = (self.watch_history > 0).then(|| self.cf(CF_HISTORY));
+        let record = |batch: &mut WriteBatch, revision: u64, kind, lease: &AddressableLease| {
+            if let Some(history) = history {
+                batch.put_cf(
+                    history,
+                    revision.to_be_bytes(),
+                    LeaseEvent::encode_value(kind, lease),
+                );
+                if revision > self.watch_history {
+                    batch.delete_cf(history, (revision - self.watch_history).to_be_bytes());
+                }
+            }
+        };
         let mut batch = WriteBatch::default();
         let mut delta: i64 = 0;
         // Deletes the index entries of `old` that `new` does not keep (core's `index_delta`:
@@ -421,11 +478,20 @@ impl Store {
                         expiry_index_key(lease.expires_at, &lease.reference),
                         [],
                     );
+                    if history.is_some() {
+                        let revision = first + i as u64;
+                        let stored = AddressableLease {
+                            revision,
+                            ..lease.clone()
+                        };
+                        record(&mut batch, revision, LeaseEventKind::Put, &stored);
+                    }
                 }
-                Write::Delete { previous } => {
+                Write::Delete { previous, kind } => {
                     unindex(&mut batch, &previous, None);
                     batch.delete_cf(leases, encode_reference(&previous.reference));
                     delta -= 1;
+                    record(&mut batch, first + i as u64, kind, &previous);
                 }
             }
         }
@@ -439,7 +505,78 @@ impl Store {
             self.poison(reason.clone());
             return Err(OrbitError::Poisoned(reason));
         }
-        Ok(first)
+        Ok(())
+    }
+
+    /// Events with revisions in `from..=upto`, at most `limit`, from the history column
+    /// family.
+    pub fn history(&self, from: u64, upto: u64, limit: usize) -> OrbitResult<Vec<LeaseEvent>> {
+        let mut out = Vec::new();
+        if self.watch_history == 0 || from > upto {
+            return Ok(out);
+        }
+        let mut read = ReadOptions::default();
+        if let Some(after) = upto.checked_add(1) {
+            read.set_iterate_upper_bound(after.to_be_bytes());
+        }
+        let start = from.to_be_bytes();
+        let iter = self.db.iterator_cf_opt(
+            self.cf(CF_HISTORY),
+            read,
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in iter.take(limit) {
+            let (key, value) = item.map_err(|e| rocks_err("read history", &self.path, e))?;
+            let revision = key
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| self.corruption(CF_HISTORY, format!("history key {key:02x?}")))?;
+            out.push(LeaseEvent::decode_value(revision, &value).map_err(|e| {
+                self.corruption(CF_HISTORY, format!("history event {revision}: {e}"))
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Every lease from one consistent snapshot, and its revision: no commit is between
+    /// taking its revisions and writing them when the snapshot is taken.
+    pub fn snapshot_leases(&self) -> OrbitResult<LeaseSnapshot> {
+        let gate = self.commits.write().unwrap_or_else(PoisonError::into_inner);
+        let snapshot = self.db.snapshot();
+        let revision = self.last_revision();
+        drop(gate);
+        let mut leases = Vec::new();
+        let iter = snapshot.iterator_cf_opt(
+            self.cf(CF_LEASES),
+            ReadOptions::default(),
+            IteratorMode::Start,
+        );
+        for item in iter {
+            let (key, value) = item.map_err(|e| rocks_err("read leases", &self.path, e))?;
+            // The counters live beside the leases under keys starting with a 0 byte, which no
+            // encoded reference does.
+            if key.first() == Some(&0) {
+                continue;
+            }
+            leases.push(self.decode(&key, &value)?);
+        }
+        Ok(LeaseSnapshot { revision, leases })
+    }
+
+    /// The revision everything up to which is written (what watchers may read).
+    pub fn written_revision(&self) -> u64 {
+        self.written.signal().revision()
+    }
+
+    /// The signal the change feed's watchers wait on.
+    pub fn feed(&self) -> &FeedSignal {
+        self.written.signal()
+    }
+
+    /// Whether the store keeps a change history.
+    pub fn keeps_history(&self) -> bool {
+        self.watch_history > 0
     }
 
     /// Upserts leases atomically.
@@ -459,7 +596,12 @@ impl Store {
     pub fn remove(&self, r: &AddressableReference) -> OrbitResult<bool> {
         let _guard = self.stripes.lock([r]);
         match self.get(r)? {
-            Some(previous) => self.commit(vec![Write::Delete { previous }]).map(|_| true),
+            Some(previous) => self
+                .commit(vec![Write::Delete {
+                    previous,
+                    kind: LeaseEventKind::Removed,
+                }])
+                .map(|_| true),
             None => Ok(false),
         }
     }
@@ -510,9 +652,12 @@ impl Store {
     ) -> OrbitResult<bool> {
         let _guard = self.stripes.lock([r]);
         match self.get(r)? {
-            Some(previous) if rules::owns(Some(&previous), owner, revision) => {
-                self.commit(vec![Write::Delete { previous }]).map(|_| true)
-            }
+            Some(previous) if rules::owns(Some(&previous), owner, revision) => self
+                .commit(vec![Write::Delete {
+                    previous,
+                    kind: LeaseEventKind::Released,
+                }])
+                .map(|_| true),
             _ => Ok(false),
         }
     }
@@ -563,7 +708,10 @@ impl Store {
             .into_iter()
             .flatten()
             .filter(|l| l.is_expired(now))
-            .map(|previous| Write::Delete { previous })
+            .map(|previous| Write::Delete {
+                previous,
+                kind: LeaseEventKind::Expired,
+            })
             .collect::<Vec<_>>();
         let removed = writes.len() as u64;
         self.commit(writes)?;
@@ -611,7 +759,10 @@ impl Store {
             .into_iter()
             .flatten()
             .filter(|l| l.node_id == *node)
-            .map(|previous| Write::Delete { previous })
+            .map(|previous| Write::Delete {
+                previous,
+                kind: LeaseEventKind::Evicted,
+            })
             .collect::<Vec<_>>();
         let removed = writes.len() as u64;
         self.commit(writes)?;
@@ -620,7 +771,7 @@ impl Store {
 
     /// Flushes every memtable to SST files, so the next open replays no WAL.
     pub fn flush(&self) -> OrbitResult<()> {
-        let cfs: Vec<_> = [CF_LEASES, CF_BY_NODE, CF_BY_EXPIRY]
+        let cfs: Vec<_> = [CF_LEASES, CF_BY_NODE, CF_BY_EXPIRY, CF_HISTORY]
             .iter()
             .map(|cf| self.cf(cf))
             .collect();

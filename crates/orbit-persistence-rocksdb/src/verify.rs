@@ -1,6 +1,7 @@
 //! Reading the whole database back: every lease of one snapshot (a dump), and `verify`, which
-//! reads every key of the three column families with checksum verification on (so every block
-//! of every table file is checked by RocksDB) and checks both directions of both indexes:
+//! reads every key of the four column families with checksum verification on (so every block
+//! of every table file is checked by RocksDB), checks that every history event decodes, and
+//! checks both directions of both indexes:
 //! every lease has its two index entries, and every index entry points to a lease that agrees
 //! with it. The counters must agree too: the lease count with the leases read, the revision
 //! with the highest revision stored.
@@ -11,11 +12,13 @@ use orbit_persistence_core::encoding::{
 };
 use orbit_persistence_core::verify::VerifyReport;
 use orbit_persistence_core::{
-    AddressableLease, AddressableReference, NodeId, OrbitResult, Timestamp,
+    AddressableLease, AddressableReference, LeaseEvent, NodeId, OrbitResult, Timestamp,
 };
 use rocksdb::{DB, IteratorMode, ReadOptions, SnapshotWithThreadMode};
 
-use crate::options::{CF_BY_EXPIRY, CF_BY_NODE, CF_LEASES, KEY_LEASE_COUNT, KEY_REVISION};
+use crate::options::{
+    CF_BY_EXPIRY, CF_BY_NODE, CF_HISTORY, CF_LEASES, KEY_LEASE_COUNT, KEY_REVISION,
+};
 use crate::store::{Store, rocks_err};
 
 /// Keys read and checked per step.
@@ -90,7 +93,32 @@ impl Store {
         if let Err(e) = self.check_expiry_index(&snapshot, &mut report) {
             report.problem(e.to_string());
         }
+        if let Err(e) = self.check_history(&snapshot, &mut report) {
+            report.problem(e.to_string());
+        }
         report
+    }
+
+    /// Every event of the change history decodes under its revision (absent in a store
+    /// opened read-only that was written before the history existed).
+    fn check_history(&self, snapshot: &Snapshot<'_>, report: &mut VerifyReport) -> OrbitResult<()> {
+        if self.db().cf_handle(CF_HISTORY).is_none() {
+            return Ok(());
+        }
+        self.scan_chunks(snapshot, CF_HISTORY, |chunk| {
+            for (key, value) in chunk {
+                let Ok(revision) = <[u8; 8]>::try_from(&**key).map(u64::from_be_bytes) else {
+                    report.problem(format!("{CF_HISTORY}: a key of {} bytes", key.len()));
+                    continue;
+                };
+                if let Err(e) = LeaseEvent::decode_value(revision, value) {
+                    report.problem(format!(
+                        "{CF_HISTORY}: the event of revision {revision}: {e}"
+                    ));
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Every lease decodes under its own key and has both index entries; the counters agree.

@@ -28,3 +28,59 @@ const ROCKSDB: Backend = Backend {
 };
 
 conformance_suite!(ROCKSDB, durable = true);
+
+/// Backends with a small change history and with none, for the cases that need them.
+mod feed_config {
+    use super::*;
+    use orbit_persistence_conformance::watch_history_cases;
+
+    const HISTORY: u64 = 200;
+
+    fn open_with(
+        clock: Arc<dyn Clock>,
+        dir: &Path,
+        watch_history: u64,
+    ) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
+        let config = RocksDbConfig {
+            data_dir: dir.to_path_buf(),
+            block_cache_size: 8 << 20,
+            write_buffer_size: 4 << 20,
+            watch_history,
+            ..RocksDbConfig::default()
+        };
+        Ok(Arc::new(RocksDbDirectory::open(&config, clock)?))
+    }
+
+    fn open_small(
+        clock: Arc<dyn Clock>,
+        dir: &Path,
+    ) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
+        open_with(clock, dir, HISTORY)
+    }
+
+    fn open_off(
+        clock: Arc<dyn Clock>,
+        dir: &Path,
+    ) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
+        open_with(clock, dir, 0)
+    }
+
+    const CAPABILITIES: Capabilities = Capabilities {
+        durable: true,
+        exclusive: true,
+    };
+
+    watch_history_cases!(
+        small = Backend {
+            name: "rocksdb-small-history",
+            open: open_small,
+            capabilities: CAPABILITIES,
+        },
+        history = HISTORY,
+        off = Backend {
+            name: "rocksdb-no-history",
+            open: open_off,
+            capabilities: CAPABILITIES,
+        }
+    );
+}

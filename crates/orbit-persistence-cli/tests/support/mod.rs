@@ -65,10 +65,10 @@ pub fn store_through_library(file: &str, leases: &[AddressableLease]) {
     });
 }
 
-/// `stats`, `get`, `list-node`, `cleanup` and `evict-node` on the store of [`live_and_short`]
-/// that `file` configures, checking what each prints and how each exits; waits for the short
-/// lease to expire before the cleanup, and evicts the node last. Returns the live lease as
-/// `get` printed it.
+/// `stats`, `get`, `list-node`, `cleanup`, `evict-node` and `watch` on the store of
+/// [`live_and_short`] that `file` configures, checking what each prints and how each exits;
+/// waits for the short lease to expire before the cleanup, evicts the node, then reads the
+/// change feed of it all. Returns the live lease as `get` printed it.
 pub fn check_store_commands(file: &str) -> AddressableLease {
     let out = cli(&["stats", "--config", file]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -160,6 +160,20 @@ pub fn check_store_commands(file: &str) -> AddressableLease {
         Some(2),
         "empty node: {}",
         text(&out.stderr)
+    );
+
+    // The change feed from the start: both stores, the cleanup and the eviction.
+    let out = cli(&["watch", "--config", file, "--from", "0", "--count", "4"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let events: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<_> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Put", "Put", "Expired", "Evicted"], "{events:?}");
+    assert_eq!(
+        events[3]["lease"]["reference"]["key"]["StringKey"]["key"],
+        "alice"
     );
     live
 }
