@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use orbit_persistence_core::{
-    AddressableDirectoryProvider, AddressableLease, AddressableReference, NodeId, Timestamp,
+    AddressableDirectoryProvider, AddressableLease, AddressableReference, NodeId, Renew, Timestamp,
 };
 
 use crate::peer::Peer;
@@ -42,6 +42,19 @@ pub struct Renewals {
     pub p50_ms: f64,
     /// 99th percentile latency, ms.
     pub p99_ms: f64,
+}
+
+/// One watcher following durable writers: what [`Side::follow`] measures.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Follow {
+    /// Acknowledged renewals per second of all writers.
+    pub writes_per_s: f64,
+    /// Events per second the watcher received, over the same start.
+    pub events_per_s: f64,
+    /// Median time from a write's acknowledgement to its event, ms.
+    pub p50_lag_ms: f64,
+    /// 99th percentile of that, ms.
+    pub p99_lag_ms: f64,
 }
 
 /// The `q` quantile (0..=1) of `sorted`, in ms.
@@ -280,6 +293,93 @@ impl Side {
             Side::Peer(p) => tokio::task::block_in_place(|| p.cleanup(now)),
         };
         (removed, start.elapsed())
+    }
+
+    /// Removes every lease of `node` (ours: `remove_node_leases`; a peer lists the node and
+    /// removes in durable transactions of 1,024); returns how many and how long it took.
+    pub async fn evict(&self, node: &NodeId) -> (u64, Duration) {
+        let start = Instant::now();
+        let removed = match self {
+            Side::Ours(o) => o.remove_node_leases(node).await.unwrap(),
+            Side::Peer(p) => tokio::task::block_in_place(|| p.evict(node)),
+        };
+        (removed, start.elapsed())
+    }
+
+    /// One watcher following `tasks` tasks that renew `per_task` leases each, durably (ours
+    /// only: no peer has a change feed). `None` for a peer.
+    pub async fn follow(&self, data: &Arc<Data>, tasks: usize, per_task: usize) -> Option<Follow> {
+        let Side::Ours(ours) = self else {
+            return None;
+        };
+        let from = ours.current_revision().await.unwrap();
+        let mut watch = ours.watch(from).await.unwrap();
+        let total = tasks * per_task;
+        let watcher = tokio::spawn(async move {
+            let mut seen = Vec::with_capacity(total);
+            while seen.len() < total {
+                match watch.next().await {
+                    Some(Ok(event)) => seen.push((event.revision, Instant::now())),
+                    other => panic!("the watch ended: {other:?}"),
+                }
+            }
+            seen
+        });
+        let start = Instant::now();
+        let spawn = |t: usize| {
+            let (ours, data) = (ours.clone(), data.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::with_capacity(per_task);
+                // Task `t` renews only leases `t` modulo `tasks`: one writer per lease, so no
+                // renewal is lost to another task's.
+                let own = data.leases.len() / tasks;
+                for k in 0..per_task {
+                    let r = &data.leases[t + tasks * (k % own)].reference;
+                    let cur = ours.get_lease(r).await.unwrap().expect("renewed lease");
+                    // A millisecond later: a lease the cleanup phase expires still expires
+                    // (peers run no watch phase, and must remove the same leases).
+                    let e = Timestamp(cur.expires_at.0 + 1);
+                    let Renew::Renewed(l) = ours
+                        .renew_lease(r, &cur.node_id, cur.revision, e, e)
+                        .await
+                        .unwrap()
+                    else {
+                        panic!("a renewal of the only writer of a lease was lost");
+                    };
+                    acked.push((l.revision, Instant::now()));
+                }
+                acked
+            })
+        };
+        let acked: Vec<(u64, Instant)> = join_tasks((0..tasks).map(spawn).collect())
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let writers = start.elapsed();
+        let seen = watcher.await.expect("watcher");
+        let followed = seen
+            .last()
+            .map_or(writers, |(_, at)| at.duration_since(start));
+        let acked: std::collections::HashMap<u64, Instant> = acked.into_iter().collect();
+        // Lag: from the writer's acknowledgement to the watcher's receipt (0 if the event
+        // arrived first, which the feed allows: an event is published before the ack returns).
+        let mut lags: Vec<Duration> = seen
+            .iter()
+            .filter_map(|(revision, at)| {
+                acked
+                    .get(revision)
+                    .map(|ack| at.saturating_duration_since(*ack))
+            })
+            .collect();
+        assert_eq!(lags.len(), total, "events that no writer acknowledged");
+        lags.sort_unstable();
+        Some(Follow {
+            writes_per_s: total as f64 / writers.as_secs_f64(),
+            events_per_s: total as f64 / followed.as_secs_f64(),
+            p50_lag_ms: quantile_ms(&lags, 0.50),
+            p99_lag_ms: quantile_ms(&lags, 0.99),
+        })
     }
 
     /// Closes the store: a clean shutdown for ours; a peer is dropped, which must release the

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use orbit_persistence::{Clock, ManualClock, SyncMode, Timestamp};
 
-use crate::phases::{Renewals, best_rotating, list_node_picks};
+use crate::phases::{Follow, Renewals, best_rotating, list_node_picks};
 use crate::report::{Machine, Report, Row};
 use crate::subject::Subject;
 use crate::workload::{Data, HOUR, T0, dir_bytes};
@@ -29,6 +29,9 @@ use crate::workload::{Data, HOUR, T0, dir_bytes};
 /// Leases the kill -9 child rewrites, in durable batches of [`KILL9_BATCH`], before it says
 /// it is ready (and goes on writing until it is killed).
 pub const KILL9_LEASES: usize = 20_000;
+
+/// Renewals per writer of the watch phase (16 writers).
+pub const FOLLOW_PER_TASK: usize = 500;
 /// Leases per durable write of the kill -9 child.
 pub const KILL9_BATCH: usize = 10;
 
@@ -287,6 +290,49 @@ pub async fn run(options: &Options) -> Result<Report, String> {
         }
     }
 
+    // 11. one watcher following 16 durable writers (ours: no peer has a change feed), while
+    // every lease is still there to renew.
+    let bar = progress.phase("watch x16", subjects.len());
+    let mut follows = Vec::new();
+    for (s, side) in subjects.iter().zip(&sides) {
+        bar.set_message(s.name());
+        settle().await;
+        follows.push(side.follow(&data, 16, FOLLOW_PER_TASK).await);
+        bar.inc(1);
+    }
+    bar.finish();
+    let follow = |f: fn(&Follow) -> f64| -> Vec<Option<f64>> {
+        follows.iter().map(|o| o.as_ref().map(f)).collect()
+    };
+    for (name, unit, higher, values) in [
+        (
+            "watch: 16 durable writers",
+            "writes/s",
+            true,
+            follow(|f| f.writes_per_s),
+        ),
+        (
+            "watch: one watcher following them",
+            "events/s",
+            true,
+            follow(|f| f.events_per_s),
+        ),
+        (
+            "watch: lag ack -> event p50",
+            "ms",
+            false,
+            follow(|f| f.p50_lag_ms),
+        ),
+        (
+            "watch: lag ack -> event p99",
+            "ms",
+            false,
+            follow(|f| f.p99_lag_ms),
+        ),
+    ] {
+        rows.push(Row::new(name, unit, higher, values).with_tasks(16));
+    }
+
     // 3. get, 1 and 2 tasks.
     let gets = options.gets.max(2);
     for tasks in [1usize, 2] {
@@ -369,6 +415,31 @@ pub async fn run(options: &Options) -> Result<Report, String> {
     ));
     rows.push(row("cleanup", "s", false, times));
     rows.push(space("after cleanup"));
+
+    // 10. evict one node (a node of the list_node phase: ~N/100 leases).
+    let evicted_node = &picks[0];
+    let bar = progress.phase("evict", subjects.len());
+    let (mut evicted, mut times) = (Vec::new(), Vec::new());
+    for (s, side) in subjects.iter().zip(&sides) {
+        bar.set_message(s.name());
+        settle().await;
+        let (r, t) = side.evict(evicted_node).await;
+        evicted.push(r);
+        times.push(t.as_secs_f64() * 1e3);
+        bar.inc(1);
+    }
+    bar.finish();
+    if evicted.iter().any(|&r| r != evicted[0]) {
+        return Err(format!(
+            "the subjects evicted different counts: {evicted:?}"
+        ));
+    }
+    rows.push(row(
+        format!("evict one node ({} leases)", evicted[0]),
+        "ms",
+        false,
+        times,
+    ));
 
     // 7a. reopen after a clean shutdown, timed to the first successful get. Ours reopen with
     // interval sync for the mixed phase. The memory backend stays open (a reopen would be

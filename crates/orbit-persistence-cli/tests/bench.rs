@@ -83,16 +83,23 @@ fn quick_bench_writes_the_table_the_json_and_the_charts() {
     assert!(json["machine"]["nproc"].as_u64().unwrap() >= 1);
     assert!(json["floor_append_per_s"].as_f64().unwrap() > 0.0);
     // Every durable subject has a positive figure on every row; the memory backend has none
-    // where the phase needs a disk.
+    // where the phase needs a disk, a peer none where it needs a change feed.
     for row in json["rows"].as_array().unwrap() {
         let phase = row["phase"].as_str().unwrap();
         for (i, v) in row["values"].as_array().unwrap().iter().enumerate() {
+            let peer = subjects[i].ends_with("(peer)");
             if subjects[i] == "memory"
                 && (phase.starts_with("space")
                     || phase.starts_with("reopen")
                     || phase.starts_with("durable_renew"))
             {
                 assert!(v.is_null(), "{phase}: memory has {v}");
+            } else if peer && phase.starts_with("watch") {
+                assert!(
+                    v.is_null(),
+                    "{phase}: the peer {} has a feed: {v}",
+                    subjects[i]
+                );
             } else {
                 assert!(
                     v.as_f64().is_some_and(|x| x > 0.0 || phase.contains("p50")),

@@ -83,6 +83,17 @@ impl Peer for FjallPeer {
         batch.commit().expect("fjall commit");
     }
 
+    fn remove(&self, leases: &[AddressableLease]) {
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        for lease in leases {
+            let r = &lease.reference;
+            batch.remove(&self.leases, encode_reference(r));
+            batch.remove(&self.by_node, node_index_key(&lease.node_id, r));
+            batch.remove(&self.by_expiry, expiry_index_key(lease.expires_at, r));
+        }
+        batch.commit().expect("fjall commit");
+    }
+
     fn get(&self, r: &AddressableReference) -> Option<AddressableLease> {
         self.leases
             .get(encode_reference(r))

@@ -33,6 +33,18 @@ pub trait Peer: Send + Sync {
     fn cleanup(&self, now: Timestamp) -> u64;
     /// Makes every write so far durable (the interval sync of the mixed phase).
     fn sync(&self);
+    /// Removes `leases` (as stored) and their index entries in one durable transaction.
+    fn remove(&self, leases: &[AddressableLease]);
+
+    /// Removes every lease of `node`: the node index listed, then durable transactions of
+    /// 1,024 removals, as a user of the engine would evict a node; returns how many.
+    fn evict(&self, node: &NodeId) -> u64 {
+        let leases = self.list(node);
+        for chunk in leases.chunks(1024) {
+            self.remove(chunk);
+        }
+        leases.len() as u64
+    }
 }
 
 #[cfg(test)]

@@ -82,6 +82,24 @@ impl Peer for RedbPeer {
         tx.commit().expect("redb commit");
     }
 
+    fn remove(&self, leases: &[AddressableLease]) {
+        let tx = self.db.begin_write().expect("redb write");
+        {
+            let mut l = tx.open_table(LEASES).unwrap();
+            let mut n = tx.open_table(BY_NODE).unwrap();
+            let mut e = tx.open_table(BY_EXPIRY).unwrap();
+            for lease in leases {
+                let r = &lease.reference;
+                l.remove(encode_reference(r).as_slice()).unwrap();
+                n.remove(node_index_key(&lease.node_id, r).as_slice())
+                    .unwrap();
+                e.remove(expiry_index_key(lease.expires_at, r).as_slice())
+                    .unwrap();
+            }
+        }
+        tx.commit().expect("redb commit");
+    }
+
     fn get(&self, r: &AddressableReference) -> Option<AddressableLease> {
         let tx = self.db.begin_read().unwrap();
         let t = tx.open_table(LEASES).unwrap();

@@ -83,6 +83,22 @@ impl Peer for RocksDbPeer {
         self.write(leases, if durable { &self.sync } else { &self.nosync });
     }
 
+    fn remove(&self, leases: &[AddressableLease]) {
+        let (l, n, e) = (
+            self.db.cf_handle(CF_LEASES).unwrap(),
+            self.db.cf_handle(CF_BY_NODE).unwrap(),
+            self.db.cf_handle(CF_BY_EXPIRY).unwrap(),
+        );
+        let mut b = WriteBatch::default();
+        for lease in leases {
+            let r = &lease.reference;
+            b.delete_cf(l, encode_reference(r));
+            b.delete_cf(n, node_index_key(&lease.node_id, r));
+            b.delete_cf(e, expiry_index_key(lease.expires_at, r));
+        }
+        self.db.write_opt(b, &self.sync).unwrap();
+    }
+
     fn get(&self, r: &AddressableReference) -> Option<AddressableLease> {
         let l = self.db.cf_handle(CF_LEASES).unwrap();
         self.db
