@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use orbit_persistence_core::{
-    AddressableLease, AddressableReference, LeaseEvent, LeaseEventKind, LeaseWatch,
+    AddressableLease, AddressableReference, LeaseEvent, LeaseEventKind, LeaseSnapshot, LeaseWatch,
 };
 
 use crate::Backend;
@@ -73,35 +73,57 @@ pub fn own_revisions(b: Backend) -> bool {
     b.capabilities.exclusive || !b.capabilities.durable
 }
 
-/// Replays `watch` onto an empty map until it equals `expected` (each event within
-/// [`OWED`]), then what is still coming until the feed is quiet: the whole feed must replay
-/// to `expected`. For a backend whose revisions are shared (etcd), where the number of
-/// events owed is not known, and whose history may take a moment to start flowing.
+/// Replays `watch` (started after `from.revision`) onto `from`'s leases up to `to`, a later
+/// snapshot of the same store with no write since, and checks the result equals `to`'s
+/// leases. With `exact` revisions (the store's own) it reads up to `to.revision`; otherwise
+/// (etcd: revisions shared with other writers, the number of events owed unknown, and history
+/// that may take a moment to start flowing), and when `to.revision` has no event (RocksDB: a
+/// revision taken and lost in a crash), until the replay equals `to` and the feed is quiet.
 pub async fn replay_to(
     watch: &mut LeaseWatch,
-    expected: &BTreeMap<AddressableReference, AddressableLease>,
+    from: &LeaseSnapshot,
+    to: &LeaseSnapshot,
+    exact: bool,
 ) -> Result<(), String> {
-    let mut replayed = BTreeMap::new();
-    let mut events = 0usize;
-    while replayed != *expected {
-        match tokio::time::timeout(OWED, watch.next()).await {
+    let map = |leases: &[AddressableLease]| -> BTreeMap<_, _> {
+        leases
+            .iter()
+            .map(|l| (l.reference.clone(), l.clone()))
+            .collect()
+    };
+    let (mut replayed, expected) = (map(&from.leases), map(&to.leases));
+    let (mut last, mut events) = (from.revision, 0usize);
+    // Done at `to.revision` (exact), or when the replay equals `to` and nothing more comes (a
+    // revision lost in a crash has no event, so it may never be reached).
+    while !(exact && last >= to.revision) {
+        let equal = replayed == expected;
+        let wait = if equal { QUIET } else { OWED };
+        match tokio::time::timeout(wait, watch.next()).await {
             Ok(Some(Ok(event))) => {
+                last = event.revision;
                 replayed = replay(replayed, std::slice::from_ref(&event));
                 events += 1;
             }
+            Err(_) if equal => break,
             other => {
                 return Err(format!(
-                    "after {events} events the replay holds {} leases, the store {}: {other:?}",
+                    "after {events} events from revision {} (up to {}), the replay holds {} \
+                     leases, the store {}: {other:?}",
+                    from.revision,
+                    to.revision,
                     replayed.len(),
                     expected.len()
                 ));
             }
         }
     }
-    let rest = drain(watch).await;
-    replayed = replay(replayed, &rest);
-    if replayed != *expected {
-        return Err(format!("{} more events made the replay differ", rest.len()));
+    if replayed != expected {
+        return Err(format!(
+            "{events} events from revision {} replay to {} leases, the store holds {}",
+            from.revision,
+            replayed.len(),
+            expected.len()
+        ));
     }
     Ok(())
 }

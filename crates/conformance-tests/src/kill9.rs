@@ -20,13 +20,14 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use orbit_persistence_core::{
-    Acquire, AddressableLease, Clock, ManualClock, OrbitError, Renew, Timestamp,
+    Acquire, AddressableLease, Clock, LeaseSnapshot, ManualClock, OrbitError, Renew, Timestamp,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::Backend;
 use crate::fixtures::{T0, lease_at, node, open_in, reference};
+use crate::follow::{own_revisions, replay_to};
 
 /// Set in the child's environment to the data directory it must write to.
 pub const CHILD_DIR_ENV: &str = "ORBIT_CONFORMANCE_KILL9_DIR";
@@ -229,6 +230,8 @@ pub async fn kill9_acknowledged_writes_survive(b: Backend) {
     let mut max_revision = 0u64;
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let mut total_acks = 0usize;
+    // What the last verification saw, for the next one's check of the change feed.
+    let mut previous: Option<LeaseSnapshot> = None;
     for cycle in 0..cycles {
         let mut child = Command::new(&exe)
             .args([
@@ -310,6 +313,24 @@ pub async fn kill9_acknowledged_writes_survive(b: Backend) {
         let store = open_in(b, clock.clone() as Arc<dyn Clock>, dir.path())
             .await
             .unwrap_or_else(|e| panic!("cycle {cycle}: reopen after kill -9 failed: {e}"));
+        // The change feed across the crash: what it gives after the revision the last
+        // verification saw, replayed onto what that verification saw, is the store now.
+        let now = store
+            .snapshot_leases()
+            .await
+            .expect("snapshot after reopen");
+        let before = previous.take().unwrap_or(LeaseSnapshot {
+            revision: 0,
+            leases: Vec::new(),
+        });
+        let mut feed = store
+            .watch(before.revision)
+            .await
+            .expect("watch after reopen");
+        if let Err(e) = replay_to(&mut feed, &before, &now, own_revisions(b)).await {
+            panic!("cycle {cycle}: the change feed across kill -9 disagrees with the store: {e}");
+        }
+        drop(feed);
         let mut by_node: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         let mut present = 0u64;
         // Per write in flight: whether each of its references changed.
@@ -393,22 +414,6 @@ pub async fn kill9_acknowledged_writes_survive(b: Backend) {
                 present,
                 "lease_count disagrees with the leases"
             );
-            // The change feed after recovery: replaying its whole history gives the store.
-            let snapshot = store
-                .snapshot_leases()
-                .await
-                .expect("snapshot after reopen");
-            let mut watch = store.watch(0).await.expect("watch after reopen");
-            let expected: BTreeMap<_, _> = snapshot
-                .leases
-                .into_iter()
-                .map(|l| (l.reference.clone(), l))
-                .collect();
-            if let Err(e) = crate::follow::replay_to(&mut watch, &expected).await {
-                panic!(
-                    "cycle {cycle}: the change feed disagrees with the store after kill -9: {e}"
-                );
-            }
             // Evicting a node after recovery takes exactly what its index lists.
             let on_node = store.list_node_leases(&node(0)).await.unwrap().len() as u64;
             let evicted = store
@@ -427,6 +432,12 @@ pub async fn kill9_acknowledged_writes_survive(b: Backend) {
                 "cycle {cycle}: the expiry index disagrees with the leases"
             );
         }
+        previous = Some(
+            store
+                .snapshot_leases()
+                .await
+                .expect("snapshot after verification"),
+        );
         store.shutdown().await.expect("shutdown after verification");
     }
     assert!(

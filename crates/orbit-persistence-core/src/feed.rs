@@ -177,6 +177,14 @@ pub trait History: Send + Sync + 'static {
     /// consistent state that holds at least everything up to `upto`. Blocking (it may read
     /// files): called off the runtime's workers.
     fn read(&self, from: u64, upto: u64, limit: usize) -> OrbitResult<Vec<LeaseEvent>>;
+
+    /// Whether every revision up to the published one has its event, so a missing one means
+    /// the history was trimmed past it. A store that can hand out a revision and lose it in a
+    /// crash before writing it (RocksDB, whose commits write concurrently) says `false`, and
+    /// its `read` answers `Compacted` itself when `from` is older than its window.
+    fn gapless(&self) -> bool {
+        true
+    }
 }
 
 /// A history in memory: the last `capacity` events in a ring, for a backend whose state lives
@@ -317,10 +325,18 @@ impl<H: History> EventSource for HistoryFeed<H> {
                         .map_err(|e| {
                             OrbitError::internal("feed", format!("a read failed: {e}"))
                         })??;
-                let events = contiguous(from, published, events)?;
-                if let Some(last) = events.last() {
-                    self.next = last.revision + 1;
-                    return Ok(events);
+                let events = match self.history.gapless() {
+                    true => contiguous(from, published, events)?,
+                    false => events,
+                };
+                match events.last() {
+                    Some(last) => {
+                        self.next = last.revision + 1;
+                        return Ok(events);
+                    }
+                    // Every revision up to the published one lost in a crash: none is owed.
+                    None if !self.history.gapless() => self.next = published + 1,
+                    None => {}
                 }
             }
             if self.signal.changed().await.is_err() {

@@ -488,4 +488,9 @@ impl History for StoreHistory {
             .ok_or(OrbitError::Closed)?
             .history(from, upto, limit)
     }
+
+    /// A revision a commit took and a crash lost before its batch was written has no event.
+    fn gapless(&self) -> bool {
+        false
+    }
 }

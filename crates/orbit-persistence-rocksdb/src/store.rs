@@ -515,6 +515,16 @@ impl Store {
         if self.watch_history == 0 || from > upto {
             return Ok(out);
         }
+        // Revisions may be missing (taken, then lost in a crash), so a missing one cannot tell
+        // a trimmed history: the window can. A write of revision r deletes the event of
+        // r - watch_history, and no write is above the counter.
+        let latest = self.last_revision();
+        if from.saturating_add(self.watch_history) <= latest {
+            return Err(OrbitError::Compacted {
+                requested: from.saturating_sub(1),
+                oldest: latest - self.watch_history,
+            });
+        }
         let mut read = ReadOptions::default();
         if let Some(after) = upto.checked_add(1) {
             read.set_iterate_upper_bound(after.to_be_bytes());
