@@ -185,23 +185,36 @@ macro_rules! conformance_suite {
     };
 }
 
-/// The change-feed cases that need a backend configured for them: `$small` keeps a history of
-/// `$history` changes (`watch_history = $history`), `$off` keeps none (`watch_history = 0`).
-/// Each is opened only by its case, so the rest of the suite runs once, on the default
-/// configuration.
+/// The change-feed cases that need a backend configured for them. `open_with(clock, dir,
+/// watch_history)` opens the store with a change history of that many changes; the cases open
+/// it with `history` (a small one) and with 0 (none), each under its own backend name
+/// (`name` with `-small-history` or `-no-history`), so the rest of the suite runs once, on
+/// the default configuration.
 #[macro_export]
 macro_rules! watch_history_cases {
-    (small = $small:expr, history = $history:expr, off = $off:expr) => {
+    (name = $name:literal, capabilities = $caps:expr, history = $history:expr, open_with = $open_with:path) => {
         #[test]
         fn watch_past_the_history_is_compacted() {
+            let backend = $crate::Backend {
+                name: concat!($name, "-small-history"),
+                open: |clock, dir| $open_with(clock, dir, $history),
+                capabilities: $caps,
+            };
             $crate::run($crate::cases::watch_past_the_history_is_compacted(
-                $small, $history,
+                backend, $history,
             ));
         }
 
         #[test]
         fn watch_without_history_is_a_config_error() {
-            $crate::run($crate::cases::watch_without_history_is_a_config_error($off));
+            let backend = $crate::Backend {
+                name: concat!($name, "-no-history"),
+                open: |clock, dir| $open_with(clock, dir, 0),
+                capabilities: $caps,
+            };
+            $crate::run($crate::cases::watch_without_history_is_a_config_error(
+                backend,
+            ));
         }
     };
 }

@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use orbit_persistence_conformance::{Backend, Capabilities, conformance_suite};
+use orbit_persistence_conformance::{
+    Backend, Capabilities, conformance_suite, watch_history_cases,
+};
 use orbit_persistence_core::{AddressableDirectoryProvider, Clock, CowBTreeConfig, OrbitResult};
 use orbit_persistence_cowbtree::CowBTreeDirectory;
 
@@ -64,56 +66,27 @@ mod small_pages {
     conformance_suite!(COWBTREE_SMALL, durable = true);
 }
 
-/// Backends with a small change history and with none, for the cases that need them.
-mod feed_config {
-    use super::*;
-    use orbit_persistence_conformance::watch_history_cases;
+/// The store with a change history of `watch_history` changes, for the feed's cases that need
+/// a small one or none.
+fn open_with_history(
+    clock: Arc<dyn Clock>,
+    dir: &Path,
+    watch_history: u64,
+) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
+    let config = CowBTreeConfig {
+        data_dir: dir.to_path_buf(),
+        watch_history,
+        ..CowBTreeConfig::default()
+    };
+    Ok(Arc::new(CowBTreeDirectory::open(&config, clock)?))
+}
 
-    const HISTORY: u64 = 200;
-
-    fn open_with(
-        clock: Arc<dyn Clock>,
-        dir: &Path,
-        watch_history: u64,
-    ) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
-        let config = CowBTreeConfig {
-            data_dir: dir.to_path_buf(),
-            watch_history,
-            ..CowBTreeConfig::default()
-        };
-        Ok(Arc::new(CowBTreeDirectory::open(&config, clock)?))
-    }
-
-    fn open_small(
-        clock: Arc<dyn Clock>,
-        dir: &Path,
-    ) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
-        open_with(clock, dir, HISTORY)
-    }
-
-    fn open_off(
-        clock: Arc<dyn Clock>,
-        dir: &Path,
-    ) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
-        open_with(clock, dir, 0)
-    }
-
-    const CAPABILITIES: Capabilities = Capabilities {
+watch_history_cases!(
+    name = "cowbtree",
+    capabilities = Capabilities {
         durable: true,
         exclusive: true,
-    };
-
-    watch_history_cases!(
-        small = Backend {
-            name: "cowbtree-small-history",
-            open: open_small,
-            capabilities: CAPABILITIES,
-        },
-        history = HISTORY,
-        off = Backend {
-            name: "cowbtree-no-history",
-            open: open_off,
-            capabilities: CAPABILITIES,
-        }
-    );
-}
+    },
+    history = 200,
+    open_with = open_with_history
+);
