@@ -185,6 +185,13 @@ pub trait History: Send + Sync + 'static {
     fn gapless(&self) -> bool {
         true
     }
+
+    /// Whether `read` may touch files, so a watcher calls it off the runtime's workers. A
+    /// history in memory says `false` and is read in place: a hop to a blocking thread per
+    /// batch was most of a watcher's lag behind fast writers.
+    fn reads_files(&self) -> bool {
+        true
+    }
 }
 
 /// A history in memory: the last `capacity` events in a ring, for a backend whose state lives
@@ -261,6 +268,10 @@ impl EventRing {
 }
 
 impl History for EventRing {
+    fn reads_files(&self) -> bool {
+        false
+    }
+
     fn read(&self, from: u64, upto: u64, limit: usize) -> OrbitResult<Vec<LeaseEvent>> {
         let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
         // Revisions in the ring are consecutive: the position of `from` is arithmetic.
@@ -319,12 +330,14 @@ impl<H: History> EventSource for HistoryFeed<H> {
             if published >= self.next {
                 let history = Arc::clone(&self.history);
                 let from = self.next;
-                let events =
-                    tokio::task::spawn_blocking(move || history.read(from, published, FEED_BATCH))
-                        .await
-                        .map_err(|e| {
-                            OrbitError::internal("feed", format!("a read failed: {e}"))
-                        })??;
+                let events = match history.reads_files() {
+                    true => tokio::task::spawn_blocking(move || {
+                        history.read(from, published, FEED_BATCH)
+                    })
+                    .await
+                    .map_err(|e| OrbitError::internal("feed", format!("a read failed: {e}")))??,
+                    false => history.read(from, published, FEED_BATCH)?,
+                };
                 let events = match self.history.gapless() {
                     true => contiguous(from, published, events)?,
                     false => events,
