@@ -317,6 +317,33 @@ pub trait LeaseSource {
     ) -> OrbitResult<Vec<AddressableReference>>;
 }
 
+/// Stages the put of `lease` with the revision after `*revision`; returns it as stored.
+fn put(
+    revision: &mut u64,
+    changes: &mut Vec<LeaseChange>,
+    mut lease: AddressableLease,
+) -> AddressableLease {
+    *revision += 1;
+    lease.revision = *revision;
+    changes.push(LeaseChange::Put(lease.clone()));
+    lease
+}
+
+/// Stages the removal of `reference`, for `cause`, with the revision after `*revision`.
+fn delete(
+    revision: &mut u64,
+    changes: &mut Vec<LeaseChange>,
+    reference: AddressableReference,
+    cause: RemovalCause,
+) {
+    *revision += 1;
+    changes.push(LeaseChange::Delete {
+        reference,
+        revision: *revision,
+        cause,
+    });
+}
+
 /// Turns requests into changes on the writer thread; see the module docs.
 #[derive(Debug, Default)]
 pub struct ChangeStager {
@@ -390,12 +417,6 @@ impl ChangeStager {
     ) -> OrbitResult<WriteOutcome> {
         let mut revision = self.next_revision;
         let mut changes = Vec::new();
-        let mut put = |mut lease: AddressableLease, changes: &mut Vec<LeaseChange>| {
-            revision += 1;
-            lease.revision = revision;
-            changes.push(LeaseChange::Put(lease.clone()));
-            lease
-        };
         let now = req.now;
         if self.cleanup_floor.as_ref().is_some_and(|(at, _)| now < *at) {
             self.cleanup_floor = None;
@@ -414,7 +435,11 @@ impl ChangeStager {
             WriteOp::Acquire(lease) => {
                 let current = self.current(source, &lease.reference)?;
                 match rules::acquire_allowed(current.as_ref(), now) {
-                    Ok(()) => WriteOutcome::Acquire(Acquire::Acquired(put(lease, &mut changes))),
+                    Ok(()) => WriteOutcome::Acquire(Acquire::Acquired(put(
+                        &mut revision,
+                        &mut changes,
+                        lease,
+                    ))),
                     Err(held) => WriteOutcome::Acquire(Acquire::Held(held)),
                 }
             }
@@ -427,19 +452,21 @@ impl ChangeStager {
             } => {
                 let current = self.current(source, &reference)?;
                 match rules::renew_decision(current.as_ref(), &owner, held, expires_at, renew_at) {
-                    Ok(lease) => WriteOutcome::Renew(Renew::Renewed(put(lease, &mut changes))),
+                    Ok(lease) => {
+                        WriteOutcome::Renew(Renew::Renewed(put(&mut revision, &mut changes, lease)))
+                    }
                     Err(lost) => WriteOutcome::Renew(lost),
                 }
             }
             WriteOp::Remove(reference) => {
                 let exists = self.current(source, &reference)?.is_some();
                 if exists {
-                    revision += 1;
-                    changes.push(LeaseChange::Delete {
+                    delete(
+                        &mut revision,
+                        &mut changes,
                         reference,
-                        revision,
-                        cause: RemovalCause::Removed,
-                    });
+                        RemovalCause::Removed,
+                    );
                 }
                 WriteOutcome::Removed(exists)
             }
@@ -451,12 +478,12 @@ impl ChangeStager {
                 let current = self.current(source, &reference)?;
                 let owned = rules::owns(current.as_ref(), &owner, held);
                 if owned {
-                    revision += 1;
-                    changes.push(LeaseChange::Delete {
+                    delete(
+                        &mut revision,
+                        &mut changes,
                         reference,
-                        revision,
-                        cause: RemovalCause::Released,
-                    });
+                        RemovalCause::Released,
+                    );
                 }
                 WriteOutcome::Removed(owned)
             }
@@ -496,12 +523,12 @@ impl ChangeStager {
                     floor = Some(Some((now, position)));
                 }
                 for reference in expired {
-                    revision += 1;
-                    changes.push(LeaseChange::Delete {
+                    delete(
+                        &mut revision,
+                        &mut changes,
                         reference,
-                        revision,
-                        cause: RemovalCause::Expired,
-                    });
+                        RemovalCause::Expired,
+                    );
                 }
                 WriteOutcome::Cleaned(changes.len() as u64)
             }
@@ -520,12 +547,12 @@ impl ChangeStager {
                         Some(staged) => staged.is_some_and(|l| l.node_id == node),
                     };
                     if on_node {
-                        revision += 1;
-                        changes.push(LeaseChange::Delete {
+                        delete(
+                            &mut revision,
+                            &mut changes,
                             reference,
-                            revision,
-                            cause: RemovalCause::Evicted,
-                        });
+                            RemovalCause::Evicted,
+                        );
                     }
                 }
                 WriteOutcome::Evicted {
