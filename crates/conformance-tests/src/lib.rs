@@ -132,6 +132,8 @@ macro_rules! conformance_suite {
             watch_resumes_after_the_last_revision_seen,
             watch_from_a_future_revision_waits_for_it,
             watch_ends_with_closed_at_shutdown,
+            backup_under_writers_is_the_state_at_its_revision,
+            restore_refuses_damage_and_a_store_that_wrote,
             acquire_absent_acquires,
             acquire_held_returns_holder,
             acquire_expired_takes_over,

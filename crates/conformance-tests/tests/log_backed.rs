@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use orbit_persistence_conformance::{Backend, Capabilities, conformance_suite};
+use orbit_persistence_core::backup::{self, BackupHeader, BackupSummary};
 use orbit_persistence_core::change::{
     ChangeStager, LeaseChange, LeaseSource, WriteOutcome, WriteRequest, decode_changes,
 };
@@ -42,6 +43,13 @@ fn apply(map: &mut Map, changes: Vec<LeaseChange>, feed: &EventRing) {
                     lease: l,
                 });
             }
+            LeaseChange::Restored(l) => {
+                map.insert(l.reference.clone(), l);
+            }
+            // The ring restarts at the restore's revision (it was below it: the stager checked).
+            LeaseChange::Floor(revision) => feed
+                .jump(&AtomicU64::new(0), revision)
+                .expect("a floor above revision 0"),
             LeaseChange::Delete {
                 reference,
                 revision,
@@ -316,6 +324,26 @@ impl AddressableDirectoryProvider for LogBacked {
             revision: self.last_revision.load(Ordering::SeqCst),
             leases: map.values().cloned().collect(),
         })
+    }
+
+    async fn backup(&self, dest: &Path) -> OrbitResult<BackupSummary> {
+        let snapshot = self.snapshot_leases().await?;
+        let header = BackupHeader::now(
+            "log-backed",
+            snapshot.revision,
+            snapshot.leases.len() as u64,
+        );
+        let dest = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let leases = snapshot.leases.into_iter().map(Ok);
+            backup::write_backup(Arc::new(StdFileSystem::new()), &dest, header, leases)
+        })
+        .await
+        .expect("backup task")
+    }
+
+    async fn restore_leases(&self, leases: &[AddressableLease], revision: u64) -> OrbitResult<()> {
+        self.writes()?.restore(leases, revision).await
     }
 
     async fn watch(&self, from_revision: u64) -> OrbitResult<LeaseWatch> {

@@ -9,10 +9,11 @@
 //! u32 BE  number of changes n
 //! n x     change:
 //!           u8      kind: 1 = put; a delete by its cause: 2 = removed, 3 = released,
-//!                   4 = expired, 5 = evicted
+//!                   4 = expired, 5 = evicted; 6 = restored; 7 = revision floor
 //!           u32 BE  length of the body
-//!           body    put:    encoded lease (crate::encoding, includes its revision)
+//!           body    put, restored: encoded lease (crate::encoding, includes its revision)
 //!                   delete: u64 BE revision, then the encoded reference
+//!                   revision floor: u64 BE revision
 //! ```
 //!
 //! All changes of one request (a whole `store_leases` batch, or the removals of one cleanup
@@ -20,7 +21,9 @@
 //! write can lose a request, never half of one. A delete carries its revision so the revision
 //! counter survives a crash that leaves a deletion as the last write, and its cause so the
 //! change feed rebuilt by a replay tells a release from an expiry. (Kinds 3-5 came with the
-//! change feed; a log written before it has only kind 2, which reads as removed.)
+//! change feed; a log written before it has only kind 2, which reads as removed.) Kinds 6 and 7
+//! are what a restore writes ([`WriteOp::Restore`]): leases with the revisions they had, no
+//! change event, then the revision counter raised to the backup's.
 //!
 //! # Staging
 //!
@@ -42,8 +45,10 @@ use crate::types::{AddressableLease, AddressableReference, NodeId, Timestamp};
 
 const FORMAT_VERSION: u8 = 1;
 const KIND_PUT: u8 = 1;
-/// Smallest encoded change: kind, length, and a delete's revision plus a minimal reference.
-const MIN_CHANGE_LEN: usize = 1 + 4 + 8 + 5;
+const KIND_RESTORED: u8 = 6;
+const KIND_FLOOR: u8 = 7;
+/// Smallest encoded change: kind, length, and a revision floor's revision.
+const MIN_CHANGE_LEN: usize = 1 + 4 + 8;
 
 /// Why a lease was removed (the change feed's event kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +100,12 @@ impl RemovalCause {
 pub enum LeaseChange {
     /// Insert or replace the lease (its revision is the one the store assigned).
     Put(AddressableLease),
+    /// Insert or replace the lease with the revision it carries, with no change event: a lease
+    /// restored from a backup.
+    Restored(AddressableLease),
+    /// Raise the revision counter to this revision, changing no lease: the end of a restore, so
+    /// the store's next revision is above every one the backup's store handed out.
+    Floor(u64),
     /// Remove the lease of `reference`; the removal consumed `revision`.
     Delete {
         /// The removed lease's reference.
@@ -110,16 +121,18 @@ impl LeaseChange {
     /// The revision this change consumed.
     pub fn revision(&self) -> u64 {
         match self {
-            LeaseChange::Put(l) => l.revision,
+            LeaseChange::Put(l) | LeaseChange::Restored(l) => l.revision,
             LeaseChange::Delete { revision, .. } => *revision,
+            LeaseChange::Floor(revision) => *revision,
         }
     }
 
-    /// The reference it changes.
-    pub fn reference(&self) -> &AddressableReference {
+    /// The reference it changes (none for a revision floor).
+    pub fn reference(&self) -> Option<&AddressableReference> {
         match self {
-            LeaseChange::Put(l) => &l.reference,
-            LeaseChange::Delete { reference, .. } => reference,
+            LeaseChange::Put(l) | LeaseChange::Restored(l) => Some(&l.reference),
+            LeaseChange::Delete { reference, .. } => Some(reference),
+            LeaseChange::Floor(_) => None,
         }
     }
 }
@@ -131,6 +144,8 @@ pub fn encode_changes(changes: &[LeaseChange], out: &mut Vec<u8>) {
     for change in changes {
         let (kind, body) = match change {
             LeaseChange::Put(l) => (KIND_PUT, encoding::encode_lease(l)),
+            LeaseChange::Restored(l) => (KIND_RESTORED, encoding::encode_lease(l)),
+            LeaseChange::Floor(revision) => (KIND_FLOOR, revision.to_be_bytes().to_vec()),
             LeaseChange::Delete {
                 reference,
                 revision,
@@ -177,6 +192,10 @@ pub fn decode_changes(bytes: &[u8]) -> Result<Vec<LeaseChange>, DecodeError> {
         let shift = |e: DecodeError| err(body_at + e.offset, e.detail);
         changes.push(match kind {
             KIND_PUT => LeaseChange::Put(encoding::decode_lease(body).map_err(shift)?),
+            KIND_RESTORED => LeaseChange::Restored(encoding::decode_lease(body).map_err(shift)?),
+            KIND_FLOOR if body.len() == 8 => {
+                LeaseChange::Floor(u64::from_be_bytes(body.try_into().unwrap_or_default()))
+            }
             kind if body.len() >= 8 && RemovalCause::from_kind(kind).is_some() => {
                 let (revision, reference) = body.split_at(8);
                 LeaseChange::Delete {
@@ -240,6 +259,15 @@ pub enum WriteOp {
     Cleanup {
         /// Most leases this step removes.
         limit: usize,
+    },
+    /// `restore_leases`: store the leases with the revisions they carry (no change events), and
+    /// raise the revision counter to `revision`. Refused when the store already went past
+    /// `revision`, or a lease's revision is above it.
+    Restore {
+        /// The leases, each with its revision.
+        leases: Vec<AddressableLease>,
+        /// The revision the counter rises to.
+        revision: u64,
     },
     /// One bounded step of `remove_node_leases`: remove the leases of `node` among the first
     /// `limit` entries of its node index after `after`.
@@ -382,7 +410,9 @@ impl ChangeStager {
     /// Brings the overlay up to date with every staged change.
     fn index_overlay(&mut self) {
         for (i, change) in self.staged.iter().enumerate().skip(self.indexed) {
-            self.overlay.insert(change.reference().clone(), i);
+            if let Some(r) = change.reference() {
+                self.overlay.insert(r.clone(), i);
+            }
         }
         self.indexed = self.staged.len();
     }
@@ -390,8 +420,8 @@ impl ChangeStager {
     /// The state of `r` staged earlier in this batch, if any: `Some(None)` = deleted.
     fn staged_state(&self, r: &AddressableReference) -> Option<Option<AddressableLease>> {
         self.overlay.get(r).map(|&i| match &self.staged[i] {
-            LeaseChange::Put(l) => Some(l.clone()),
-            LeaseChange::Delete { .. } => None,
+            LeaseChange::Put(l) | LeaseChange::Restored(l) => Some(l.clone()),
+            LeaseChange::Delete { .. } | LeaseChange::Floor(_) => None,
         })
     }
 
@@ -423,6 +453,19 @@ impl ChangeStager {
         }
         let mut floor = None;
         let outcome = match req.op {
+            WriteOp::Restore {
+                leases,
+                revision: floor,
+            } => {
+                rules::restore_allowed(revision, floor)?;
+                changes.reserve(leases.len() + 1);
+                changes.extend(leases.into_iter().map(LeaseChange::Restored));
+                if floor > revision {
+                    revision = floor;
+                    changes.push(LeaseChange::Floor(floor));
+                }
+                WriteOutcome::Stored
+            }
             WriteOp::Store(leases) => {
                 changes.reserve(leases.len());
                 for mut lease in leases {
@@ -511,7 +554,9 @@ impl ChangeStager {
                     }
                 }
                 for (r, &i) in &self.overlay {
-                    if matches!(&self.staged[i], LeaseChange::Put(l) if l.is_expired(now)) {
+                    if matches!(&self.staged[i], LeaseChange::Put(l) | LeaseChange::Restored(l)
+                        if l.is_expired(now))
+                    {
                         overlay_involved = true;
                         expired.push(r.clone());
                     }
@@ -639,8 +684,11 @@ mod tests {
         fn apply(&mut self, changes: Vec<LeaseChange>) {
             for c in changes {
                 match c {
-                    LeaseChange::Put(l) => self.0.insert(l.reference.clone(), l),
+                    LeaseChange::Put(l) | LeaseChange::Restored(l) => {
+                        self.0.insert(l.reference.clone(), l)
+                    }
                     LeaseChange::Delete { reference, .. } => self.0.remove(&reference),
+                    LeaseChange::Floor(_) => None,
                 };
             }
         }
@@ -660,6 +708,59 @@ mod tests {
             op,
             now: Timestamp(now),
         }
+    }
+
+    #[test]
+    fn a_restore_keeps_revisions_raises_the_counter_and_is_refused_past_it() {
+        let (mut map, mut stager, mut batch) =
+            (Map::default(), ChangeStager::new(0), LogBatch::new());
+        let mut a = lease(1, "a", 10);
+        a.revision = 7;
+        let mut b = lease(2, "b", 10);
+        b.revision = 3;
+        let restore = WriteOp::Restore {
+            leases: vec![a.clone(), b.clone()],
+            revision: 20,
+        };
+        assert_eq!(
+            stager.stage(&map, req(restore, 0), &mut batch).unwrap(),
+            WriteOutcome::Stored
+        );
+        assert_eq!(stager.last_revision(), 20);
+        let changes = stager.take();
+        assert_eq!(
+            changes,
+            vec![
+                LeaseChange::Restored(a.clone()),
+                LeaseChange::Restored(b.clone()),
+                LeaseChange::Floor(20),
+            ]
+        );
+        // The WAL record round-trips both new kinds.
+        let mut bytes = Vec::new();
+        encode_changes(&changes, &mut bytes);
+        assert_eq!(decode_changes(&bytes).unwrap(), changes);
+        map.apply(changes);
+        assert_eq!(map.0.len(), 2);
+        // The next write is above the floor; a restore below the counter is refused, staging
+        // nothing.
+        let out = stager
+            .stage(
+                &map,
+                req(WriteOp::Acquire(lease(3, "a", 10)), 0),
+                &mut batch,
+            )
+            .unwrap();
+        assert!(matches!(out, WriteOutcome::Acquire(Acquire::Acquired(l)) if l.revision == 21));
+        let late = WriteOp::Restore {
+            leases: vec![],
+            revision: 20,
+        };
+        assert!(matches!(
+            stager.stage(&map, req(late, 0), &mut batch),
+            Err(crate::OrbitError::InvalidInput(_))
+        ));
+        assert_eq!(stager.take().len(), 1);
     }
 
     #[test]

@@ -26,6 +26,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
+use crate::backup::{self, BackupHeader, BackupSummary};
 use crate::engine::{Engine, EngineConfig, EngineMetrics, LeaseCommit, Version};
 use crate::feed::{
     FEED_BATCH, FeedSignal, History, HistoryFeed, LeaseEvent, LeaseSnapshot, LeaseWatch,
@@ -325,6 +326,21 @@ impl<E: Engine> AddressableDirectoryProvider for DiskDirectory<E> {
             &self.feed,
             from_revision,
         )))
+    }
+
+    async fn backup(&self, dest: &Path) -> OrbitResult<BackupSummary> {
+        let snapshot = self.snapshot()?;
+        let (fs, dest) = (Arc::clone(&self.fs), dest.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let header = BackupHeader::now(E::NAME, snapshot.revision(), snapshot.lease_count());
+            backup::write_backup(fs, &dest, header, snapshot.leases())
+        })
+        .await
+        .map_err(|e| OrbitError::internal(E::NAME, format!("the backup task failed: {e}")))?
+    }
+
+    async fn restore_leases(&self, leases: &[AddressableLease], revision: u64) -> OrbitResult<()> {
+        self.writes()?.restore(leases, revision).await
     }
 
     async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {

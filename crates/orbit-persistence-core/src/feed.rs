@@ -256,6 +256,23 @@ impl EventRing {
         self.signal.published(revision);
     }
 
+    /// Raises the revision `counter` to `revision` with no event (a restore), and announces
+    /// it. The events kept so far are dropped: a watcher could not read across the jump, and
+    /// the ring's revisions must stay consecutive. Refused if `counter` is already past
+    /// `revision`. The caller holds whatever keeps writers out.
+    pub fn jump(&self, counter: &AtomicU64, revision: u64) -> OrbitResult<()> {
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = counter.load(Ordering::SeqCst);
+        crate::rules::restore_allowed(current, revision)?;
+        if revision > current {
+            events.clear();
+            counter.store(revision, Ordering::SeqCst);
+            drop(events);
+            self.signal.published(revision);
+        }
+        Ok(())
+    }
+
     /// Whether the ring keeps any history.
     pub fn is_on(&self) -> bool {
         self.capacity > 0

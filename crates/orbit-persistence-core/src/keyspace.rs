@@ -490,7 +490,8 @@ fn record_event(
 }
 
 /// Applies one durable change: the lease key, the index entries that follow from it, and its
-/// event in the change history, which keeps the last `history` events.
+/// event in the change history, which keeps the last `history` events (a restored lease has
+/// no event, a revision floor changes no key).
 pub fn apply_change(
     kv: &mut impl OrderedKvWrite,
     change: &LeaseChange,
@@ -505,7 +506,8 @@ pub fn apply_change(
             .map_err(|e| kv.corrupt(format!("undecodable stored lease of {r:?}: {e}")))
     }
     match change {
-        LeaseChange::Put(lease) => {
+        LeaseChange::Floor(_) => Ok(CountChange::Same),
+        LeaseChange::Put(lease) | LeaseChange::Restored(lease) => {
             let r = &lease.reference;
             let value = encode_lease_value(lease);
             let old = kv.replace(&lease_key(r), &value)?;
@@ -536,7 +538,9 @@ pub fn apply_change(
             if let Some(expires_at) = delta.add_expiry {
                 kv.put(&expiry_key(expires_at, r), &[])?;
             }
-            record_event(kv, lease.revision, LeaseEventKind::Put, lease, history)?;
+            if let LeaseChange::Put(_) = change {
+                record_event(kv, lease.revision, LeaseEventKind::Put, lease, history)?;
+            }
             Ok(if old.is_none() {
                 CountChange::Added
             } else {

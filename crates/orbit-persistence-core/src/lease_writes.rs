@@ -109,6 +109,19 @@ impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> LeaseWri
         }
     }
 
+    /// `restore_leases`: the leases with their revisions, and the counter raised to `revision`.
+    pub async fn restore(&self, leases: &[AddressableLease], revision: u64) -> OrbitResult<()> {
+        rules::validate_restore(leases, revision)?;
+        let op = WriteOp::Restore {
+            leases: leases.to_vec(),
+            revision,
+        };
+        match self.submit(op, self.clock.now()).await? {
+            WriteOutcome::Stored => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// `remove_lease`.
     pub async fn remove(&self, r: &AddressableReference) -> OrbitResult<bool> {
         rules::validate_reference(r)?;

@@ -10,6 +10,8 @@
 //!   index entries a change moves), and the lease changes every disk backend logs, with the
 //!   writer-side staging of conditional operations ([`change`]);
 //! - the change feed ([`feed`]): [`LeaseEvent`]s from any retained revision on;
+//! - backups ([`backup`]): one portable, checksummed file of every lease at one revision,
+//!   written online and restorable into any backend;
 //! - the pieces every disk backend shares, written once: the file-system seam ([`fs`]), the
 //!   CRC32-framed log ([`log`]) and the WAL ([`wal`]), the data-directory lock ([`lock`]), the
 //!   store identity record ([`identity`]), the report of what recovery did ([`recovery`]), the
@@ -18,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod backup;
 pub mod change;
 pub mod clock;
 pub mod config;

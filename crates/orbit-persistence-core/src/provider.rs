@@ -1,8 +1,11 @@
 //! The provider traits (docs/contract.md) and the outcomes of the conditional operations.
 
+use std::path::Path;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::backup::BackupSummary;
 use crate::error::OrbitResult;
 use crate::feed::{LeaseSnapshot, LeaseWatch};
 use crate::metrics::{PersistenceMetrics, ProviderHealth};
@@ -98,4 +101,17 @@ pub trait AddressableDirectoryProvider: PersistenceProvider {
     /// than the history the store keeps ends the watch with `Compacted`; the store's shutdown
     /// with `Closed`. A slow watcher never slows the writers.
     async fn watch(&self, from_revision: u64) -> OrbitResult<LeaseWatch>;
+    /// Writes a backup of every lease to the new file `dest`, online: from one consistent
+    /// snapshot at the store's revision R, while writes go on (see [`crate::backup`] for the
+    /// format). The file appears whole and durable, or not at all. `InvalidInput` if `dest`
+    /// exists.
+    async fn backup(&self, dest: &Path) -> OrbitResult<BackupSummary>;
+    /// Stores `leases` exactly as given, revisions included, with no change event, and raises
+    /// the revision counter to `revision`, atomically: how a backup is restored
+    /// ([`crate::backup::restore_into`]). Not for applications: it bypasses acquire's rules.
+    /// `InvalidInput` (nothing written) if the store's revision is already above `revision`
+    /// (so a fencing token is never handed out twice), a lease's revision is not in
+    /// `1..=revision`, or a reference repeats. Watches from before `revision` answer
+    /// `Compacted` afterwards: the backup holds no history.
+    async fn restore_leases(&self, leases: &[AddressableLease], revision: u64) -> OrbitResult<()>;
 }

@@ -111,6 +111,60 @@ pub fn validate_batch(leases: &[AddressableLease], now: Timestamp) -> OrbitResul
     Ok(())
 }
 
+/// Checks a batch for `restore_leases` into a store whose revision counter rises to `floor`:
+/// at most [`MAX_BATCH_LEN`] leases, each reference and node valid, `renew_at <= expires_at`,
+/// a revision in `1..=floor`, and no reference twice. Expired leases are allowed: a backup
+/// holds what its store held, cleanup removes them.
+pub fn validate_restore(leases: &[AddressableLease], floor: u64) -> OrbitResult<()> {
+    if leases.len() > MAX_BATCH_LEN {
+        return Err(OrbitError::invalid(format!(
+            "restore_leases takes at most {MAX_BATCH_LEN} leases per batch, got {}",
+            leases.len()
+        )));
+    }
+    let mut seen = HashSet::with_capacity(leases.len());
+    for (i, lease) in leases.iter().enumerate() {
+        let mut check = || -> OrbitResult<()> {
+            validate_reference(&lease.reference)?;
+            validate_node(&lease.node_id)?;
+            if lease.renew_at > lease.expires_at {
+                return Err(OrbitError::invalid(format!(
+                    "renew_at ({}) must not be after expires_at ({})",
+                    lease.renew_at, lease.expires_at
+                )));
+            }
+            if lease.revision == 0 || lease.revision > floor {
+                return Err(OrbitError::invalid(format!(
+                    "revision {} is outside 1..={floor}, the revisions of the store restored",
+                    lease.revision
+                )));
+            }
+            if !seen.insert(&lease.reference) {
+                return Err(OrbitError::invalid(format!(
+                    "repeats reference {:?}",
+                    lease.reference
+                )));
+            }
+            Ok(())
+        };
+        check().map_err(|e| OrbitError::invalid(format!("restored lease {i}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Whether a restore raising the revision counter to `floor` may write to a store at revision
+/// `current`: only if the store has not gone past it, so no revision it handed out is handed
+/// out again.
+pub fn restore_allowed(current: u64, floor: u64) -> OrbitResult<()> {
+    if current > floor {
+        return Err(OrbitError::invalid(format!(
+            "a restore up to revision {floor} into a store already at revision {current}: \
+             restore only into an empty store"
+        )));
+    }
+    Ok(())
+}
+
 /// Whether an acquire may write: `Err(current)` when an unexpired lease is held.
 pub fn acquire_allowed(
     current: Option<&AddressableLease>,

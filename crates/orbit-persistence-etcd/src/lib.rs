@@ -44,13 +44,16 @@ pub mod local_cluster;
 mod remote;
 mod scan_window;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use etcd_client::{Compare, CompareOp, GetOptions, GetResponse, Txn, TxnOp, TxnOpResponse};
+use orbit_persistence_core::backup::{self, BackupHeader, BackupSummary};
 use orbit_persistence_core::feed::FeedSignal;
+use orbit_persistence_core::fs::StdFileSystem;
 use orbit_persistence_core::index::{IndexEntries, index_delta};
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::{
@@ -616,6 +619,81 @@ impl AddressableDirectoryProvider for EtcdDirectory {
             })
             .collect::<OrbitResult<_>>()?;
         Ok(LeaseSnapshot { revision, leases })
+    }
+
+    async fn backup(&self, dest: &Path) -> OrbitResult<BackupSummary> {
+        self.check_open()?;
+        // The count and its revision R in one read, then every page read at R: one
+        // consistent state, while writers go on.
+        let range = self.keys.leases_range();
+        let counted = self
+            .remote
+            .get(
+                range.0.clone(),
+                Some(
+                    GetOptions::new()
+                        .with_range(range.1.clone())
+                        .with_count_only(),
+                ),
+            )
+            .await?;
+        let revision = counted.header().map_or(0, |h| h.revision());
+        let header = BackupHeader::now(
+            "etcd",
+            u64::try_from(revision).unwrap_or(0),
+            u64::try_from(counted.count()).unwrap_or(0),
+        );
+        // The file is written on a blocking thread, fed page by page.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<OrbitResult<Vec<AddressableLease>>>(2);
+        let dest = dest.to_path_buf();
+        let writer = tokio::task::spawn_blocking(move || {
+            let pages = std::iter::from_fn(move || rx.blocking_recv());
+            let leases = pages.flat_map(|page| match page {
+                Ok(leases) => leases.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            });
+            backup::write_backup(Arc::new(StdFileSystem::new()), &dest, header, leases)
+        });
+        let mut windows = ScanWindows::new(range, PAGE as usize);
+        loop {
+            let read = self.read_window(&windows, revision).await;
+            let (page, more) = match read {
+                Ok((kvs, count, _)) => {
+                    let keys: Vec<&[u8]> = kvs.iter().map(|kv| kv.key()).collect();
+                    let more = windows.advance(&keys, count);
+                    let page = kvs
+                        .iter()
+                        .map(|kv| {
+                            self.keys
+                                .decode_lease(kv.key(), kv.value(), kv.mod_revision())
+                        })
+                        .collect::<OrbitResult<Vec<_>>>();
+                    (page, more)
+                }
+                Err(e) => (Err(e), false),
+            };
+            let failed = page.is_err();
+            // A closed channel: the writer stopped early, and says why below.
+            if tx.send(page).await.is_err() || failed || !more {
+                break;
+            }
+        }
+        drop(tx);
+        writer
+            .await
+            .map_err(|e| OrbitError::internal("etcd", format!("the backup task failed: {e}")))?
+    }
+
+    async fn restore_leases(&self, leases: &[AddressableLease], revision: u64) -> OrbitResult<()> {
+        rules::validate_restore(leases, revision)?;
+        self.check_open()?;
+        // etcd assigns every revision itself (a lease's revision is its key's mod revision),
+        // so a lease cannot be stored with the revision it had; see docs/operating.md#backup-and-restore.
+        Err(OrbitError::Config(
+            "etcd: a backup cannot be restored into etcd yet: etcd assigns every revision \
+             itself, so restored leases would lose their fencing tokens"
+                .into(),
+        ))
     }
 
     async fn watch(&self, from_revision: u64) -> OrbitResult<LeaseWatch> {

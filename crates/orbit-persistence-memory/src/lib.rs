@@ -27,12 +27,15 @@ mod shard;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use orbit_persistence_core::backup::{self, BackupHeader, BackupSummary};
 use orbit_persistence_core::feed::{EventRing, HistoryFeed};
+use orbit_persistence_core::fs::StdFileSystem;
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::{
     Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock,
@@ -397,6 +400,47 @@ impl AddressableDirectoryProvider for MemoryDirectory {
             drop(guards);
             leases.sort_by(|a, b| a.reference.cmp(&b.reference));
             Ok(LeaseSnapshot { revision, leases })
+        })
+    }
+
+    async fn backup(&self, dest: &Path) -> OrbitResult<BackupSummary> {
+        // The consistent view is a copy: the leases are in memory already, and the file is
+        // written after every shard lock is let go, so writers wait only for the copy.
+        let snapshot = self.snapshot_leases().await?;
+        let dest = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let header =
+                BackupHeader::now("memory", snapshot.revision, snapshot.leases.len() as u64);
+            backup::write_backup(
+                Arc::new(StdFileSystem::new()),
+                &dest,
+                header,
+                snapshot.leases.into_iter().map(Ok),
+            )
+        })
+        .await
+        .map_err(|e| OrbitError::internal("memory", format!("the backup task failed: {e}")))?
+    }
+
+    async fn restore_leases(&self, leases: &[AddressableLease], revision: u64) -> OrbitResult<()> {
+        rules::validate_restore(leases, revision)?;
+        self.timed_write(|| {
+            // Every shard write-locked (ascending): no writer takes a revision meanwhile.
+            let mut guards: Vec<_> = (0..SHARDS).map(|i| self.write(i)).collect();
+            let new = leases
+                .iter()
+                .filter(|l| guards[shard_of(&l.reference)].get(&l.reference).is_none())
+                .count() as u64;
+            self.reserve(new)?;
+            if let Err(e) = self.feed.jump(&self.last_revision, revision) {
+                self.release_slots(new);
+                return Err(e);
+            }
+            for lease in leases {
+                guards[shard_of(&lease.reference)].upsert(lease.clone());
+            }
+            MetricsRecorder::add(&self.metrics.writes, leases.len() as u64);
+            Ok(())
         })
     }
 

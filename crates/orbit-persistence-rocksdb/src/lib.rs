@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
+use orbit_persistence_core::backup::BackupSummary;
 use orbit_persistence_core::feed::{History, HistoryFeed};
 use orbit_persistence_core::fs::StdFileSystem;
 use orbit_persistence_core::identity::{self, EngineFiles, Plan};
@@ -394,6 +395,22 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
 
     async fn snapshot_leases(&self) -> OrbitResult<LeaseSnapshot> {
         self.read(|s| s.snapshot_leases()).await
+    }
+
+    async fn backup(&self, dest: &Path) -> OrbitResult<BackupSummary> {
+        // On a blocking thread of its own: a long backup must not hold a worker.
+        let open = self.open.load_full().ok_or(OrbitError::Closed)?;
+        let dest = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || open.store.backup(&dest))
+            .await
+            .map_err(|e| OrbitError::internal("rocksdb", format!("the backup task failed: {e}")))?
+    }
+
+    async fn restore_leases(&self, leases: &[AddressableLease], revision: u64) -> OrbitResult<()> {
+        rules::validate_restore(leases, revision)?;
+        let leases = leases.to_vec();
+        let n = leases.len() as u64;
+        self.write(n, move |s| s.restore(&leases, revision)).await
     }
 
     async fn watch(&self, from_revision: u64) -> OrbitResult<LeaseWatch> {

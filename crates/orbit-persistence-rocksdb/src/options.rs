@@ -46,6 +46,10 @@ pub const CF_BY_EXPIRY: &str = "by_expiry";
 pub const CF_HISTORY: &str = "history";
 /// Key of the highest revision assigned (in `leases`).
 pub const KEY_REVISION: &[u8] = b"\x00revision";
+/// Key of the revision a restore raised the counter to (in `leases`; absent: 0). The history
+/// holds no event up to it, so a watch from before it is `Compacted`. Written with a plain put,
+/// never merged.
+pub const KEY_HISTORY_FLOOR: &[u8] = b"\x00history_floor";
 /// Key of the exact number of leases (in `leases`).
 pub const KEY_LEASE_COUNT: &[u8] = b"\x00lease_count";
 

@@ -11,12 +11,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use orbit_persistence_core::backup::{self, BackupHeader, BackupSummary};
+use orbit_persistence_core::fs::StdFileSystem;
 
 use orbit_persistence_core::encoding::{
-    decode_expiry_index_key, decode_lease, decode_reference, encode_lease_with_revision,
-    encode_reference, expiry_index_key, expiry_index_upper_bound, node_index_key,
-    node_index_prefix,
+    decode_expiry_index_key, decode_lease, decode_reference, encode_lease,
+    encode_lease_with_revision, encode_reference, expiry_index_key, expiry_index_upper_bound,
+    node_index_key, node_index_prefix,
 };
 use orbit_persistence_core::feed::FeedSignal;
 use orbit_persistence_core::index::{IndexEntries, index_delta};
@@ -29,7 +32,8 @@ use orbit_persistence_core::{
 use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 
 use crate::options::{
-    self, CF_BY_EXPIRY, CF_BY_NODE, CF_HISTORY, CF_LEASES, KEY_LEASE_COUNT, KEY_REVISION,
+    self, CF_BY_EXPIRY, CF_BY_NODE, CF_HISTORY, CF_LEASES, KEY_HISTORY_FLOOR, KEY_LEASE_COUNT,
+    KEY_REVISION,
 };
 use crate::stripes::Stripes;
 use crate::watermark::Watermark;
@@ -58,6 +62,8 @@ pub struct Store {
     memory_read: ReadOptions,
     stripes: Stripes,
     last_revision: AtomicU64,
+    /// The revision a restore raised the counter to: the history holds nothing up to it.
+    history_floor: AtomicU64,
     poisoned: Mutex<Option<String>>,
     read_only: bool,
     /// Events the history column family keeps (0: none, or a read-only open of a store
@@ -195,6 +201,7 @@ impl Store {
             },
             stripes: Stripes::default(),
             last_revision: AtomicU64::new(0),
+            history_floor: AtomicU64::new(0),
             poisoned: Mutex::new(None),
             read_only: how == Opening::ReadOnly,
             watch_history,
@@ -203,6 +210,8 @@ impl Store {
         };
         let revision = store.counter(KEY_REVISION)?;
         store.last_revision.store(revision, Ordering::SeqCst);
+        let floor = store.counter(KEY_HISTORY_FLOOR)?;
+        store.history_floor.store(floor, Ordering::SeqCst);
         Ok(Store {
             written: Watermark::new(revision),
             ..store
@@ -519,6 +528,14 @@ impl Store {
         // a trimmed history: the window can. A write of revision r deletes the event of
         // r - watch_history, and no write is above the counter.
         let latest = self.last_revision();
+        // Nothing before a restore's revision is kept (the backup held no history).
+        let floor = self.history_floor.load(Ordering::SeqCst);
+        if from <= floor {
+            return Err(OrbitError::Compacted {
+                requested: from.saturating_sub(1),
+                oldest: floor,
+            });
+        }
         if from.saturating_add(self.watch_history) <= latest {
             return Err(OrbitError::Compacted {
                 requested: from.saturating_sub(1),
@@ -552,26 +569,105 @@ impl Store {
     /// Every lease from one consistent snapshot, and its revision: no commit is between
     /// taking its revisions and writing them when the snapshot is taken.
     pub fn snapshot_leases(&self) -> OrbitResult<LeaseSnapshot> {
+        let (snapshot, revision) = self.consistent_snapshot();
+        let leases = self.snapshot_iter(&snapshot).collect::<OrbitResult<_>>()?;
+        Ok(LeaseSnapshot { revision, leases })
+    }
+
+    /// A snapshot and its revision: no commit is between taking its revisions and writing
+    /// them when it is taken.
+    fn consistent_snapshot(&self) -> (rocksdb::Snapshot<'_>, u64) {
         let gate = self.commits.write().unwrap_or_else(PoisonError::into_inner);
         let snapshot = self.db.snapshot();
         let revision = self.last_revision();
         drop(gate);
-        let mut leases = Vec::new();
+        (snapshot, revision)
+    }
+
+    /// Every lease of `snapshot`, in reference order, read as the iterator is advanced.
+    fn snapshot_iter<'s>(
+        &'s self,
+        snapshot: &'s rocksdb::Snapshot<'_>,
+    ) -> impl Iterator<Item = OrbitResult<AddressableLease>> + 's {
         let iter = snapshot.iterator_cf_opt(
             self.cf(CF_LEASES),
             ReadOptions::default(),
             IteratorMode::Start,
         );
-        for item in iter {
-            let (key, value) = item.map_err(|e| rocks_err("read leases", &self.path, e))?;
+        iter.filter_map(move |item| match item {
+            Err(e) => Some(Err(rocks_err("read leases", &self.path, e))),
             // The counters live beside the leases under keys starting with a 0 byte, which no
             // encoded reference does.
-            if key.first() == Some(&0) {
-                continue;
+            Ok((key, _)) if key.first() == Some(&0) => None,
+            Ok((key, value)) => Some(self.decode(&key, &value)),
+        })
+    }
+
+    /// Writes the backup `dest` of one consistent snapshot, streaming its leases.
+    pub fn backup(&self, dest: &Path) -> OrbitResult<BackupSummary> {
+        let (snapshot, revision) = self.consistent_snapshot();
+        let count = snapshot
+            .get_cf(self.cf(CF_LEASES), KEY_LEASE_COUNT)
+            .map_err(|e| rocks_err("read counter", &self.path, e))?
+            .map_or(0, |v| v.as_slice().try_into().map_or(0, u64::from_be_bytes));
+        let header = BackupHeader::now("rocksdb", revision, count);
+        backup::write_backup(
+            Arc::new(StdFileSystem::new()),
+            dest,
+            header,
+            self.snapshot_iter(&snapshot),
+        )
+    }
+
+    /// `restore_leases`: the leases with their own revisions and no events, the revision
+    /// counter raised to `revision`, and the history marked as starting there, in one batch.
+    pub fn restore(&self, leases: &[AddressableLease], revision: u64) -> OrbitResult<()> {
+        self.check_writable()?;
+        // Stripes first, then the gate, as every commit takes them.
+        let refs = || leases.iter().map(|l| &l.reference);
+        let _guards = self.stripes.lock(refs());
+        let previous = self.get_many(refs())?;
+        let _gate = self.commits.write().unwrap_or_else(PoisonError::into_inner);
+        let current = self.last_revision();
+        rules::restore_allowed(current, revision)?;
+        let (cf_leases, by_node, by_expiry) = (
+            self.cf(CF_LEASES),
+            self.cf(CF_BY_NODE),
+            self.cf(CF_BY_EXPIRY),
+        );
+        let mut batch = WriteBatch::default();
+        let mut added = 0u64;
+        for (lease, previous) in leases.iter().zip(previous) {
+            let r = &lease.reference;
+            match previous {
+                Some(old) => {
+                    batch.delete_cf(by_node, node_index_key(&old.node_id, r));
+                    batch.delete_cf(by_expiry, expiry_index_key(old.expires_at, r));
+                }
+                None => added += 1,
             }
-            leases.push(self.decode(&key, &value)?);
+            batch.put_cf(cf_leases, encode_reference(r), encode_lease(lease));
+            batch.put_cf(by_node, node_index_key(&lease.node_id, r), []);
+            batch.put_cf(by_expiry, expiry_index_key(lease.expires_at, r), []);
         }
-        Ok(LeaseSnapshot { revision, leases })
+        batch.merge_cf(cf_leases, KEY_REVISION, revision.to_be_bytes());
+        if added > 0 {
+            batch.merge_cf(cf_leases, KEY_LEASE_COUNT, added.to_be_bytes());
+        }
+        if revision > current {
+            batch.put_cf(cf_leases, KEY_HISTORY_FLOOR, revision.to_be_bytes());
+        }
+        if let Err(e) = self.db.write_opt(batch, &self.write_options) {
+            let reason = format!("a write failed and may not be durable: {e}");
+            self.poison(reason.clone());
+            return Err(OrbitError::Poisoned(reason));
+        }
+        if revision > current {
+            self.history_floor.store(revision, Ordering::SeqCst);
+            self.last_revision.store(revision, Ordering::SeqCst);
+            self.written.done(current + 1, revision);
+        }
+        Ok(())
     }
 
     /// The revision everything up to which is written (what watchers may read).

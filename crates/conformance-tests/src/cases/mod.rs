@@ -1,6 +1,7 @@
 //! The cases, one `pub async fn(Backend)` each, grouped by what they exercise. Each must be able
 //! to fail: it checks exact results, not merely that calls return.
 
+mod backup;
 mod batch;
 mod conditional;
 mod crud;
@@ -12,6 +13,7 @@ mod lifecycle;
 mod linearizable;
 mod validation;
 
+pub use backup::*;
 pub use batch::*;
 pub use conditional::*;
 pub use crud::*;
