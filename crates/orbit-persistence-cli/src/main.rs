@@ -101,6 +101,42 @@ enum Command {
     /// Prints every lease of a consistent snapshot, one JSON object per line, in reference
     /// order.
     Dump(Store),
+    /// Writes every lease of a consistent snapshot to a new backup FILE (a portable file that
+    /// restores into any backend; docs/operating.md#backup-and-restore) and prints its summary as JSON. The
+    /// store is opened read-only: back up a store a service holds open from that service.
+    Backup {
+        #[command(flatten)]
+        store: Store,
+        /// The backup file to create (refused if it exists).
+        file: PathBuf,
+    },
+    /// Verifies a backup FILE (every checksum, the order and counts) and restores it into a
+    /// new store as the config describes: its data directory must be absent or empty. A
+    /// damaged file creates nothing (exit 3, naming the offset). Prints the summary as JSON.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        #[command(flatten)]
+        store: Store,
+    },
+    /// Reads a whole backup FILE back and checks every checksum; prints its summary as JSON.
+    /// A damaged or truncated file exits 3 naming the offset, a newer format exits 2.
+    VerifyBackup {
+        /// The backup file.
+        file: PathBuf,
+    },
+    /// Copies a stopped store into a new store of any backend: a backup of `--from` into a
+    /// temporary file beside the target, restored as `--to` describes (the target's data
+    /// directory must be absent or empty). Leases keep their revisions. Prints the restore's
+    /// summary as JSON.
+    Migrate {
+        /// The config of the store to copy.
+        #[arg(long)]
+        from: PathBuf,
+        /// The config of the new store.
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Reads the whole store back, checking checksums and that the indexes agree with the
     /// leases; prints the report (exit code 4 if it found problems).
     Verify(Store),
@@ -451,6 +487,41 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 other => other?,
             };
         }
+        Command::Backup { store, file } => {
+            let config = load_existing(&store)?;
+            let summary = with_spinner(
+                format!("backing up into {}", file.display()),
+                orbit_persistence::backup_store(&config, &file),
+            )
+            .await?;
+            out_line(&json(&summary)?)?;
+        }
+        Command::Restore { file, store } => {
+            let config = load(&store)?;
+            let summary = with_spinner(
+                format!("restoring {}", file.display()),
+                orbit_persistence::restore(&file, &config),
+            )
+            .await?;
+            out_line(&json(&summary)?)?;
+        }
+        Command::VerifyBackup { file } => {
+            let summary = tokio::task::spawn_blocking(move || {
+                orbit_persistence::backup::verify_backup(
+                    &orbit_persistence::fs::StdFileSystem::new(),
+                    &file,
+                )
+            })
+            .await
+            .map_err(|e| Failure(3, format!("verify task failed: {e}")))??;
+            out_line(&json(&summary)?)?;
+        }
+        Command::Migrate { from, to } => {
+            let source = load_existing(&Store { config: Some(from) })?;
+            let target = load(&Store { config: Some(to) })?;
+            let summary = with_spinner("migrating".into(), migrate(&source, &target)).await?;
+            out_line(&json(&summary)?)?;
+        }
         Command::Verify(store) => {
             let config = load_existing(&store)?;
             let report = match orbit_persistence::verify(&config).await {
@@ -528,6 +599,39 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Runs `work` with a spinner and `message` on stderr (indicatif draws nothing when stderr is
+/// not a terminal).
+async fn with_spinner<T>(
+    message: String,
+    work: impl std::future::Future<Output = Result<T, OrbitError>>,
+) -> Result<T, Failure> {
+    let spinner = indicatif::ProgressBar::new_spinner().with_message(message);
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    let out = work.await;
+    spinner.finish_and_clear();
+    Ok(out?)
+}
+
+/// `migrate`: a backup of `source` into a temporary file beside the target's data directory,
+/// restored into `target`; the file is removed either way.
+async fn migrate(
+    source: &PersistenceConfig,
+    target: &PersistenceConfig,
+) -> Result<orbit_persistence::backup::RestoreSummary, OrbitError> {
+    let beside = target
+        .data_dir()
+        .and_then(|d| d.parent().map(PathBuf::from))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(std::env::temp_dir);
+    let staging = tempfile::Builder::new()
+        .prefix(".orbit-migrate-")
+        .tempdir_in(&beside)
+        .map_err(|e| OrbitError::io("create a temporary directory", &beside, e))?;
+    let file = staging.path().join("migrate.orbak");
+    orbit_persistence::backup_store(source, &file).await?;
+    orbit_persistence::restore(&file, target).await
 }
 
 /// `watch`: prints events of `store`'s feed after `from` (default: its current revision),

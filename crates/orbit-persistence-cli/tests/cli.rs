@@ -496,3 +496,77 @@ fn inspection_works_on_a_full_disk() {
     }
     assert!(after == before, "inspection changed files on the full disk");
 }
+
+#[test]
+fn backup_verify_restore_and_migrate_round_trip_and_refuse_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_of = |name: &str, backend: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        let data = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!("backend = \"{backend}\"\n[{backend}]\ndata_dir = {data:?}\n"),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let source = config_of("source", "cow_btree");
+    let [live, short] = live_and_short();
+    store_through_library(&source, &[live, short]);
+    let dumped = |file: &str| text(&cli(&["dump", "--config", file]).stdout);
+
+    let backup = dir.path().join("store.orbak");
+    let backup = backup.to_str().unwrap();
+    let out = cli(&["backup", "--config", &source, backup]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["leases"], 2, "{summary}");
+    // A backup never replaces a file.
+    assert_eq!(
+        cli(&["backup", "--config", &source, backup]).status.code(),
+        Some(2)
+    );
+
+    let out = cli(&["verify-backup", backup]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let verified: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verified, summary);
+
+    let restored = config_of("restored", "lsm_tree");
+    let out = cli(&["restore", backup, "--config", &restored]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(dumped(&restored), dumped(&source));
+    // Into the same, now non-empty, directory: refused.
+    assert_eq!(
+        cli(&["restore", backup, "--config", &restored])
+            .status
+            .code(),
+        Some(2)
+    );
+
+    let migrated = config_of("migrated", "cow_btree");
+    let out = cli(&["migrate", "--from", &restored, "--to", &migrated]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(dumped(&migrated), dumped(&source));
+
+    // A flipped byte: exit 3 naming the offset, and restore creates nothing.
+    let mut bytes = std::fs::read(backup).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    let bad = dir.path().join("bad.orbak");
+    std::fs::write(&bad, &bytes).unwrap();
+    let bad = bad.to_str().unwrap();
+    let out = cli(&["verify-backup", bad]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("offset"),
+        "{}",
+        text(&out.stderr)
+    );
+    let nothing = config_of("nothing", "lsm_tree");
+    assert_eq!(
+        cli(&["restore", bad, "--config", &nothing]).status.code(),
+        Some(3)
+    );
+    assert!(!dir.path().join("nothing").exists());
+}

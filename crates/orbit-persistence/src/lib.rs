@@ -31,9 +31,13 @@
 //! re-exported here.
 #![warn(missing_docs)]
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use orbit_persistence_core::*;
+
+use orbit_persistence_core::backup::{BackupSummary, RestoreSummary};
+use orbit_persistence_core::fs::{FileSystem, StdFileSystem};
 
 /// Opens the directory `config` names, after validating the config (errors name the field).
 ///
@@ -262,6 +266,113 @@ pub async fn dump(
         #[allow(unreachable_patterns)]
         other => Err(OrbitError::BackendNotCompiled(other)),
     }
+}
+
+/// Writes a backup of the store `config` names to the new file `dest` (see
+/// [`backup`] for the format): opens it as [`open_read_only`]
+/// does (etcd: connects), so it works beside nothing but other readers, and on a read-only
+/// mount. A store that is open in a service is backed up by that service, online, with
+/// [`AddressableDirectoryProvider::backup`]. The memory backend is `Config`: a new process
+/// would back up an empty store.
+pub async fn backup_store(config: &PersistenceConfig, dest: &Path) -> OrbitResult<BackupSummary> {
+    let config = config.clone();
+    let store = blocking(move || open_read_only(&config, Arc::new(SystemClock))).await?;
+    let written = store.backup(dest).await;
+    let closed = store.shutdown().await;
+    let summary = written?;
+    closed?;
+    Ok(summary)
+}
+
+/// Restores the backup `file` into a new store as `target` describes, and closes it.
+///
+/// The whole file is verified first: a damaged, truncated or foreign backup is refused
+/// (`Corruption` naming the offset, `WrongStore` for a newer format) before anything is
+/// created. The target's data directory must be absent or empty (`InvalidInput` otherwise,
+/// nothing touched). The store is built in a staging directory beside it
+/// (`.<name>.restoring`, removed first if a crashed restore left one), closed, and renamed
+/// into place, so a crash mid-restore leaves no half-made store where the config points. The
+/// restored store holds every lease with its revision, and its next revision is above the
+/// backup's: fencing tokens never go backwards.
+///
+/// The memory backend keeps nothing between processes (restore into an open one with
+/// [`backup::restore_into`]); etcd assigns revisions itself, so leases cannot keep theirs
+/// there: both are `Config`.
+pub async fn restore(file: &Path, target: &PersistenceConfig) -> OrbitResult<RestoreSummary> {
+    target.validate()?;
+    let fs: Arc<dyn FileSystem> = Arc::new(StdFileSystem::new());
+    let (verify_fs, verify_file) = (Arc::clone(&fs), file.to_path_buf());
+    blocking(move || backup::verify_backup(&*verify_fs, &verify_file)).await?;
+    let Some(dir) = target.data_dir() else {
+        return Err(OrbitError::Config(format!(
+            "a backup restores into a store with a data directory (cow_btree, lsm_tree, \
+             rocksdb), not {}: {}",
+            target.backend.as_str(),
+            match target.backend {
+                BackendType::Etcd => "etcd assigns every revision itself",
+                _ => "the memory backend keeps nothing between processes",
+            }
+        )));
+    };
+    let (staging, parent) = staging_dir(&dir)?;
+    let (check_fs, check_dir, check_staging) = (Arc::clone(&fs), dir.clone(), staging.clone());
+    blocking(move || {
+        if check_fs.exists(&check_dir)? && !check_fs.list_dir(&check_dir)?.is_empty() {
+            return Err(OrbitError::invalid(format!(
+                "{} is not empty: a backup restores only into an absent or empty directory",
+                check_dir.display()
+            )));
+        }
+        if check_fs.exists(&check_staging)? {
+            std::fs::remove_dir_all(&check_staging)
+                .map_err(|e| OrbitError::io("remove_dir_all", &check_staging, e))?;
+        }
+        Ok(())
+    })
+    .await?;
+    let staged = target.with_data_dir(&staging);
+    let store = blocking(move || open(&staged, Arc::new(SystemClock))).await?;
+    let restored =
+        backup::restore_into(Arc::clone(&fs), file, &*store, target.backend.as_str()).await;
+    let closed = store.shutdown().await;
+    drop(store);
+    let placed = match (restored, closed) {
+        (Ok(summary), Ok(())) => {
+            let (staging, dir) = (staging.clone(), dir.clone());
+            blocking(move || {
+                // rename(2) replaces an empty directory; the parent's sync makes it durable.
+                std::fs::rename(&staging, &dir)
+                    .map_err(|e| OrbitError::io("rename", &staging, e))?;
+                fs.sync_dir(&parent)?;
+                Ok(summary)
+            })
+            .await
+        }
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    };
+    if placed.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    placed
+}
+
+/// The staging directory a restore into `dir` builds in (`.<name>.restoring` beside it), and
+/// their parent.
+fn staging_dir(dir: &Path) -> OrbitResult<(PathBuf, PathBuf)> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Err(OrbitError::Config(format!(
+            "{} has no parent directory to restore beside",
+            dir.display()
+        )));
+    };
+    let parent = match parent.as_os_str().is_empty() {
+        true => PathBuf::from("."),
+        false => parent.to_path_buf(),
+    };
+    let mut staging = std::ffi::OsString::from(".");
+    staging.push(name);
+    staging.push(".restoring");
+    Ok((parent.join(staging), parent))
 }
 
 /// A verify's report, with a failure to close the store added to it: a background thread
