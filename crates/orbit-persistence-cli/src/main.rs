@@ -625,13 +625,22 @@ async fn migrate(
         .and_then(|d| d.parent().map(PathBuf::from))
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(std::env::temp_dir);
-    let staging = tempfile::Builder::new()
-        .prefix(".orbit-migrate-")
-        .tempdir_in(&beside)
-        .map_err(|e| OrbitError::io("create a temporary directory", &beside, e))?;
+    // Created and removed on the blocking pool: file I/O stays off the runtime's workers.
+    let staging = tokio::task::spawn_blocking(move || {
+        tempfile::Builder::new()
+            .prefix(".orbit-migrate-")
+            .tempdir_in(&beside)
+            .map_err(|e| OrbitError::io("create a temporary directory", &beside, e))
+    })
+    .await
+    .map_err(|e| OrbitError::internal("orbit-persistence-cli", e))??;
     let file = staging.path().join("migrate.orbak");
-    orbit_persistence::backup_store(source, &file).await?;
-    orbit_persistence::restore(&file, target).await
+    let copied = match orbit_persistence::backup_store(source, &file).await {
+        Ok(_) => orbit_persistence::restore(&file, target).await,
+        Err(e) => Err(e),
+    };
+    let _ = tokio::task::spawn_blocking(move || drop(staging)).await;
+    copied
 }
 
 /// `watch`: prints events of `store`'s feed after `from` (default: its current revision),

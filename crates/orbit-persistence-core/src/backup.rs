@@ -4,8 +4,8 @@
 //! A provider writes its backup ([`crate::AddressableDirectoryProvider::backup`]) from one
 //! consistent snapshot at revision R while its writers go on, streaming the leases through a
 //! [`BackupWriter`] so a large store never sits in memory. [`verify_backup`] reads a file back
-//! and checks every checksum; [`restore_into`] verifies first, then loads the leases with their
-//! revisions into an empty store and raises its revision counter to R, so a fencing token
+//! and checks every checksum; [`crate::restore::restore_into`] verifies first, then loads the
+//! leases with their revisions into an empty store and raises its revision counter to R, so a fencing token
 //! handed out before the backup is never handed out again.
 //!
 //! # Format (version 1)
@@ -45,7 +45,6 @@ use serde::{Deserialize, Serialize};
 use crate::encoding::{self, DecodeError};
 use crate::error::{OrbitError, OrbitResult};
 use crate::fs::{FileSystem, FsFile, OpenMode, parent_dir, tmp_path};
-use crate::provider::AddressableDirectoryProvider;
 use crate::types::{AddressableLease, AddressableReference};
 
 /// The file's first bytes.
@@ -120,7 +119,7 @@ pub struct BackupSummary {
     pub bytes: u64,
 }
 
-/// What [`restore_into`] loaded.
+/// What [`crate::restore::restore_into`] loaded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreSummary {
     /// The backup it read.
@@ -554,75 +553,6 @@ pub fn verify_backup(fs: &dyn FileSystem, path: &Path) -> OrbitResult<BackupSumm
     let mut reader = BackupReader::open(fs, path)?;
     while reader.next_chunk()?.is_some() {}
     Ok(reader.summary())
-}
-
-/// Restores the backup at `path` into `target`, which must be an empty store that never
-/// wrote (revision 0): verifies the whole file first (nothing is written if it is damaged),
-/// then loads the leases chunk by chunk with their revisions and raises the store's revision
-/// to the backup's R ([`AddressableDirectoryProvider::restore_leases`]). `target_name` names
-/// the backend in the summary.
-pub async fn restore_into(
-    fs: Arc<dyn FileSystem>,
-    path: &Path,
-    target: &dyn AddressableDirectoryProvider,
-    target_name: &str,
-) -> OrbitResult<RestoreSummary> {
-    let blocking = |e: tokio::task::JoinError| {
-        OrbitError::internal("backup", format!("a blocking read failed: {e}"))
-    };
-    let (verify_fs, verify_path) = (Arc::clone(&fs), path.to_path_buf());
-    let summary = tokio::task::spawn_blocking(move || verify_backup(&*verify_fs, &verify_path))
-        .await
-        .map_err(blocking)??;
-    let revision = target.current_revision().await?;
-    if revision != 0 {
-        return Err(OrbitError::invalid(format!(
-            "a backup restores only into an empty store; this {target_name} store is at revision \
-             {revision}"
-        )));
-    }
-    let r = summary.header.revision;
-    // The file is read on a blocking thread, one chunk ahead of the writes.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<OrbitResult<Vec<AddressableLease>>>(2);
-    let read_path = path.to_path_buf();
-    let reading = tokio::task::spawn_blocking(move || {
-        let mut reader = match BackupReader::open(&*fs, &read_path) {
-            Ok(reader) => reader,
-            Err(e) => return tx.blocking_send(Err(e)).map_err(|_| ()),
-        };
-        loop {
-            let next = reader.next_chunk().transpose();
-            let last = !matches!(next, Some(Ok(_)));
-            if let Some(item) = next {
-                tx.blocking_send(item).map_err(|_| ())?;
-            }
-            if last {
-                return Ok(());
-            }
-        }
-    });
-    let mut leases = 0u64;
-    target.restore_leases(&[], r).await?;
-    while let Some(chunk) = rx.recv().await {
-        let chunk = chunk?;
-        leases += chunk.len() as u64;
-        target.restore_leases(&chunk, r).await?;
-    }
-    let _ = reading.await.map_err(blocking)?;
-    if leases != summary.header.leases {
-        return Err(OrbitError::invalid(format!(
-            "{} changed while it was restored: it held {} leases when verified and {leases} \
-             when read",
-            path.display(),
-            summary.header.leases
-        )));
-    }
-    Ok(RestoreSummary {
-        target: target_name.to_string(),
-        leases,
-        revision: r,
-        backup: summary,
-    })
 }
 
 #[cfg(test)]

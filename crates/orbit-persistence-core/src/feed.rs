@@ -258,12 +258,14 @@ impl EventRing {
 
     /// Raises the revision `counter` to `revision` with no event (a restore), and announces
     /// it. The events kept so far are dropped: a watcher could not read across the jump, and
-    /// the ring's revisions must stay consecutive. Refused if `counter` is already past
-    /// `revision`. The caller holds whatever keeps writers out.
-    pub fn jump(&self, counter: &AtomicU64, revision: u64) -> OrbitResult<()> {
+    /// the ring's revisions must stay consecutive. `Err(current)`, changing nothing, if
+    /// `counter` is already past `revision`. The caller holds whatever keeps writers out.
+    pub fn jump(&self, counter: &AtomicU64, revision: u64) -> Result<(), u64> {
         let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
         let current = counter.load(Ordering::SeqCst);
-        crate::rules::restore_allowed(current, revision)?;
+        if current > revision {
+            return Err(current);
+        }
         if revision > current {
             events.clear();
             counter.store(revision, Ordering::SeqCst);

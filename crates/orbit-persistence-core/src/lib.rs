@@ -40,6 +40,7 @@ pub mod log;
 pub mod metrics;
 pub mod provider;
 pub mod recovery;
+pub mod restore;
 pub mod rules;
 pub mod types;
 pub mod verify;

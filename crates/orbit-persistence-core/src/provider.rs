@@ -108,7 +108,7 @@ pub trait AddressableDirectoryProvider: PersistenceProvider {
     async fn backup(&self, dest: &Path) -> OrbitResult<BackupSummary>;
     /// Stores `leases` exactly as given, revisions included, with no change event, and raises
     /// the revision counter to `revision`, atomically: how a backup is restored
-    /// ([`crate::backup::restore_into`]). Not for applications: it bypasses acquire's rules.
+    /// ([`crate::restore::restore_into`]). Not for applications: it bypasses acquire's rules.
     /// `InvalidInput` (nothing written) if the store's revision is already above `revision`
     /// (so a fencing token is never handed out twice), a lease's revision is not in
     /// `1..=revision`, or a reference repeats. Watches from before `revision` answer

@@ -432,9 +432,9 @@ impl AddressableDirectoryProvider for MemoryDirectory {
                 .filter(|l| guards[shard_of(&l.reference)].get(&l.reference).is_none())
                 .count() as u64;
             self.reserve(new)?;
-            if let Err(e) = self.feed.jump(&self.last_revision, revision) {
+            if let Err(current) = self.feed.jump(&self.last_revision, revision) {
                 self.release_slots(new);
-                return Err(e);
+                return rules::restore_allowed(current, revision);
             }
             for lease in leases {
                 guards[shard_of(&lease.reference)].upsert(lease.clone());

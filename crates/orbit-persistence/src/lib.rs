@@ -296,7 +296,7 @@ pub async fn backup_store(config: &PersistenceConfig, dest: &Path) -> OrbitResul
 /// backup's: fencing tokens never go backwards.
 ///
 /// The memory backend keeps nothing between processes (restore into an open one with
-/// [`backup::restore_into`]); etcd assigns revisions itself, so leases cannot keep theirs
+/// [`restore::restore_into`]); etcd assigns revisions itself, so leases cannot keep theirs
 /// there: both are `Config`.
 pub async fn restore(file: &Path, target: &PersistenceConfig) -> OrbitResult<RestoreSummary> {
     target.validate()?;
@@ -333,7 +333,7 @@ pub async fn restore(file: &Path, target: &PersistenceConfig) -> OrbitResult<Res
     let staged = target.with_data_dir(&staging);
     let store = blocking(move || open(&staged, Arc::new(SystemClock))).await?;
     let restored =
-        backup::restore_into(Arc::clone(&fs), file, &*store, target.backend.as_str()).await;
+        restore::restore_into(Arc::clone(&fs), file, &*store, target.backend.as_str()).await;
     let closed = store.shutdown().await;
     drop(store);
     let placed = match (restored, closed) {
@@ -351,7 +351,10 @@ pub async fn restore(file: &Path, target: &PersistenceConfig) -> OrbitResult<Res
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
     };
     if placed.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
+        let _ = blocking(move || {
+            std::fs::remove_dir_all(&staging).map_err(|e| OrbitError::io("remove", &staging, e))
+        })
+        .await;
     }
     placed
 }

@@ -6,8 +6,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use orbit_persistence::backup::{BackupSummary, restore_into};
+use orbit_persistence::backup::BackupSummary;
 use orbit_persistence::fs::{FileSystem, StdFileSystem};
+use orbit_persistence::restore::restore_into;
 use orbit_persistence::{
     AddressableDirectoryProvider, AddressableLease, AddressableReference, BackendType, Clock, Key,
     LeaseSnapshot, ManualClock, NodeId, OrbitError, PersistenceConfig, Timestamp, backup_store,

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use orbit_persistence_core::backup::{BackupReader, restore_into};
+use orbit_persistence_core::backup::BackupReader;
 use orbit_persistence_core::fs::{FileSystem, StdFileSystem};
+use orbit_persistence_core::restore::restore_into;
 use orbit_persistence_core::{Acquire, AddressableLease, AddressableReference, OrbitError, Renew};
 
 use crate::Backend;
