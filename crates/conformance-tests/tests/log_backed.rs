@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use orbit_persistence_conformance::{Backend, Capabilities, conformance_suite};
-use orbit_persistence_core::backup::{self, BackupHeader, BackupSummary};
+use orbit_persistence_core::backup::{self, BackupSummary};
 use orbit_persistence_core::change::{
     ChangeStager, LeaseChange, LeaseSource, WriteOutcome, WriteRequest, decode_changes,
 };
@@ -327,19 +327,7 @@ impl AddressableDirectoryProvider for LogBacked {
     }
 
     async fn backup(&self, dest: &Path) -> OrbitResult<BackupSummary> {
-        let snapshot = self.snapshot_leases().await?;
-        let header = BackupHeader::now(
-            "log-backed",
-            snapshot.revision,
-            snapshot.leases.len() as u64,
-        );
-        let dest = dest.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            let leases = snapshot.leases.into_iter().map(Ok);
-            backup::write_backup(Arc::new(StdFileSystem::new()), &dest, header, leases)
-        })
-        .await
-        .expect("backup task")
+        backup::write_snapshot("log-backed", self.snapshot_leases().await?, dest).await
     }
 
     async fn restore_leases(&self, leases: &[AddressableLease], revision: u64) -> OrbitResult<()> {

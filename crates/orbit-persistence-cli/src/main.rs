@@ -582,14 +582,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let node = NodeId::new(node, namespace);
             let s = open(&store, Access::Write).await?;
-            // A spinner on a terminal (indicatif draws nothing when stderr is not one).
-            let spinner = indicatif::ProgressBar::new_spinner().with_message(format!(
-                "evicting the leases of node {:?} in namespace {:?}",
-                node.key, node.namespace
-            ));
-            spinner.enable_steady_tick(std::time::Duration::from_millis(100));
-            let removed = s.remove_node_leases(&node).await;
-            spinner.finish_and_clear();
+            let removed = with_spinner(
+                format!(
+                    "evicting the leases of node {:?} in namespace {:?}",
+                    node.key, node.namespace
+                ),
+                s.remove_node_leases(&node),
+            )
+            .await;
             s.shutdown().await?;
             out_line(&json(&serde_json::json!({
                 "node": node.key,
@@ -603,15 +603,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 /// Runs `work` with a spinner and `message` on stderr (indicatif draws nothing when stderr is
 /// not a terminal).
-async fn with_spinner<T>(
-    message: String,
-    work: impl std::future::Future<Output = Result<T, OrbitError>>,
-) -> Result<T, Failure> {
+async fn with_spinner<T>(message: String, work: impl std::future::Future<Output = T>) -> T {
     let spinner = indicatif::ProgressBar::new_spinner().with_message(message);
     spinner.enable_steady_tick(std::time::Duration::from_millis(100));
     let out = work.await;
     spinner.finish_and_clear();
-    Ok(out?)
+    out
 }
 
 /// `migrate`: a backup of `source` into a temporary file beside the target's data directory,

@@ -44,7 +44,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoding::{self, DecodeError};
 use crate::error::{OrbitError, OrbitResult};
-use crate::fs::{FileSystem, FsFile, OpenMode, parent_dir, tmp_path};
+use crate::feed::LeaseSnapshot;
+use crate::fs::{FileSystem, FsFile, OpenMode, StdFileSystem, parent_dir, tmp_path};
 use crate::types::{AddressableLease, AddressableReference};
 
 /// The file's first bytes.
@@ -63,7 +64,7 @@ const CHUNK_HEADER_LEN: usize = 13;
 const TRAILER_LEN: usize = 21;
 
 /// What a backup holds, as its header says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupHeader {
     /// The backend the backup was taken from (`"lsm"`, `"rocksdb"`...).
     pub source: String,
@@ -310,6 +311,23 @@ pub fn write_backup(
     writer.finish()
 }
 
+/// Writes the backup `dest` of a snapshot already in memory (a store whose leases live there),
+/// on the blocking pool.
+pub async fn write_snapshot(
+    source: &'static str,
+    snapshot: LeaseSnapshot,
+    dest: &Path,
+) -> OrbitResult<BackupSummary> {
+    let dest = dest.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let header = BackupHeader::now(source, snapshot.revision, snapshot.leases.len() as u64);
+        let leases = snapshot.leases.into_iter().map(Ok);
+        write_backup(Arc::new(StdFileSystem::new()), &dest, header, leases)
+    })
+    .await
+    .map_err(|e| OrbitError::internal(source, format!("the backup task failed: {e}")))?
+}
+
 /// Reads a backup chunk by chunk, checking every checksum on the way; see the module docs.
 /// Every problem is `Corruption` naming the file and offset, except a newer format version
 /// (`WrongStore`).
@@ -335,7 +353,7 @@ impl BackupReader {
             file,
             path: path.to_path_buf(),
             len,
-            header: BackupHeader::now("", 0, 0),
+            header: BackupHeader::default(),
             whole: crc32fast::Hasher::new(),
             at: 0,
             leases: 0,

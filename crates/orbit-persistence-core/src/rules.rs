@@ -91,19 +91,34 @@ pub fn validate_lease(lease: &AddressableLease, now: Timestamp) -> OrbitResult<(
 /// Checks a batch for `store_leases`: every lease valid, no reference twice (the result would
 /// depend on order), at most [`MAX_BATCH_LEN`] leases.
 pub fn validate_batch(leases: &[AddressableLease], now: Timestamp) -> OrbitResult<()> {
+    check_batch("store_leases", "lease {i} of the batch", leases, |lease| {
+        validate_lease(lease, now)
+    })
+}
+
+/// The checks of every batch write `op`: at most [`MAX_BATCH_LEN`] leases, each passing
+/// `check`, no reference twice; a lease's error is prefixed with `label` (its `{i}` replaced by
+/// the lease's position).
+fn check_batch(
+    op: &str,
+    label: &str,
+    leases: &[AddressableLease],
+    check: impl Fn(&AddressableLease) -> OrbitResult<()>,
+) -> OrbitResult<()> {
     if leases.len() > MAX_BATCH_LEN {
         return Err(OrbitError::invalid(format!(
-            "store_leases takes at most {MAX_BATCH_LEN} leases per batch, got {}",
+            "{op} takes at most {MAX_BATCH_LEN} leases per batch, got {}",
             leases.len()
         )));
     }
     let mut seen = HashSet::with_capacity(leases.len());
     for (i, lease) in leases.iter().enumerate() {
-        validate_lease(lease, now)
-            .map_err(|e| OrbitError::invalid(format!("lease {i} of the batch: {e}")))?;
+        let label = || label.replace("{i}", &i.to_string());
+        check(lease).map_err(|e| OrbitError::invalid(format!("{}: {e}", label())))?;
         if !seen.insert(&lease.reference) {
             return Err(OrbitError::invalid(format!(
-                "lease {i} of the batch repeats reference {:?}",
+                "{} repeats reference {:?}",
+                label(),
                 lease.reference
             )));
         }
@@ -116,40 +131,23 @@ pub fn validate_batch(leases: &[AddressableLease], now: Timestamp) -> OrbitResul
 /// a revision in `1..=floor`, and no reference twice. Expired leases are allowed: a backup
 /// holds what its store held, cleanup removes them.
 pub fn validate_restore(leases: &[AddressableLease], floor: u64) -> OrbitResult<()> {
-    if leases.len() > MAX_BATCH_LEN {
-        return Err(OrbitError::invalid(format!(
-            "restore_leases takes at most {MAX_BATCH_LEN} leases per batch, got {}",
-            leases.len()
-        )));
-    }
-    let mut seen = HashSet::with_capacity(leases.len());
-    for (i, lease) in leases.iter().enumerate() {
-        let mut check = || -> OrbitResult<()> {
-            validate_reference(&lease.reference)?;
-            validate_node(&lease.node_id)?;
-            if lease.renew_at > lease.expires_at {
-                return Err(OrbitError::invalid(format!(
-                    "renew_at ({}) must not be after expires_at ({})",
-                    lease.renew_at, lease.expires_at
-                )));
-            }
-            if lease.revision == 0 || lease.revision > floor {
-                return Err(OrbitError::invalid(format!(
-                    "revision {} is outside 1..={floor}, the revisions of the store restored",
-                    lease.revision
-                )));
-            }
-            if !seen.insert(&lease.reference) {
-                return Err(OrbitError::invalid(format!(
-                    "repeats reference {:?}",
-                    lease.reference
-                )));
-            }
-            Ok(())
-        };
-        check().map_err(|e| OrbitError::invalid(format!("restored lease {i}: {e}")))?;
-    }
-    Ok(())
+    check_batch("restore_leases", "restored lease {i}", leases, |lease| {
+        validate_reference(&lease.reference)?;
+        validate_node(&lease.node_id)?;
+        if lease.renew_at > lease.expires_at {
+            return Err(OrbitError::invalid(format!(
+                "renew_at ({}) must not be after expires_at ({})",
+                lease.renew_at, lease.expires_at
+            )));
+        }
+        if lease.revision == 0 || lease.revision > floor {
+            return Err(OrbitError::invalid(format!(
+                "revision {} is outside 1..={floor}, the revisions of the store restored",
+                lease.revision
+            )));
+        }
+        Ok(())
+    })
 }
 
 /// Whether a restore raising the revision counter to `floor` may write to a store at revision

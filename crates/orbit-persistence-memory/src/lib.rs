@@ -33,9 +33,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use orbit_persistence_core::backup::{self, BackupHeader, BackupSummary};
+use orbit_persistence_core::backup::{self, BackupSummary};
 use orbit_persistence_core::feed::{EventRing, HistoryFeed};
-use orbit_persistence_core::fs::StdFileSystem;
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::{
     Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock,
@@ -406,20 +405,7 @@ impl AddressableDirectoryProvider for MemoryDirectory {
     async fn backup(&self, dest: &Path) -> OrbitResult<BackupSummary> {
         // The consistent view is a copy: the leases are in memory already, and the file is
         // written after every shard lock is let go, so writers wait only for the copy.
-        let snapshot = self.snapshot_leases().await?;
-        let dest = dest.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            let header =
-                BackupHeader::now("memory", snapshot.revision, snapshot.leases.len() as u64);
-            backup::write_backup(
-                Arc::new(StdFileSystem::new()),
-                &dest,
-                header,
-                snapshot.leases.into_iter().map(Ok),
-            )
-        })
-        .await
-        .map_err(|e| OrbitError::internal("memory", format!("the backup task failed: {e}")))?
+        backup::write_snapshot("memory", self.snapshot_leases().await?, dest).await
     }
 
     async fn restore_leases(&self, leases: &[AddressableLease], revision: u64) -> OrbitResult<()> {

@@ -17,9 +17,9 @@ use orbit_persistence_core::backup::{self, BackupHeader, BackupSummary};
 use orbit_persistence_core::fs::StdFileSystem;
 
 use orbit_persistence_core::encoding::{
-    decode_expiry_index_key, decode_lease, decode_reference, encode_lease,
-    encode_lease_with_revision, encode_reference, expiry_index_key, expiry_index_upper_bound,
-    node_index_key, node_index_prefix,
+    decode_expiry_index_key, decode_lease, decode_reference, encode_lease_with_revision,
+    encode_reference, expiry_index_key, expiry_index_upper_bound, node_index_key,
+    node_index_prefix,
 };
 use orbit_persistence_core::feed::FeedSignal;
 use orbit_persistence_core::index::{IndexEntries, index_delta};
@@ -75,6 +75,57 @@ pub struct Store {
     /// exclusively by [`Store::snapshot_leases`] for the moment it takes its snapshot, so
     /// the snapshot holds exactly the revisions up to the counter.
     commits: RwLock<()>,
+}
+
+/// The three column families of a lease and its indexes, and the writes every change of a
+/// lease stages into a batch.
+struct LeaseCfs<'a> {
+    leases: &'a ColumnFamily,
+    by_node: &'a ColumnFamily,
+    by_expiry: &'a ColumnFamily,
+}
+
+impl LeaseCfs<'_> {
+    /// Deletes the index entries of `old` that `new` does not keep (core's `index_delta`: a
+    /// renewal on the same node only moves its expiry entry).
+    fn unindex(
+        &self,
+        batch: &mut WriteBatch,
+        old: &AddressableLease,
+        new: Option<&AddressableLease>,
+    ) {
+        let r = &old.reference;
+        let delta = index_delta(Some(IndexEntries::of(old)), new.map(IndexEntries::of));
+        if let Some(node) = delta.remove_node {
+            batch.delete_cf(self.by_node, node_index_key(node, r));
+        }
+        if let Some(expires_at) = delta.remove_expiry {
+            batch.delete_cf(self.by_expiry, expiry_index_key(expires_at, r));
+        }
+    }
+
+    /// Puts `lease`, stored with `revision`, and its index entries into `batch` in place of
+    /// `previous`; whether the lease is new.
+    fn put(
+        &self,
+        batch: &mut WriteBatch,
+        previous: Option<&AddressableLease>,
+        lease: &AddressableLease,
+        revision: u64,
+    ) -> bool {
+        let r = &lease.reference;
+        if let Some(old) = previous {
+            self.unindex(batch, old, Some(lease));
+        }
+        batch.put_cf(
+            self.leases,
+            encode_reference(r),
+            encode_lease_with_revision(lease, revision),
+        );
+        batch.put_cf(self.by_node, node_index_key(&lease.node_id, r), []);
+        batch.put_cf(self.by_expiry, expiry_index_key(lease.expires_at, r), []);
+        previous.is_none()
+    }
 }
 
 /// How [`Store::open`] opens a database.
@@ -432,11 +483,8 @@ impl Store {
 
     /// Writes `writes` with revisions from `first` on as one batch, with their history events.
     fn write_batch(&self, first: u64, writes: Vec<Write<'_>>) -> OrbitResult<()> {
-        let (leases, by_node, by_expiry) = (
-            self.cf(CF_LEASES),
-            self.cf(CF_BY_NODE),
-            self.cf(CF_BY_EXPIRY),
-        );
+        let cfs = self.lease_cfs();
+        let leases = cfs.leases;
         let history = (self.watch_history > 0).then(|| self.cf(CF_HISTORY));
         let record = |batch: &mut WriteBatch, revision: u64, kind, lease: &AddressableLease| {
             if let Some(history) = history {
@@ -452,41 +500,12 @@ impl Store {
         };
         let mut batch = WriteBatch::default();
         let mut delta: i64 = 0;
-        // Deletes the index entries of `old` that `new` does not keep (core's `index_delta`:
-        // a renewal on the same node only moves its expiry entry).
-        let unindex =
-            |batch: &mut WriteBatch, old: &AddressableLease, new: Option<&AddressableLease>| {
-                let r = &old.reference;
-                let delta = index_delta(Some(IndexEntries::of(old)), new.map(IndexEntries::of));
-                if let Some(node) = delta.remove_node {
-                    batch.delete_cf(by_node, node_index_key(node, r));
-                }
-                if let Some(expires_at) = delta.remove_expiry {
-                    batch.delete_cf(by_expiry, expiry_index_key(expires_at, r));
-                }
-            };
         for (i, write) in writes.into_iter().enumerate() {
             match write {
                 Write::Put { previous, lease } => {
-                    match &previous {
-                        Some(old) => unindex(&mut batch, old, Some(lease)),
-                        None => delta += 1,
+                    if cfs.put(&mut batch, previous.as_ref(), lease, first + i as u64) {
+                        delta += 1;
                     }
-                    batch.put_cf(
-                        leases,
-                        encode_reference(&lease.reference),
-                        encode_lease_with_revision(lease, first + i as u64),
-                    );
-                    batch.put_cf(
-                        by_node,
-                        node_index_key(&lease.node_id, &lease.reference),
-                        [],
-                    );
-                    batch.put_cf(
-                        by_expiry,
-                        expiry_index_key(lease.expires_at, &lease.reference),
-                        [],
-                    );
                     if history.is_some() {
                         let revision = first + i as u64;
                         let stored = AddressableLease {
@@ -497,7 +516,7 @@ impl Store {
                     }
                 }
                 Write::Delete { previous, kind } => {
-                    unindex(&mut batch, &previous, None);
+                    cfs.unindex(&mut batch, &previous, None);
                     batch.delete_cf(leases, encode_reference(&previous.reference));
                     delta -= 1;
                     record(&mut batch, first + i as u64, kind, &previous);
@@ -509,12 +528,26 @@ impl Store {
         if delta != 0 {
             batch.merge_cf(leases, KEY_LEASE_COUNT, (delta as u64).to_be_bytes());
         }
+        self.write_or_poison(batch)
+    }
+
+    /// Writes `batch`; a failed write poisons the store (it may be half durable).
+    fn write_or_poison(&self, batch: WriteBatch) -> OrbitResult<()> {
         if let Err(e) = self.db.write_opt(batch, &self.write_options) {
             let reason = format!("a write failed and may not be durable: {e}");
             self.poison(reason.clone());
             return Err(OrbitError::Poisoned(reason));
         }
         Ok(())
+    }
+
+    /// The column families a lease write touches, looked up once per batch.
+    fn lease_cfs(&self) -> LeaseCfs<'_> {
+        LeaseCfs {
+            leases: self.cf(CF_LEASES),
+            by_node: self.cf(CF_BY_NODE),
+            by_expiry: self.cf(CF_BY_EXPIRY),
+        }
     }
 
     /// Events with revisions in `from..=upto`, at most `limit`, from the history column
@@ -630,25 +663,14 @@ impl Store {
         let _gate = self.commits.write().unwrap_or_else(PoisonError::into_inner);
         let current = self.last_revision();
         rules::restore_allowed(current, revision)?;
-        let (cf_leases, by_node, by_expiry) = (
-            self.cf(CF_LEASES),
-            self.cf(CF_BY_NODE),
-            self.cf(CF_BY_EXPIRY),
-        );
+        let cfs = self.lease_cfs();
+        let cf_leases = cfs.leases;
         let mut batch = WriteBatch::default();
         let mut added = 0u64;
         for (lease, previous) in leases.iter().zip(previous) {
-            let r = &lease.reference;
-            match previous {
-                Some(old) => {
-                    batch.delete_cf(by_node, node_index_key(&old.node_id, r));
-                    batch.delete_cf(by_expiry, expiry_index_key(old.expires_at, r));
-                }
-                None => added += 1,
+            if cfs.put(&mut batch, previous.as_ref(), lease, lease.revision) {
+                added += 1;
             }
-            batch.put_cf(cf_leases, encode_reference(r), encode_lease(lease));
-            batch.put_cf(by_node, node_index_key(&lease.node_id, r), []);
-            batch.put_cf(by_expiry, expiry_index_key(lease.expires_at, r), []);
         }
         batch.merge_cf(cf_leases, KEY_REVISION, revision.to_be_bytes());
         if added > 0 {
@@ -657,11 +679,7 @@ impl Store {
         if revision > current {
             batch.put_cf(cf_leases, KEY_HISTORY_FLOOR, revision.to_be_bytes());
         }
-        if let Err(e) = self.db.write_opt(batch, &self.write_options) {
-            let reason = format!("a write failed and may not be durable: {e}");
-            self.poison(reason.clone());
-            return Err(OrbitError::Poisoned(reason));
-        }
+        self.write_or_poison(batch)?;
         if revision > current {
             self.history_floor.store(revision, Ordering::SeqCst);
             self.last_revision.store(revision, Ordering::SeqCst);
