@@ -134,6 +134,7 @@ macro_rules! conformance_suite {
             watch_ends_with_closed_at_shutdown,
             backup_under_writers_is_the_state_at_its_revision,
             restore_refuses_damage_and_a_store_that_wrote,
+            replicate_continues_a_copy_with_its_sources_history,
             acquire_absent_acquires,
             acquire_held_returns_holder,
             acquire_expired_takes_over,

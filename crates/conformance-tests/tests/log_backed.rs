@@ -334,6 +334,10 @@ impl AddressableDirectoryProvider for LogBacked {
         self.writes()?.restore(leases, revision).await
     }
 
+    async fn replicate(&self, events: &[LeaseEvent]) -> OrbitResult<()> {
+        self.writes()?.replicate(events).await
+    }
+
     async fn watch(&self, from_revision: u64) -> OrbitResult<LeaseWatch> {
         self.check_open()?;
         Ok(LeaseWatch::new(HistoryFeed::new(

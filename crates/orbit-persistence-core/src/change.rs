@@ -37,7 +37,7 @@ use std::collections::HashMap;
 
 use crate::encoding::{self, DecodeError};
 use crate::error::OrbitResult;
-use crate::feed::LeaseEventKind;
+use crate::feed::{LeaseEvent, LeaseEventKind};
 use crate::log::LogBatch;
 use crate::provider::{Acquire, Renew};
 use crate::rules;
@@ -93,6 +93,17 @@ impl RemovalCause {
             RemovalCause::Evicted => LeaseEventKind::Evicted,
         }
     }
+
+    /// The cause of a removal event of `kind`; `None` for a put.
+    pub fn from_event_kind(kind: LeaseEventKind) -> Option<Self> {
+        Some(match kind {
+            LeaseEventKind::Put => return None,
+            LeaseEventKind::Removed => RemovalCause::Removed,
+            LeaseEventKind::Released => RemovalCause::Released,
+            LeaseEventKind::Expired => RemovalCause::Expired,
+            LeaseEventKind::Evicted => RemovalCause::Evicted,
+        })
+    }
 }
 
 /// One durable change of the lease table; the indexes follow from it.
@@ -124,6 +135,18 @@ impl LeaseChange {
             LeaseChange::Put(l) | LeaseChange::Restored(l) => l.revision,
             LeaseChange::Delete { revision, .. } => *revision,
             LeaseChange::Floor(revision) => *revision,
+        }
+    }
+
+    /// The change a feed event records: a put of its lease, or a removal with its cause.
+    pub fn from_event(event: &LeaseEvent) -> LeaseChange {
+        match RemovalCause::from_event_kind(event.kind) {
+            None => LeaseChange::Put(event.lease.clone()),
+            Some(cause) => LeaseChange::Delete {
+                reference: event.lease.reference.clone(),
+                revision: event.revision,
+                cause,
+            },
         }
     }
 
@@ -269,6 +292,10 @@ pub enum WriteOp {
         /// The revision the counter rises to.
         revision: u64,
     },
+    /// `replicate`: another store's changes, verbatim (revisions, causes and change events
+    /// included), continuing this store's revisions at the very next one. A removal must find
+    /// its lease.
+    Replicate(Vec<LeaseChange>),
     /// One bounded step of `remove_node_leases`: remove the leases of `node` among the first
     /// `limit` entries of its node index after `after`.
     Evict {
@@ -464,6 +491,40 @@ impl ChangeStager {
                     revision = floor;
                     changes.push(LeaseChange::Floor(floor));
                 }
+                WriteOutcome::Stored
+            }
+            WriteOp::Replicate(replicated) => {
+                if let Some(first) = replicated.first() {
+                    rules::replicate_allowed(revision, first.revision())?;
+                }
+                // What this request itself put or removed, ahead of the published state.
+                let mut held: HashMap<AddressableReference, bool> = HashMap::new();
+                for change in &replicated {
+                    match change {
+                        LeaseChange::Delete {
+                            reference,
+                            revision,
+                            ..
+                        } => {
+                            let present = match held.get(reference) {
+                                Some(&present) => present,
+                                None => self.current(source, reference)?.is_some(),
+                            };
+                            if !present {
+                                return Err(rules::replicated_removal_missing(
+                                    reference, *revision,
+                                ));
+                            }
+                            held.insert(reference.clone(), false);
+                        }
+                        LeaseChange::Put(lease) | LeaseChange::Restored(lease) => {
+                            held.insert(lease.reference.clone(), true);
+                        }
+                        LeaseChange::Floor(_) => {}
+                    }
+                }
+                revision = replicated.last().map_or(revision, LeaseChange::revision);
+                changes = replicated;
                 WriteOutcome::Stored
             }
             WriteOp::Store(leases) => {

@@ -343,6 +343,10 @@ impl<E: Engine> AddressableDirectoryProvider for DiskDirectory<E> {
         self.writes()?.restore(leases, revision).await
     }
 
+    async fn replicate(&self, events: &[LeaseEvent]) -> OrbitResult<()> {
+        self.writes()?.replicate(events).await
+    }
+
     async fn acquire_lease(&self, lease: &AddressableLease) -> OrbitResult<Acquire> {
         self.writes()?.acquire(lease).await
     }

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use crate::change::{WriteOp, WriteOutcome, WriteRequest};
+use crate::change::{LeaseChange, WriteOp, WriteOutcome, WriteRequest};
+use crate::feed::LeaseEvent;
 use crate::group_commit::{CommitHandler, GroupCommit};
 use crate::lock::DirLock;
 use crate::metrics::MetricsRecorder;
@@ -92,6 +93,7 @@ impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> LeaseWri
         let start = Instant::now();
         let leases = match &op {
             WriteOp::Store(leases) => leases.len() as u64,
+            WriteOp::Replicate(changes) => changes.len() as u64,
             _ => 1,
         };
         let out = self.writer.submit(WriteRequest { op, now }).await;
@@ -116,6 +118,16 @@ impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> LeaseWri
             leases: leases.to_vec(),
             revision,
         };
+        match self.submit(op, self.clock.now()).await? {
+            WriteOutcome::Stored => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `replicate`: another store's events, verbatim, continuing this store's revisions.
+    pub async fn replicate(&self, events: &[LeaseEvent]) -> OrbitResult<()> {
+        rules::validate_replicate(events)?;
+        let op = WriteOp::Replicate(events.iter().map(LeaseChange::from_event).collect());
         match self.submit(op, self.clock.now()).await? {
             WriteOutcome::Stored => Ok(()),
             other => Err(unexpected(other)),

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backup::BackupSummary;
 use crate::error::OrbitResult;
-use crate::feed::{LeaseSnapshot, LeaseWatch};
+use crate::feed::{LeaseEvent, LeaseSnapshot, LeaseWatch};
 use crate::metrics::{PersistenceMetrics, ProviderHealth};
 use crate::recovery::RecoveryReport;
 use crate::types::{AddressableLease, AddressableReference, NodeId, Timestamp};
@@ -114,4 +114,13 @@ pub trait AddressableDirectoryProvider: PersistenceProvider {
     /// `1..=revision`, or a reference repeats. Watches from before `revision` answer
     /// `Compacted` afterwards: the backup holds no history.
     async fn restore_leases(&self, leases: &[AddressableLease], revision: u64) -> OrbitResult<()>;
+    /// Applies `events`, another store's change feed in order, verbatim and atomically: each
+    /// put with its revision, each removal with its revision and cause, each a change event of
+    /// this store too. How a live migration catches a copy up with its source after
+    /// [`restore_leases`](Self::restore_leases) loaded the source's snapshot. Not for
+    /// applications: it bypasses acquire's rules. `InvalidInput` (nothing written) unless the
+    /// revisions are consecutive and the first is the store's next revision, a put's lease
+    /// carries its event's revision, and every removal finds its lease. etcd assigns
+    /// revisions itself: `Config` there.
+    async fn replicate(&self, events: &[LeaseEvent]) -> OrbitResult<()>;
 }

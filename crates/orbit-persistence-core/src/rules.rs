@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use crate::error::{OrbitError, OrbitResult};
+use crate::feed::{LeaseEvent, LeaseEventKind};
 use crate::provider::Renew;
 use crate::types::{AddressableLease, AddressableReference, Key, NodeId, Timestamp};
 
@@ -161,6 +162,62 @@ pub fn restore_allowed(current: u64, floor: u64) -> OrbitResult<()> {
         )));
     }
     Ok(())
+}
+
+/// Checks a batch for `replicate`: at most [`MAX_BATCH_LEN`] events, each lease's reference and
+/// node valid, revisions consecutive (a local store's change feed has no gaps), and a put's
+/// lease carrying its event's revision.
+pub fn validate_replicate(events: &[LeaseEvent]) -> OrbitResult<()> {
+    if events.len() > MAX_BATCH_LEN {
+        return Err(OrbitError::invalid(format!(
+            "replicate takes at most {MAX_BATCH_LEN} events per batch, got {}",
+            events.len()
+        )));
+    }
+    for (i, event) in events.iter().enumerate() {
+        let check = || -> OrbitResult<()> {
+            validate_reference(&event.lease.reference)?;
+            validate_node(&event.lease.node_id)?;
+            if event.kind == LeaseEventKind::Put && event.lease.revision != event.revision {
+                return Err(OrbitError::invalid(format!(
+                    "a put at revision {} carries a lease of revision {}",
+                    event.revision, event.lease.revision
+                )));
+            }
+            if i > 0 && event.revision != events[i - 1].revision + 1 {
+                return Err(OrbitError::invalid(format!(
+                    "revision {} follows {}: replicated events must be consecutive",
+                    event.revision,
+                    events[i - 1].revision
+                )));
+            }
+            Ok(())
+        };
+        check().map_err(|e| OrbitError::invalid(format!("replicated event {i}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Whether replicated events starting at revision `first` continue a store at revision
+/// `current`: only as its very next revision, so the copy's history is the source's.
+pub fn replicate_allowed(current: u64, first: u64) -> OrbitResult<()> {
+    if first != current + 1 {
+        return Err(OrbitError::invalid(format!(
+            "replicated events start at revision {first}, but this store is at revision \
+             {current}: they must continue it at {}",
+            current + 1
+        )));
+    }
+    Ok(())
+}
+
+/// The error for a replicated removal of a lease the store does not hold: the copy diverged
+/// from its source.
+pub fn replicated_removal_missing(reference: &AddressableReference, revision: u64) -> OrbitError {
+    OrbitError::invalid(format!(
+        "the replicated removal at revision {revision} is of {reference:?}, which this store \
+         does not hold: it is not a copy of the events' source"
+    ))
 }
 
 /// Whether an acquire may write: `Err(current)` when an unexpired lease is held.

@@ -58,8 +58,8 @@ use orbit_persistence_core::index::{IndexEntries, index_delta};
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::{
     Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock,
-    EtcdConfig, LeaseEventKind, LeaseSnapshot, LeaseWatch, NodeId, OrbitError, OrbitResult,
-    PersistenceMetrics, PersistenceProvider, ProviderHealth, Renew, Timestamp, rules,
+    EtcdConfig, LeaseEvent, LeaseEventKind, LeaseSnapshot, LeaseWatch, NodeId, OrbitError,
+    OrbitResult, PersistenceMetrics, PersistenceProvider, ProviderHealth, Renew, Timestamp, rules,
 };
 
 use crate::feed::EtcdFeed;
@@ -692,6 +692,17 @@ impl AddressableDirectoryProvider for EtcdDirectory {
         Err(OrbitError::Config(
             "etcd: a backup cannot be restored into etcd yet: etcd assigns every revision \
              itself, so restored leases would lose their fencing tokens"
+                .into(),
+        ))
+    }
+
+    async fn replicate(&self, events: &[LeaseEvent]) -> OrbitResult<()> {
+        rules::validate_replicate(events)?;
+        self.check_open()?;
+        // As restore_leases: etcd hands out every revision itself.
+        Err(OrbitError::Config(
+            "etcd: another store's events cannot be replicated into etcd yet: etcd assigns \
+             every revision itself, so copied leases would lose their fencing tokens"
                 .into(),
         ))
     }

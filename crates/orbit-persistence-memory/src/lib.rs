@@ -25,6 +25,7 @@
 
 mod shard;
 
+use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -38,8 +39,8 @@ use orbit_persistence_core::feed::{EventRing, HistoryFeed};
 use orbit_persistence_core::metrics::MetricsRecorder;
 use orbit_persistence_core::{
     Acquire, AddressableDirectoryProvider, AddressableLease, AddressableReference, Clock,
-    LeaseEventKind, LeaseSnapshot, LeaseWatch, MemoryConfig, NodeId, OrbitError, OrbitResult,
-    PersistenceMetrics, PersistenceProvider, ProviderHealth, Renew, Timestamp, rules,
+    LeaseEvent, LeaseEventKind, LeaseSnapshot, LeaseWatch, MemoryConfig, NodeId, OrbitError,
+    OrbitResult, PersistenceMetrics, PersistenceProvider, ProviderHealth, Renew, Timestamp, rules,
 };
 
 use shard::Shard;
@@ -426,6 +427,52 @@ impl AddressableDirectoryProvider for MemoryDirectory {
                 guards[shard_of(&lease.reference)].upsert(lease.clone());
             }
             MetricsRecorder::add(&self.metrics.writes, leases.len() as u64);
+            Ok(())
+        })
+    }
+
+    async fn replicate(&self, events: &[LeaseEvent]) -> OrbitResult<()> {
+        rules::validate_replicate(events)?;
+        let Some(first) = events.first() else {
+            return self.check_open();
+        };
+        self.timed_write(|| {
+            // Every shard write-locked (ascending): no writer takes a revision meanwhile.
+            let mut guards: Vec<_> = (0..SHARDS).map(|i| self.write(i)).collect();
+            rules::replicate_allowed(self.last_revision.load(Ordering::SeqCst), first.revision)?;
+            // Judged whole before anything changes: every removal finds its lease.
+            let mut held: HashMap<&AddressableReference, bool> = HashMap::new();
+            let (mut added, mut removed) = (0u64, 0u64);
+            for event in events {
+                let r = event.reference();
+                let present = match held.get(r) {
+                    Some(&present) => present,
+                    None => guards[shard_of(r)].get(r).is_some(),
+                };
+                match (event.is_removal(), present) {
+                    (true, false) => {
+                        return Err(rules::replicated_removal_missing(r, event.revision));
+                    }
+                    (true, true) => removed += 1,
+                    (false, false) => added += 1,
+                    (false, true) => {}
+                }
+                held.insert(r, !event.is_removal());
+            }
+            // Net growth: a batch that adds and removes never needs more room than it ends with.
+            let grows = added.saturating_sub(removed);
+            self.reserve(grows)?;
+            for event in events {
+                let shard = &mut guards[shard_of(event.reference())];
+                match event.is_removal() {
+                    true => shard.remove(event.reference()),
+                    false => shard.upsert(event.lease.clone()),
+                };
+                // Consecutive from the counter's next: the ring hands out exactly these.
+                self.record(event.kind, || event.lease.clone());
+            }
+            self.release_slots(removed.saturating_sub(added));
+            MetricsRecorder::add(&self.metrics.writes, events.len() as u64);
             Ok(())
         })
     }

@@ -413,6 +413,13 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
         self.write(n, move |s| s.restore(&leases, revision)).await
     }
 
+    async fn replicate(&self, events: &[LeaseEvent]) -> OrbitResult<()> {
+        rules::validate_replicate(events)?;
+        let events = events.to_vec();
+        let n = events.len() as u64;
+        self.write(n, move |s| s.replicate(&events)).await
+    }
+
     async fn watch(&self, from_revision: u64) -> OrbitResult<LeaseWatch> {
         let open = self.open.load_full().ok_or(OrbitError::Closed)?;
         if !open.store.keeps_history() {

@@ -8,7 +8,7 @@
 //! therefore serialized, while different references proceed in parallel and RocksDB batches
 //! their synced WAL writes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -686,6 +686,54 @@ impl Store {
             self.written.done(current + 1, revision);
         }
         Ok(())
+    }
+
+    /// `replicate`: another store's events, verbatim, with their history events, continuing
+    /// this store's revisions, in one batch.
+    pub fn replicate(&self, events: &[LeaseEvent]) -> OrbitResult<()> {
+        self.check_writable()?;
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        // Stripes first, then the gate, as every commit takes them.
+        let refs = || events.iter().map(LeaseEvent::reference);
+        let _guards = self.stripes.lock(refs());
+        let stored = self.get_many(refs())?;
+        let _gate = self.commits.write().unwrap_or_else(PoisonError::into_inner);
+        let current = self.last_revision();
+        rules::replicate_allowed(current, first.revision)?;
+        // Each write's previous lease is what the batch itself left, ahead of the stored one.
+        let mut state: HashMap<&AddressableReference, Option<AddressableLease>> = HashMap::new();
+        let mut writes = Vec::with_capacity(events.len());
+        for (event, stored) in events.iter().zip(stored) {
+            let r = event.reference();
+            let previous = match state.get(r) {
+                Some(now) => now.clone(),
+                None => stored,
+            };
+            if event.is_removal() {
+                let Some(previous) = previous else {
+                    return Err(rules::replicated_removal_missing(r, event.revision));
+                };
+                writes.push(Write::Delete {
+                    previous,
+                    kind: event.kind,
+                });
+                state.insert(r, None);
+            } else {
+                writes.push(Write::Put {
+                    previous,
+                    lease: &event.lease,
+                });
+                state.insert(r, Some(event.lease.clone()));
+            }
+        }
+        let last = current + events.len() as u64;
+        self.last_revision.store(last, Ordering::SeqCst);
+        let written = self.write_batch(first.revision, writes);
+        // Announced even on failure, as commit does: the store is poisoned then.
+        self.written.done(first.revision, last);
+        written
     }
 
     /// The revision everything up to which is written (what watchers may read).

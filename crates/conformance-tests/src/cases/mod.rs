@@ -11,6 +11,7 @@ mod expiry;
 mod feed;
 mod lifecycle;
 mod linearizable;
+mod replicate;
 mod validation;
 
 pub use backup::*;
@@ -23,6 +24,7 @@ pub use expiry::*;
 pub use feed::*;
 pub use lifecycle::*;
 pub use linearizable::*;
+pub use replicate::*;
 pub use validation::*;
 
 pub use crate::kill9::kill9_acknowledged_writes_survive;
