@@ -347,6 +347,12 @@ impl PersistenceConfig {
         Ok(config)
     }
 
+    /// The config as a TOML document [`from_toml_str`](Self::from_toml_str) reads back: how a
+    /// migration records its target.
+    pub fn to_toml_string(&self) -> OrbitResult<String> {
+        toml::to_string(self).map_err(|e| OrbitError::Config(format!("config to TOML: {e}")))
+    }
+
     /// Reads, parses and validates a TOML file. A relative `data_dir` in it is resolved
     /// against the file's directory, so the file means the same store from any working
     /// directory. The file must be a regular file of at most [`MAX_CONFIG_BYTES`] (a config

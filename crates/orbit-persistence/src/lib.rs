@@ -36,6 +36,8 @@ use std::sync::Arc;
 
 pub use orbit_persistence_core::*;
 
+pub mod migrate;
+
 use orbit_persistence_core::backup::{BackupSummary, RestoreSummary};
 use orbit_persistence_core::fs::{FileSystem, StdFileSystem};
 
@@ -51,7 +53,29 @@ use orbit_persistence_core::fs::{FileSystem, StdFileSystem};
 /// Errors: `Config` for an invalid config; `BackendNotCompiled` for a backend whose cargo
 /// feature is off; whatever the backend's open returns (`Locked`, `Corruption`, `Io`, and
 /// `Unavailable` for an unreachable cluster).
+///
+/// A data directory that a live migration left (see [`migrate`]) is settled first: an
+/// interrupted migration is rolled back or finished, and a directory migrated elsewhere opens
+/// the store it moved to (logged with `tracing`): the one authoritative copy, never a stale one.
 pub fn open(
+    config: &PersistenceConfig,
+    clock: Arc<dyn Clock>,
+) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
+    open_settled(config, clock).map(|(store, _)| store)
+}
+
+/// [`open`], returning the config of the store it opened (another one's after a migration).
+fn open_settled(
+    config: &PersistenceConfig,
+    clock: Arc<dyn Clock>,
+) -> OrbitResult<(Arc<dyn AddressableDirectoryProvider>, PersistenceConfig)> {
+    config.validate()?;
+    let config = migrate::settle(&StdFileSystem::new(), config)?;
+    Ok((open_backend(&config, clock)?, config))
+}
+
+/// Opens the backend `config` names, as it is.
+fn open_backend(
     config: &PersistenceConfig,
     clock: Arc<dyn Clock>,
 ) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
@@ -97,12 +121,16 @@ pub fn open(
 /// with [`open`] (reads change nothing there). The memory backend is `Config`: a new process
 /// would only ever see an empty store.
 ///
+/// A directory a live migration moved elsewhere opens the store it moved to; one whose
+/// migration was interrupted opens as it is, settling nothing ([`migrate::settle_read_only`]).
+///
 /// Blocking, like [`open`]: call it from `tokio::task::spawn_blocking` inside a runtime.
 pub fn open_read_only(
     config: &PersistenceConfig,
     clock: Arc<dyn Clock>,
 ) -> OrbitResult<Arc<dyn AddressableDirectoryProvider>> {
     config.validate()?;
+    let config = &migrate::settle_read_only(&StdFileSystem::new(), config)?;
     match config.backend {
         BackendType::Memory => Err(OrbitError::Config(
             "the memory backend keeps nothing between processes: there is no store to open \
@@ -130,7 +158,7 @@ pub fn open_read_only(
                 clock,
             )?,
         )),
-        _ => open(config, clock),
+        _ => open_backend(config, clock),
     }
 }
 
@@ -314,7 +342,7 @@ pub async fn restore(file: &Path, target: &PersistenceConfig) -> OrbitResult<Res
             }
         )));
     };
-    let (staging, parent) = staging_dir(&dir)?;
+    let (staging, parent) = sibling_dir(&dir, "restoring")?;
     let (check_fs, check_dir, check_staging) = (Arc::clone(&fs), dir.clone(), staging.clone());
     blocking(move || {
         if check_fs.exists(&check_dir)? && !check_fs.list_dir(&check_dir)?.is_empty() {
@@ -359,12 +387,12 @@ pub async fn restore(file: &Path, target: &PersistenceConfig) -> OrbitResult<Res
     placed
 }
 
-/// The staging directory a restore into `dir` builds in (`.<name>.restoring` beside it), and
-/// their parent.
-fn staging_dir(dir: &Path) -> OrbitResult<(PathBuf, PathBuf)> {
+/// The staging directory a restore or migration into `dir` builds in
+/// (`.<name>.<suffix>` beside it), and their parent.
+fn sibling_dir(dir: &Path, suffix: &str) -> OrbitResult<(PathBuf, PathBuf)> {
     let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
         return Err(OrbitError::Config(format!(
-            "{} has no parent directory to restore beside",
+            "{} has no parent directory to build a store beside",
             dir.display()
         )));
     };
@@ -374,7 +402,8 @@ fn staging_dir(dir: &Path) -> OrbitResult<(PathBuf, PathBuf)> {
     };
     let mut staging = std::ffi::OsString::from(".");
     staging.push(name);
-    staging.push(".restoring");
+    staging.push(".");
+    staging.push(suffix);
     Ok((parent.join(staging), parent))
 }
 
