@@ -20,9 +20,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use orbit_persistence::config::{ENV_BACKEND, ENV_DATA_DIR};
+use orbit_persistence::migrate::{MigrationReport, SwappableProvider};
 use orbit_persistence::{
     AddressableDirectoryProvider, AddressableReference, BackendType, Key, NodeId, OrbitError,
-    PersistenceConfig, ProviderHealth, SystemClock,
+    PersistenceConfig, PersistenceProvider, ProviderHealth, SystemClock,
 };
 use orbit_persistence_bench::subject::Subject;
 use orbit_persistence_bench::{chart, suite};
@@ -125,10 +126,11 @@ enum Command {
         /// The backup file.
         file: PathBuf,
     },
-    /// Copies a stopped store into a new store of any backend: a backup of `--from` into a
-    /// temporary file beside the target, restored as `--to` describes (the target's data
-    /// directory must be absent or empty). Leases keep their revisions. Prints the restore's
-    /// summary as JSON.
+    /// Moves a stopped store into a new store of another backend (the target's data directory
+    /// must be absent or empty), by the live migration's code path: afterwards `--from`'s
+    /// config opens the new store too. Leases keep their revisions. Prints the migration's
+    /// report as JSON. From etcd (no live migration), a backup into a temporary file beside
+    /// the target, restored, printing the restore's summary.
     Migrate {
         /// The config of the store to copy.
         #[arg(long)]
@@ -519,8 +521,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Migrate { from, to } => {
             let source = load_existing(&Store { config: Some(from) })?;
             let target = load(&Store { config: Some(to) })?;
-            let summary = with_spinner("migrating".into(), migrate(&source, &target)).await?;
-            out_line(&json(&summary)?)?;
+            if source.backend == BackendType::Etcd {
+                let summary =
+                    with_spinner("migrating".into(), copy_through_backup(&source, &target)).await?;
+                out_line(&json(&summary)?)?;
+            } else {
+                let report = with_spinner("migrating".into(), migrate(&source, &target)).await?;
+                out_line(&json(&report)?)?;
+            }
         }
         Command::Verify(store) => {
             let config = load_existing(&store)?;
@@ -611,9 +619,27 @@ async fn with_spinner<T>(message: String, work: impl std::future::Future<Output 
     out
 }
 
-/// `migrate`: a backup of `source` into a temporary file beside the target's data directory,
-/// restored into `target`; the file is removed either way.
+/// `migrate`: `source` opened as a [`SwappableProvider`] and migrated to `target`, then closed.
 async fn migrate(
+    source: &PersistenceConfig,
+    target: &PersistenceConfig,
+) -> Result<MigrationReport, OrbitError> {
+    let config = source.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        SwappableProvider::open(&config, Arc::new(SystemClock))
+    })
+    .await
+    .map_err(|e| OrbitError::internal("orbit-persistence-cli", e))??;
+    let migrated = store.migrate_to(target).await;
+    let closed = store.shutdown().await;
+    let report = migrated?;
+    closed?;
+    Ok(report)
+}
+
+/// `migrate` out of etcd: a backup of `source` into a temporary file beside the target's data
+/// directory, restored into `target`; the file is removed either way.
+async fn copy_through_backup(
     source: &PersistenceConfig,
     target: &PersistenceConfig,
 ) -> Result<orbit_persistence::backup::RestoreSummary, OrbitError> {

@@ -547,7 +547,17 @@ fn backup_verify_restore_and_migrate_round_trip_and_refuse_a_bad_file() {
     let migrated = config_of("migrated", "cow_btree");
     let out = cli(&["migrate", "--from", &restored, "--to", &migrated]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["copied_leases"], 2, "{report}");
     assert_eq!(dumped(&migrated), dumped(&source));
+    // The old config follows the migration; a second one into the same place is refused.
+    assert_eq!(dumped(&restored), dumped(&source));
+    assert_eq!(
+        cli(&["migrate", "--from", &restored, "--to", &migrated])
+            .status
+            .code(),
+        Some(2)
+    );
 
     // A flipped byte: exit 3 naming the offset, and restore creates nothing.
     let mut bytes = std::fs::read(backup).unwrap();

@@ -199,8 +199,8 @@ macro_rules! open_offline {
     }};
 }
 
-/// Opens the store `config` names (read-only, as [`open_read_only`] does) and reads it all
-/// back: every checksum the backend's `verify` covers, and that the leases and both indexes
+/// Opens the store `config` names (read-only, as [`open_read_only`] does, following a
+/// migration) and reads it all back: every checksum the backend's `verify` covers, and that the leases and both indexes
 /// agree (see `LsmDirectory::verify` and `CowBTreeDirectory::verify`). A problem found while
 /// opening (a bad manifest, a torn meta page) is the error; what recovery did is in the
 /// report. The memory backend has nothing on disk: its report is empty. For
@@ -208,6 +208,7 @@ macro_rules! open_offline {
 /// checked against the leases in both directions (`RocksDbDirectory::verify`).
 pub async fn verify(config: &PersistenceConfig) -> OrbitResult<verify::VerifyReport> {
     config.validate()?;
+    let config = &migrate::settle_read_only(&StdFileSystem::new(), config)?;
     match config.backend {
         #[cfg(feature = "memory")]
         BackendType::Memory => Ok(verify::VerifyReport::default()),
@@ -254,6 +255,7 @@ pub async fn dump(
     mut each: impl FnMut(AddressableLease) -> OrbitResult<()> + Send + 'static,
 ) -> OrbitResult<u64> {
     config.validate()?;
+    let config = &migrate::settle_read_only(&StdFileSystem::new(), config)?;
     let _ = &mut each;
     match config.backend {
         #[cfg(feature = "memory")]
