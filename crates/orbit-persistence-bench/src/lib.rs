@@ -9,11 +9,13 @@
 //! - [`peer`]: the stores written directly on other engines (redb, fjall, RocksDB), holding the
 //!   same leases and the same two indexes, each change one atomic transaction;
 //! - [`phases`]: the timed phases, for our providers (async tasks) and peers (threads);
+//! - [`operations`]: the operator's phases (backup, restore, live migration), ours only;
 //! - [`suite`]: the whole benchmark in one run, including the kill -9 child;
 //! - [`report`], [`chart`]: the Markdown table, the JSON and the SVG charts.
 #![warn(missing_docs)]
 
 pub mod chart;
+pub mod operations;
 pub mod peer;
 pub mod phases;
 pub mod report;

@@ -19,11 +19,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use orbit_persistence::{Clock, ManualClock, SyncMode, Timestamp};
+use orbit_persistence::migrate::SwappableProvider;
+use orbit_persistence::{
+    BackendType, Clock, ManualClock, PersistenceProvider, SyncMode, Timestamp,
+};
 
-use crate::phases::{Follow, Renewals, best_rotating, list_node_picks};
+use crate::operations;
+use crate::phases::{Follow, Renewals, Side, best_rotating, list_node_picks};
 use crate::report::{Machine, Report, Row};
-use crate::subject::Subject;
+use crate::subject::{Subject, config_for};
 use crate::workload::{Data, HOUR, T0, dir_bytes};
 
 /// Leases the kill -9 child rewrites, in durable batches of [`KILL9_BATCH`], before it says
@@ -289,6 +293,113 @@ pub async fn run(options: &Options) -> Result<Report, String> {
             rows.push(Row::new(name, unit, higher, values).with_tasks(tasks));
         }
     }
+
+    // 12. operations (ours; every lease is still there to renew): a backup, its restore into
+    // a fresh store of the same backend, renewals while backups run, and a live migration of
+    // the restored store to another disk engine under renewing writers.
+    let bar = progress.phase("backup, restore, migrate", subjects.len());
+    let mut ops: [Vec<Option<f64>>; 5] = Default::default();
+    for (s, side) in subjects.iter().zip(&sides) {
+        bar.set_message(s.name());
+        let (Subject::Ours(backend), Side::Ours(store)) = (s, side) else {
+            ops.iter_mut().for_each(|row| row.push(None));
+            bar.inc(1);
+            continue;
+        };
+        settle().await;
+        let scratch = work.path().join(format!("{}-operations", s.id()));
+        std::fs::create_dir_all(&scratch)
+            .map_err(|e| format!("create {}: {e}", scratch.display()))?;
+        let file = scratch.join("store.orbak");
+        ops[0].push(Some(operations::backup(store, &file).await.1));
+        ops[1].push(None);
+        ops[2].push(Some(
+            operations::renew_during_backup(store, &data, &scratch, reps).await,
+        ));
+        ops[3].push(None);
+        ops[4].push(None);
+        if *backend != BackendType::Etcd {
+            let dir = scratch.join("restored");
+            let endpoints = &options.etcd_endpoints;
+            let restored = match tokio::task::block_in_place(|| {
+                s.open(
+                    &dir,
+                    endpoints,
+                    SyncMode::Always,
+                    clock.clone() as Arc<dyn Clock>,
+                )
+            })? {
+                Side::Ours(restored) => restored,
+                Side::Peer(_) => unreachable!("one of ours opens as ours"),
+            };
+            *ops[1].last_mut().expect("pushed") =
+                Some(operations::restore(&file, &*restored).await);
+            let target = operations::migration_target(*backend)
+                .filter(|t| orbit_persistence::compiled_backends().contains(t));
+            match target {
+                Some(target) => {
+                    let store = Arc::new(SwappableProvider::serving(
+                        restored,
+                        config_for(*backend, &dir, SyncMode::Always),
+                        clock.clone(),
+                    ));
+                    let to = config_for(target, &scratch.join("migrated"), SyncMode::Always);
+                    let m =
+                        operations::migrate_under_renewals(Arc::clone(&store), &data, &to).await;
+                    *ops[3].last_mut().expect("pushed") =
+                        Some(m.report.write_stall_us as f64 / 1e3);
+                    *ops[4].last_mut().expect("pushed") = Some(m.renew_p99_ms);
+                    store
+                        .shutdown()
+                        .await
+                        .map_err(|e| format!("shutdown: {e}"))?;
+                }
+                None => restored
+                    .shutdown()
+                    .await
+                    .map_err(|e| format!("shutdown: {e}"))?,
+            }
+        }
+        tokio::task::block_in_place(|| std::fs::remove_dir_all(&scratch))
+            .map_err(|e| format!("remove {}: {e}", scratch.display()))?;
+        bar.inc(1);
+    }
+    bar.finish();
+    let [backup, restore, during, stall, p99] = ops;
+    rows.push(Row::new("backup (portable file)", "leases/s", true, backup));
+    rows.push(Row::new(
+        "restore into a fresh store",
+        "leases/s",
+        true,
+        restore,
+    ));
+    rows.push(
+        Row::new(
+            format!("durable_renew {} tasks during backups", operations::WRITERS),
+            "x without",
+            true,
+            during,
+        )
+        .with_tasks(operations::WRITERS),
+    );
+    rows.push(Row::new(
+        "live migration to lsm_tree (lsm_tree: to cow_btree): write stall",
+        "ms",
+        false,
+        stall,
+    ));
+    rows.push(
+        Row::new(
+            format!(
+                "live migration: renew p99 of {} writers while it runs",
+                operations::WRITERS
+            ),
+            "ms",
+            false,
+            p99,
+        )
+        .with_tasks(operations::WRITERS),
+    );
 
     // 11. one watcher following 16 durable writers (ours: no peer has a change feed), while
     // every lease is still there to renew.

@@ -341,7 +341,7 @@ fn migrate_child() {
             };
             store.migrate_to_observed(&target, &observe).await.unwrap();
             let mut out = std::io::stdout().lock();
-            writeln!(out, "STEP").unwrap();
+            writeln!(out, "DONE").unwrap();
             out.flush().unwrap();
             std::thread::sleep(Duration::from_secs(600));
         });
@@ -380,6 +380,10 @@ async fn kill9_at_every_step_leaves_one_authoritative_store() {
                 reached = true;
                 break;
             }
+            assert!(
+                !line.ends_with("DONE"),
+                "{step}: the migration never came to it"
+            );
             if let Some((_, ack)) = line.split_once("ACK ") {
                 let (key, revision) = ack.split_once(' ').unwrap();
                 acked.insert(key.parse().unwrap(), revision.parse().unwrap());

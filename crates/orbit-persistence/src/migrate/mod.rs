@@ -10,7 +10,9 @@
 //!    `restore_leases` (every lease keeps its revision), and a watch of the source from R opens.
 //! 3. **CaughtUp**: rounds of the source's change feed applied to the target with `replicate`
 //!    (verbatim: revisions, removals and change events), while writers go on, until a round
-//!    finds little left.
+//!    finds little left. Writers faster than the copy (a memory source) are slowed instead of
+//!    stopped: the rounds become short slices with writes held, so the lag shrinks while no
+//!    write waits much longer than a slice.
 //! 4. **Barrier**: new writes wait (none fail) and the writes in flight finish; reads go on.
 //!    **Drained**: the last events are replicated; the target is now exactly the source.
 //!    **TargetClosed**: the target closes, durable.
@@ -56,8 +58,13 @@ const REPLICATE_BATCH: usize = 4096;
 /// A catch-up round that found at most this many new events ends the catch-up: the barrier
 /// then waits for about one such round.
 const SMALL_LAG: u64 = 256;
-/// Catch-up rounds before the barrier goes up regardless.
+/// Catch-up rounds before the barrier goes up, unless writers outran the copy and the rounds
+/// became slices.
 const MAX_ROUNDS: u32 = 16;
+/// Longest stretch of replication with writes held while writers outrun the copy.
+const SLICE: Duration = Duration::from_millis(20);
+/// Longest catch-up before the barrier goes up regardless.
+const MAX_CATCH_UP: Duration = Duration::from_secs(60);
 /// Longest wait for an event the source's feed owes.
 const FEED_WAIT: Duration = Duration::from_secs(30);
 /// Most markers [`settle`] follows (a directory migrated on and on).
@@ -104,7 +111,8 @@ pub struct MigrationReport {
     pub catch_up_rounds: u32,
     /// The revision of the last write the source acknowledged, where the target took over.
     pub switched_at_revision: u64,
-    /// How long writes waited at the barrier, in microseconds: the longest write stall.
+    /// The longest time writes waited, in microseconds: at the final barrier, or in a slice of
+    /// a catch-up that writers outran.
     pub write_stall_us: u64,
     /// The whole migration, in milliseconds.
     pub elapsed_ms: u64,
@@ -275,14 +283,21 @@ impl SwappableProvider {
             Ok(watch) => watch,
             Err(e) => return Err(plan.abandon(fs, Some(staged), e).await),
         };
-        if let Err(e) = copy.catch_up(&mut watch, &mut report).await {
+        if let Err(e) = copy
+            .catch_up(&self.shared.barrier, &mut watch, &mut report)
+            .await
+        {
             return Err(plan.abandon(fs, Some(staged), e).await);
         }
 
         let barrier = self.shared.barrier.write().await;
         let stalled = Instant::now();
         observe(MigrationStep::Barrier);
-        if let Err(e) = copy.drain(&mut watch, &mut report).await {
+        let drained = match source.current_revision().await {
+            Ok(goal) => copy.drain(&mut watch, &mut report, goal, None).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = drained {
             drop(barrier);
             return Err(plan.abandon(fs, Some(staged), e).await);
         }
@@ -340,7 +355,9 @@ impl SwappableProvider {
         }
         observe(MigrationStep::Reopened);
         drop(barrier);
-        report.write_stall_us = stalled.elapsed().as_micros() as u64;
+        report.write_stall_us = report
+            .write_stall_us
+            .max(stalled.elapsed().as_micros() as u64);
         if let Err(e) = source.shutdown().await {
             tracing::warn!(error = %e, "closing the source store after a migration");
         }
@@ -376,28 +393,55 @@ impl Copy<'_> {
         Ok(watch)
     }
 
-    /// Rounds of replication while writers go on, until one finds little to do.
-    async fn catch_up(&self, watch: &mut Pump, report: &mut MigrationReport) -> OrbitResult<()> {
-        let mut last_lag = u64::MAX;
-        for round in 1..=MAX_ROUNDS {
-            let before = report.switched_at_revision;
-            self.drain(watch, report).await?;
+    /// Rounds of replication while writers go on, until one finds little to do. When writers
+    /// outrun the copy (a round's lag did not shrink), the rounds become slices: up to
+    /// [`SLICE`] of replication with writes held at `barrier`, then [`SLICE`] / 2 of writes,
+    /// so the lag shrinks while no write waits much longer than a slice.
+    async fn catch_up(
+        &self,
+        barrier: &AsyncRwLock<()>,
+        watch: &mut Pump,
+        report: &mut MigrationReport,
+    ) -> OrbitResult<()> {
+        let (mut last_lag, mut sliced) = (u64::MAX, false);
+        let started = Instant::now();
+        for round in 1.. {
+            let goal = self.source.current_revision().await?;
+            let lag = goal.saturating_sub(report.switched_at_revision);
+            if sliced {
+                let held = barrier.write().await;
+                let since = Instant::now();
+                self.drain(watch, report, goal, Some(since + SLICE)).await?;
+                drop(held);
+                report.write_stall_us = report
+                    .write_stall_us
+                    .max(since.elapsed().as_micros() as u64);
+                tokio::time::sleep(SLICE / 2).await;
+            } else {
+                self.drain(watch, report, goal, None).await?;
+            }
             report.catch_up_rounds = round;
             (self.observe)(MigrationStep::CaughtUp(round));
-            // Done when little is left, or when writers outrun the copy (the lag no longer
-            // shrinks): the barrier then drains what is left with writers waiting.
-            let lag = report.switched_at_revision - before;
-            if lag <= SMALL_LAG || lag >= last_lag {
+            if lag <= SMALL_LAG
+                || (!sliced && round >= MAX_ROUNDS)
+                || started.elapsed() > MAX_CATCH_UP
+            {
                 break;
             }
+            sliced |= lag >= last_lag;
             last_lag = lag;
         }
         Ok(())
     }
 
-    /// Replicates every change up to the source's current revision.
-    async fn drain(&self, watch: &mut Pump, report: &mut MigrationReport) -> OrbitResult<()> {
-        let goal = self.source.current_revision().await?;
+    /// Replicates every change up to the source's revision `goal`, or until `deadline` passes.
+    async fn drain(
+        &self,
+        watch: &mut Pump,
+        report: &mut MigrationReport,
+        goal: u64,
+        deadline: Option<Instant>,
+    ) -> OrbitResult<()> {
         let mut batch: Vec<LeaseEvent> = Vec::new();
         while report.switched_at_revision < goal {
             let event = match tokio::time::timeout(FEED_WAIT, watch.events.recv()).await {
@@ -418,6 +462,9 @@ impl Copy<'_> {
                 self.target.replicate(&batch).await?;
                 report.replicated_events += batch.len() as u64;
                 batch.clear();
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
             }
         }
         Ok(())
