@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use orbit_persistence_core::backup::{BackupHeader, write_backup};
 use orbit_persistence_core::change::{LeaseChange, RemovalCause, encode_changes};
 use orbit_persistence_core::encoding::{
     encode_lease, encode_reference, expiry_index_key, node_index_key,
@@ -178,6 +179,30 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     .iter()
     .map(|s| s.as_bytes().to_vec())
     .collect();
+    // Backups as the stores write them: empty, one chunk, several chunks.
+    let backups: Vec<Vec<u8>> = [0u32, 12, 2_500]
+        .iter()
+        .map(|&n| {
+            let fs = FaultFs::new();
+            let path = Path::new("/backup.orbak");
+            let mut leases: Vec<AddressableLease> = (0..n).map(lease).collect();
+            leases.sort_by(|a, b| a.reference.cmp(&b.reference));
+            let header = BackupHeader {
+                source: "cow_btree".into(),
+                revision: u64::from(n) + 1,
+                leases: u64::from(n),
+                created_at_ms: 1_700_000_000_000,
+            };
+            write_backup(
+                Arc::new(fs.clone()),
+                path,
+                header,
+                leases.into_iter().map(Ok),
+            )
+            .unwrap();
+            read_file(&fs, path).unwrap()
+        })
+        .collect();
     let all = vec![
         ("lease_encoding", encodings),
         ("wal_changes", changes),
@@ -188,6 +213,7 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("lsm_table", tables),
         ("lsm_manifest", manifest),
         ("config_toml", configs),
+        ("backup_file", backups),
     ];
     // Only inputs that decode make good seeds (a free page of the page file does not).
     all.into_iter()
@@ -290,6 +316,10 @@ fn decodes(target: &str, input: &[u8]) -> bool {
             file(orbit_persistence_lsm::manifest::MANIFEST, input);
             orbit_persistence_lsm::manifest::Manifest::open(Arc::new(fs.clone()), Path::new("/db"))
                 .is_ok()
+        }
+        "backup_file" => {
+            let path = file("b.orbak", input);
+            orbit_persistence_core::backup::verify_backup(&fs, &path).is_ok()
         }
         "config_toml" => std::str::from_utf8(input)
             .is_ok_and(|t| orbit_persistence_core::PersistenceConfig::from_toml_str(t).is_ok()),
