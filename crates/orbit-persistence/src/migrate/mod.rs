@@ -11,8 +11,9 @@
 //! 3. **CaughtUp**: rounds of the source's change feed applied to the target with `replicate`
 //!    (verbatim: revisions, removals and change events), while writers go on, until a round
 //!    finds little left. Writers faster than the copy (a memory source) are slowed instead of
-//!    stopped: the rounds become short slices with writes held, so the lag shrinks while no
-//!    write waits much longer than a slice.
+//!    stopped: the rounds become short slices with writes held and ever shorter windows of
+//!    writes between them, so the lag shrinks while no write waits much longer than a slice;
+//!    the slice that catches up becomes the barrier.
 //! 4. **Barrier**: new writes wait (none fail) and the writes in flight finish; reads go on.
 //!    **Drained**: the last events are replicated; the target is now exactly the source.
 //!    **TargetClosed**: the target closes, durable.
@@ -47,7 +48,7 @@ use orbit_persistence_core::{
     PersistenceMetrics, PersistenceProvider, ProviderHealth, Renew, Timestamp,
 };
 use serde::Serialize;
-use tokio::sync::{Mutex, RwLock as AsyncRwLock, mpsc};
+use tokio::sync::{Mutex, RwLock as AsyncRwLock, RwLockWriteGuard, mpsc};
 use tokio::task::JoinHandle;
 
 use self::marker::{Marker, MarkerState};
@@ -58,13 +59,16 @@ const REPLICATE_BATCH: usize = 4096;
 /// A catch-up round that found at most this many new events ends the catch-up: the barrier
 /// then waits for about one such round.
 const SMALL_LAG: u64 = 256;
-/// Catch-up rounds before the barrier goes up, unless writers outran the copy and the rounds
-/// became slices.
+/// Catch-up rounds (of at most [`ROUND`]) before the barrier goes up, unless writers outran
+/// the copy and the rounds became slices.
 const MAX_ROUNDS: u32 = 16;
 /// Longest stretch of replication with writes held while writers outrun the copy.
 const SLICE: Duration = Duration::from_millis(20);
-/// Longest catch-up before the barrier goes up regardless.
-const MAX_CATCH_UP: Duration = Duration::from_secs(60);
+/// Shortest window of writes between slices before it becomes none.
+const MIN_WINDOW: Duration = Duration::from_millis(1);
+/// Longest catch-up round while writes go on: a round that cannot finish in it shows the
+/// writers outrunning the copy sooner than a round to the end of a long lag would.
+const ROUND: Duration = Duration::from_secs(1);
 /// Longest wait for an event the source's feed owes.
 const FEED_WAIT: Duration = Duration::from_secs(30);
 /// Most markers [`settle`] follows (a directory migrated on and on).
@@ -234,9 +238,9 @@ impl SwappableProvider {
     /// directory, and the source any backend but etcd, with its change feed on (a watch
     /// history long enough for one catch-up round). `InvalidInput` or `Config` otherwise,
     /// with nothing changed. A failure before the switch leaves the source serving and
-    /// removes the target's staging directory; one after it (the rename or the reopen of the
-    /// target failed) refuses writes with `Poisoned` until the directory is reopened, which
-    /// finishes the switch.
+    /// removes the target's staging directory; one from it on (the switched marker, the
+    /// rename or the reopen of the target failed) refuses writes with `Poisoned` until the
+    /// directory is reopened, which settles the marker.
     pub async fn migrate_to(&self, target: &PersistenceConfig) -> OrbitResult<MigrationReport> {
         self.migrate_to_observed(target, &|_| {}).await
     }
@@ -283,15 +287,17 @@ impl SwappableProvider {
             Ok(watch) => watch,
             Err(e) => return Err(plan.abandon(fs, Some(staged), e).await),
         };
-        if let Err(e) = copy
+        let held = match copy
             .catch_up(&self.shared.barrier, &mut watch, &mut report)
             .await
         {
-            return Err(plan.abandon(fs, Some(staged), e).await);
-        }
-
-        let barrier = self.shared.barrier.write().await;
-        let stalled = Instant::now();
+            Ok(held) => held,
+            Err(e) => return Err(plan.abandon(fs, Some(staged), e).await),
+        };
+        let (barrier, stalled) = match held {
+            Some(held) => held,
+            None => (self.shared.barrier.write().await, Instant::now()),
+        };
         observe(MigrationStep::Barrier);
         let drained = match source.current_revision().await {
             Ok(goal) => copy.drain(&mut watch, &mut report, goal, None).await,
@@ -309,19 +315,17 @@ impl SwappableProvider {
         }
         drop(staged);
         observe(MigrationStep::TargetClosed);
-        let switched = plan.clone();
-        let switch_fs = Arc::clone(&fs);
-        if let Err(e) = blocking(move || switched.mark(&*switch_fs, MarkerState::Switched)).await {
-            drop(barrier);
-            return Err(plan.abandon(fs, None, e).await);
-        }
-        observe(MigrationStep::Switched);
-
-        // From here the target is authoritative: a failure leaves writes refused until a
-        // reopen finishes the switch (settle), never the source written again.
-        let finished = plan.clone();
-        let (target_config, clock) = (plan.target.clone(), Arc::clone(&self.clock));
+        // From the switched marker on the target is authoritative. A failure from here leaves
+        // writes refused until a reopen settles the marker, never the source written again:
+        // even a failed marker write may have left it switched on disk (the target holds every
+        // acknowledged write either way).
+        let (finished, target_config, clock) =
+            (plan.clone(), plan.target.clone(), Arc::clone(&self.clock));
         let opened = async {
+            let switched = finished.clone();
+            let switch_fs = Arc::clone(&fs);
+            blocking(move || switched.mark(&*switch_fs, MarkerState::Switched)).await?;
+            observe(MigrationStep::Switched);
             blocking(move || finished.rename_into_place(&*fs)).await?;
             observe(MigrationStep::Renamed);
             blocking(move || crate::open_backend(&target_config, clock)).await
@@ -335,8 +339,8 @@ impl SwappableProvider {
                     .broken
                     .write()
                     .unwrap_or_else(PoisonError::into_inner) = Some(format!(
-                    "the migration switched to the {} store in {} but could not open it ({e}): \
-                     reopen the directory to finish the switch",
+                    "the migration to the {} store in {} failed at its switch ({e}): reopen \
+                     the directory to settle it",
                     plan.target.backend.as_str(),
                     plan.target_dir.display()
                 ));
@@ -377,8 +381,11 @@ struct Copy<'a> {
 impl Copy<'_> {
     /// Loads the source's snapshot into the target; returns the source's events from it.
     async fn load(&self, report: &mut MigrationReport) -> OrbitResult<Pump> {
+        // The pump starts before the snapshot, so it reads the feed from the first event the
+        // copy may need while the snapshot is taken; the events up to R are skipped.
+        let from = self.source.current_revision().await?;
+        let watch = Pump::start(self.source.watch(from).await?);
         let LeaseSnapshot { leases, revision } = self.source.snapshot_leases().await?;
-        let watch = Pump::start(self.source.watch(revision).await?);
         for chunk in leases.chunks(MAX_BATCH_LEN) {
             self.target.restore_leases(chunk, revision).await?;
         }
@@ -395,43 +402,57 @@ impl Copy<'_> {
 
     /// Rounds of replication while writers go on, until one finds little to do. When writers
     /// outrun the copy (a round's lag did not shrink), the rounds become slices: up to
-    /// [`SLICE`] of replication with writes held at `barrier`, then [`SLICE`] / 2 of writes,
-    /// so the lag shrinks while no write waits much longer than a slice.
-    async fn catch_up(
+    /// [`SLICE`] of replication with writes held at `barrier`, then a window of writes that
+    /// halves each time the lag still grew (down to none: one write per writer between two
+    /// slices), so the copy gains while no write waits much longer than a slice. A slice that catches up with writes held is the final barrier: it is
+    /// returned, held, with when it began.
+    async fn catch_up<'b>(
         &self,
-        barrier: &AsyncRwLock<()>,
+        barrier: &'b AsyncRwLock<()>,
         watch: &mut Pump,
         report: &mut MigrationReport,
-    ) -> OrbitResult<()> {
-        let (mut last_lag, mut sliced) = (u64::MAX, false);
-        let started = Instant::now();
+    ) -> OrbitResult<Option<(RwLockWriteGuard<'b, ()>, Instant)>> {
+        let (mut last_lag, mut sliced, mut window) = (u64::MAX, false, SLICE / 2);
         for round in 1.. {
+            let held = match sliced {
+                true => Some((barrier.write().await, Instant::now())),
+                false => None,
+            };
             let goal = self.source.current_revision().await?;
             let lag = goal.saturating_sub(report.switched_at_revision);
-            if sliced {
-                let held = barrier.write().await;
-                let since = Instant::now();
-                self.drain(watch, report, goal, Some(since + SLICE)).await?;
+            let deadline = match &held {
+                Some((_, since)) => *since + SLICE,
+                None => Instant::now() + ROUND,
+            };
+            self.drain(watch, report, goal, Some(deadline)).await?;
+            report.catch_up_rounds = round;
+            (self.observe)(MigrationStep::CaughtUp(round));
+            if let Some((held, since)) = held {
+                if report.switched_at_revision >= goal {
+                    return Ok(Some((held, since)));
+                }
                 drop(held);
                 report.write_stall_us = report
                     .write_stall_us
                     .max(since.elapsed().as_micros() as u64);
-                tokio::time::sleep(SLICE / 2).await;
-            } else {
-                self.drain(watch, report, goal, None).await?;
-            }
-            report.catch_up_rounds = round;
-            (self.observe)(MigrationStep::CaughtUp(round));
-            if lag <= SMALL_LAG
-                || (!sliced && round >= MAX_ROUNDS)
-                || started.elapsed() > MAX_CATCH_UP
-            {
+                if lag >= last_lag {
+                    // Below a millisecond, none: the writes queued at the barrier go through,
+                    // one per writer, and the next slice queues behind them.
+                    window = Some(window / 2)
+                        .filter(|w| *w >= MIN_WINDOW)
+                        .unwrap_or_default();
+                }
+                match window.is_zero() {
+                    true => tokio::task::yield_now().await,
+                    false => tokio::time::sleep(window).await,
+                }
+            } else if lag <= SMALL_LAG || round >= MAX_ROUNDS {
                 break;
             }
             sliced |= lag >= last_lag;
             last_lag = lag;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Replicates every change up to the source's revision `goal`, or until `deadline` passes.
@@ -456,6 +477,9 @@ impl Copy<'_> {
                     )));
                 }
             };
+            if event.revision <= report.switched_at_revision {
+                continue; // in the snapshot already
+            }
             report.switched_at_revision = event.revision;
             batch.push(event);
             if batch.len() == REPLICATE_BATCH || report.switched_at_revision >= goal {
