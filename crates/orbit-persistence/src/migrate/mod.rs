@@ -404,8 +404,9 @@ impl Copy<'_> {
     /// outrun the copy (a round's lag did not shrink), the rounds become slices: up to
     /// [`SLICE`] of replication with writes held at `barrier`, then a window of writes that
     /// halves each time the lag still grew (down to none: one write per writer between two
-    /// slices), so the copy gains while no write waits much longer than a slice. A slice that catches up with writes held is the final barrier: it is
-    /// returned, held, with when it began.
+    /// slices), so the copy gains while no write waits much longer than a slice. A slice that
+    /// catches up with writes held is the final barrier: it is returned, held, with when it
+    /// began.
     async fn catch_up<'b>(
         &self,
         barrier: &'b AsyncRwLock<()>,
