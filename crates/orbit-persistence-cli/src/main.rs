@@ -14,6 +14,9 @@
 //! corruption, I/O, an unreachable cluster; `stats` prints an unhealthy store's health, then
 //! exits 3); 4 `verify` found problems.
 
+#[cfg(feature = "k8s")]
+mod operator;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -220,12 +223,16 @@ enum K8sAction {
         /// The OrbitCluster file.
         file: PathBuf,
     },
-    /// Writes the CRD, one example cluster per backend and their manifests into DIR (the
-    /// repository's `deploy/`).
+    /// Writes the CRD, one example cluster per backend, their manifests and the operator's
+    /// namespace, RBAC and Deployment into DIR (the repository's `deploy/`).
     Deploy {
         /// The directory (created if missing).
         dir: PathBuf,
     },
+    /// Runs the operator: while this replica holds the election's Lease, reconciles every
+    /// OrbitCluster (or those of --namespace). Uses the pod's service account, or KUBECONFIG;
+    /// stops within a second on SIGTERM or Ctrl-C, handing the Lease over.
+    Operator(operator::OperatorArgs),
 }
 
 #[derive(clap::Args)]
@@ -552,7 +559,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Bench(args) => bench(args).await?,
         #[cfg(feature = "k8s")]
-        Command::K8s { action } => k8s(action)?,
+        Command::K8s { action } => k8s(action).await?,
         Command::BenchChild {
             subject,
             dir,
@@ -690,9 +697,9 @@ async fn watch(
     Ok(())
 }
 
-/// `k8s crd | render FILE | deploy DIR`.
+/// `k8s crd | render FILE | deploy DIR | operator`.
 #[cfg(feature = "k8s")]
-fn k8s(action: K8sAction) -> Result<(), Failure> {
+async fn k8s(action: K8sAction) -> Result<(), Failure> {
     use orbit_persistence_k8s::{deploy, schema};
     let yaml = |e: orbit_persistence_k8s::YamlError| Failure(3, format!("YAML output: {e}"));
     match action {
@@ -706,6 +713,7 @@ fn k8s(action: K8sAction) -> Result<(), Failure> {
                 .map_err(|e| Failure(2, format!("{}: {e}", file.display())))?;
             out(&rendered.to_yaml().map_err(yaml)?)?;
         }
+        K8sAction::Operator(args) => operator::operator(args).await?,
         K8sAction::Deploy { dir } => {
             for (path, text) in deploy::files().map_err(|e| Failure(3, e))? {
                 let path = dir.join(path);

@@ -10,15 +10,22 @@
 //! - [`render()`]: the ConfigMap, headless Service, StatefulSet and (for a disk backend)
 //!   StorageClass that run a cluster; [`storage_class`] says which disk each backend wants
 //!   and why;
-//! - [`reconcile`]: the operator, in kube-runtime's controller shape, applying those objects
-//!   with server-side apply and reporting in the status;
-//! - [`deploy`]: the repository's `deploy/` directory, generated.
+//! - [`reconcile`]: the operator's reconcile step, in kube-runtime's controller shape, applying
+//!   those objects with server-side apply and reporting in the status and in Events;
+//! - [`leader`]: leader election on a Lease, so one replica of the operator reconciles;
+//! - [`operator`]: the operator process (election, controller, probes, shutdown);
+//! - [`rbac`]: exactly the API permissions the operator uses;
+//! - [`deploy`]: the repository's `deploy/` directory, generated, with the operator's own
+//!   manifests.
 //!
 //! The `orbit-persistence` CLI prints the CRD (`k8s crd`) and renders a cluster's manifests
-//! (`k8s render FILE`) with the `k8s` feature.
+//! (`k8s render FILE`), and runs the operator (`k8s operator`), with the `k8s` feature.
 #![warn(missing_docs)]
 
 pub mod deploy;
+pub mod leader;
+pub mod operator;
+pub mod rbac;
 pub mod reconcile;
 pub mod render;
 pub mod resource;

@@ -1,12 +1,14 @@
 //! The operator's reconcile step, in kube-runtime's controller shape
-//! (`reconcile(object, context) -> Action`, [`error_policy`], [`run`]).
+//! (`reconcile(object, context) -> Action`, [`error_policy`]); [`crate::operator::run`] runs it.
 //!
 //! For each `OrbitCluster`: render it ([`crate::render()`]); if its spec is invalid, say so in
 //! the status (`SpecValid` false, the message naming the field) and apply nothing; else apply
 //! each object with server-side apply (field manager [`MANAGER`], forced, so the operator owns
 //! the fields it renders), the namespaced ones owned by the cluster (deleting the cluster
 //! deletes them; the StorageClass is cluster-scoped, so it cannot be owned, and stays), then
-//! record `SpecValid` and `Applied` in the status.
+//! record `SpecValid` and `Applied` in the status. Each apply, each refused spec and each
+//! failed apply is also an Event on the `OrbitCluster` (`kubectl describe` shows them), so an
+//! operator sees what happened without reading the operator's log.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -36,6 +39,42 @@ pub const RETRY: Duration = Duration::from_secs(30);
 pub struct Context {
     /// The API server.
     pub client: Client,
+    /// Publishes the Events of each reconcile on its `OrbitCluster`.
+    pub recorder: Recorder,
+}
+
+impl Context {
+    /// A context whose Events name `instance` (the pod name of this replica, if known) as
+    /// their reporting instance.
+    pub fn new(client: Client, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.to_string(),
+            instance,
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+        }
+    }
+
+    /// Publishes an Event on `cluster`. Best effort: an Event that cannot be written (no RBAC
+    /// for events, an API server busy) is logged, and the reconcile goes on.
+    async fn event(&self, cluster: &OrbitCluster, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self
+            .recorder
+            .publish(&event, &cluster.object_ref(&()))
+            .await
+        {
+            tracing::warn!(cluster = %cluster.name_any(), %error, reason, "event not published");
+        }
+    }
 }
 
 /// Why a reconcile failed (it is retried after [`RETRY`]). An invalid spec is not a failure:
@@ -93,22 +132,35 @@ where
 
 /// Reconciles one cluster (see the module documentation).
 pub async fn reconcile(cluster: Arc<OrbitCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let outcome = apply_cluster(&cluster, &ctx).await;
+    if let Err(error) = &outcome {
+        let note = error.to_string();
+        ctx.event(&cluster, EventType::Warning, "ApplyFailed", note)
+            .await;
+    }
+    outcome
+}
+
+/// Renders `cluster` and applies it, or reports why its spec is invalid.
+async fn apply_cluster(cluster: &OrbitCluster, ctx: &Context) -> Result<Action, Error> {
     let namespace = cluster.namespace().ok_or(Error::Incomplete("namespace"))?;
     let name = cluster.name_any();
     let client = ctx.client.clone();
-    let rendered = match render(&cluster) {
+    let rendered = match render(cluster) {
         Ok(rendered) => rendered,
         Err(invalid) => {
             let message = invalid.to_string();
             set_status(
                 &client,
-                &cluster,
+                cluster,
                 vec![
-                    condition(&cluster, "SpecValid", false, "InvalidSpec", message.clone()),
-                    condition(&cluster, "Applied", false, "InvalidSpec", message),
+                    condition(cluster, "SpecValid", false, "InvalidSpec", message.clone()),
+                    condition(cluster, "Applied", false, "InvalidSpec", message.clone()),
                 ],
             )
             .await?;
+            ctx.event(cluster, EventType::Warning, "InvalidSpec", message)
+                .await;
             // Nothing to do until the spec changes.
             return Ok(Action::await_change());
         }
@@ -153,21 +205,24 @@ pub async fn reconcile(cluster: Arc<OrbitCluster>, ctx: Arc<Context>) -> Result<
     )
     .await?;
     applied.push(format!("StatefulSet {}", stateful_set.name_any()));
+    let applied = applied.join(", ");
     set_status(
         &client,
-        &cluster,
+        cluster,
         vec![
             condition(
-                &cluster,
+                cluster,
                 "SpecValid",
                 true,
                 "Valid",
                 format!("{} backend", cluster.spec.persistence.backend.as_str()),
             ),
-            condition(&cluster, "Applied", true, "Applied", applied.join(", ")),
+            condition(cluster, "Applied", true, "Applied", applied.clone()),
         ],
     )
     .await?;
+    ctx.event(cluster, EventType::Normal, "Applied", applied)
+        .await;
     tracing::info!(cluster = %name, namespace = %namespace, "applied");
     Ok(Action::requeue(RESYNC))
 }
@@ -201,25 +256,4 @@ async fn set_status(
 pub fn error_policy(cluster: Arc<OrbitCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(cluster = %cluster.name_any(), %error, "reconcile failed");
     Action::requeue(RETRY)
-}
-
-/// Runs the operator until the process is asked to stop (SIGTERM, Ctrl-C): watches every
-/// `OrbitCluster` and the objects it owns, and reconciles each change.
-pub async fn run(client: Client) {
-    use futures::StreamExt;
-    use kube::runtime::{Controller, watcher};
-    let clusters = Api::<OrbitCluster>::all(client.clone());
-    Controller::new(clusters, watcher::Config::default())
-        .owns(
-            Api::<StatefulSet>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<ConfigMap>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, Arc::new(Context { client }))
-        .for_each(|_| async {})
-        .await;
 }

@@ -1,5 +1,5 @@
 //! The reconciler against kube's mocked API service (tower-test): the requests it makes, in
-//! order, with their bodies, and what it writes to the status.
+//! order, with their bodies, what it writes to the status, and the Event it publishes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +47,31 @@ async fn next(
     );
     let body = request.into_body().collect_bytes().await.unwrap();
     (serde_json::from_slice(&body).unwrap(), send)
+}
+
+/// The Event the reconciler published on the cluster: created in its namespace, answered as
+/// the API server does.
+async fn event(handle: &mut Handle) -> Value {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+        .await
+        .expect("no Event")
+        .expect("the service is open");
+    assert_eq!(request.method(), Method::POST);
+    assert_eq!(
+        request.uri().path(),
+        "/apis/events.k8s.io/v1/namespaces/orbit/events"
+    );
+    let body: Value =
+        serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
+    assert_eq!(body["regarding"]["kind"], "OrbitCluster");
+    assert_eq!(body["reportingController"], MANAGER);
+    send.send_response(
+        Response::builder()
+            .status(201)
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap(),
+    );
+    body
 }
 
 fn reply(send: tower_test::mock::SendResponse<Response<Body>>, body: &Value) {
@@ -130,11 +155,23 @@ async fn a_valid_cluster_is_applied_owned_and_reported() {
                 reply(send, &body);
             }
             let status = status(&mut handle, &cluster).await;
-            (seen, status)
+            let event = event(&mut handle).await;
+            (seen, status, event)
         })
     };
-    let action = reconcile(Arc::new(cluster), Arc::new(Context { client })).await;
-    let (seen, status) = server.await.expect("the mock's checks");
+    let action = reconcile(Arc::new(cluster), Arc::new(Context::new(client, None))).await;
+    let (seen, status, event) = server.await.expect("the mock's checks");
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Normal"), Some("Applied"))
+    );
+    assert!(
+        event["note"]
+            .as_str()
+            .unwrap()
+            .contains("StatefulSet lsm-tree"),
+        "{event}"
+    );
     action.expect("reconcile");
     assert_eq!(seen.len(), 4);
     assert_eq!(status.observed_generation, Some(4));
@@ -168,6 +205,17 @@ async fn an_invalid_persistence_config_is_a_status_condition_naming_the_field_an
         tokio::spawn(async move {
             // The first request is the status: nothing was applied before it.
             let status = status(&mut handle, &cluster).await;
+            // Then the Event, naming the field too.
+            let event = event(&mut handle).await;
+            assert_eq!(event["type"], "Warning");
+            assert_eq!(event["reason"], "InvalidSpec");
+            assert!(
+                event["note"]
+                    .as_str()
+                    .unwrap()
+                    .contains("spec.persistence.lsm_tree.bloom_filter_fp_rate"),
+                "{event}"
+            );
             // And nothing after it.
             let more =
                 tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
@@ -175,7 +223,7 @@ async fn an_invalid_persistence_config_is_a_status_condition_naming_the_field_an
             status
         })
     };
-    let action = reconcile(Arc::new(cluster), Arc::new(Context { client })).await;
+    let action = reconcile(Arc::new(cluster), Arc::new(Context::new(client, None))).await;
     let status = server.await.expect("the mock's checks");
     action.expect("an invalid spec is reported, not an error");
     let valid = &status.conditions[0];
@@ -211,9 +259,18 @@ async fn an_api_error_fails_the_reconcile_for_a_retry() {
                 .body(Body::from(serde_json::to_vec(&forbidden).unwrap()))
                 .unwrap(),
         );
+        event(&mut handle).await
     });
-    let result = reconcile(Arc::new(cluster), Arc::new(Context { client })).await;
-    server.await.expect("the mock's checks");
+    let result = reconcile(Arc::new(cluster), Arc::new(Context::new(client, None))).await;
+    let event = server.await.expect("the mock's checks");
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Warning"), Some("ApplyFailed"))
+    );
+    assert!(
+        event["note"].as_str().unwrap().contains("forbidden"),
+        "{event}"
+    );
     let err = result
         .expect_err("a refused apply fails the reconcile")
         .to_string();
@@ -246,10 +303,12 @@ async fn a_condition_keeps_its_transition_time_until_its_status_changes() {
                 let (body, send) = next(&mut handle, path).await;
                 reply(send, &body);
             }
-            status(&mut handle, &cluster).await
+            let status = status(&mut handle, &cluster).await;
+            event(&mut handle).await;
+            status
         })
     };
-    let action = reconcile(Arc::new(cluster), Arc::new(Context { client })).await;
+    let action = reconcile(Arc::new(cluster), Arc::new(Context::new(client, None))).await;
     let status = server.await.expect("the mock's checks");
     action.expect("reconcile");
     let valid = &status.conditions[0];
