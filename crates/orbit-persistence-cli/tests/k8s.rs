@@ -154,3 +154,22 @@ fn the_operator_answers_probes_and_stops_within_a_second_on_sigterm() {
         logs()
     );
 }
+
+#[test]
+fn the_operator_deployment_runs_a_command_this_binary_accepts() {
+    let deployment = orbit_persistence_k8s::deploy::operator_deployment();
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let mut args = pod.containers[0].args.clone().unwrap();
+    // clap checks every argument before it answers --help: an unknown flag or a bad value
+    // exits 2 instead.
+    args.push("--help".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = cli(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--lease-name"));
+}

@@ -189,3 +189,42 @@ fn an_invalid_example_is_refused_naming_the_field() {
         "etcd shares one directory across pods"
     );
 }
+
+#[test]
+fn the_dockerfile_builds_the_image_the_operator_deployment_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let deployment = deploy::operator_deployment();
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some(deploy::operator_image().as_str())
+    );
+    assert!(
+        deploy::operator_image().ends_with(env!("CARGO_PKG_VERSION")),
+        "the image is tagged with this version"
+    );
+    // The binary with the operator in it, started as the command the Deployment gives.
+    assert!(dockerfile.contains("-p orbit-persistence-cli --features k8s"));
+    assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/orbit-persistence\"]"));
+    assert_eq!(&container.args.as_ref().unwrap()[..2], ["k8s", "operator"]);
+    // The user the pod's securityContext runs as.
+    let security = pod.security_context.unwrap();
+    let user = format!(
+        "USER {}:{}",
+        security.run_as_user.unwrap(),
+        security.run_as_group.unwrap()
+    );
+    assert!(dockerfile.contains(&user), "the Dockerfile needs `{user}`");
+    assert_eq!(security.run_as_non_root, Some(true));
+    // The README's install steps build and push exactly that image.
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for step in ["docker build -t", "docker push"] {
+        assert!(
+            readme.contains(&format!("{step} {}", deploy::operator_image())),
+            "README: `{step} {}`",
+            deploy::operator_image()
+        );
+    }
+}
