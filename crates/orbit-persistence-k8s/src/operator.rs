@@ -166,18 +166,18 @@ fn controller(
         api::<OrbitCluster>(client, namespace),
         watcher::Config::default(),
     )
-    .owns(
-        api::<StatefulSet>(client, namespace),
-        watcher::Config::default(),
-    )
-    .owns(
-        api::<ConfigMap>(client, namespace),
-        watcher::Config::default(),
-    )
+    // Only the objects the renderer labels: not every ConfigMap of the cluster in memory.
+    .owns(api::<StatefulSet>(client, namespace), ours())
+    .owns(api::<ConfigMap>(client, namespace), ours())
     .graceful_shutdown_on(stopped.map(|_| ()))
     .run(reconcile, error_policy, ctx)
     .for_each(|_| async {})
     .boxed()
+}
+
+/// The watch of the objects the operator renders: those with the backend label.
+fn ours() -> watcher::Config {
+    watcher::Config::default().labels(crate::render::BACKEND_LABEL)
 }
 
 /// Serves `/healthz` and `/readyz` (see the module documentation) until aborted.

@@ -147,6 +147,23 @@ async fn the_operator_applies_a_cluster_follows_its_spec_and_stops_within_a_seco
     assert_eq!(status["conditions"][1]["type"], "Applied");
     assert_eq!(status["conditions"][1]["status"], "True", "{status}");
     assert_eq!(holder(&api), "a");
+    // The owned kinds are watched by the renderer's label, not all of them in the cluster.
+    for kind in ["/apis/apps/v1/statefulsets", "/api/v1/configmaps"] {
+        let watches: Vec<&Call> = calls.iter().filter(|c| c.path == kind).collect();
+        assert!(!watches.is_empty());
+        assert!(
+            watches.iter().all(|c| c
+                .query
+                .contains("labelSelector=orbit-persistence.io%2Fbackend")),
+            "{}",
+            support::summary(&calls)
+        );
+    }
+    let sts = api.get(STATEFUL_SET).unwrap();
+    assert!(
+        sts["metadata"]["labels"]["orbit-persistence.io/backend"].is_string(),
+        "{sts}"
+    );
 
     // The spec changes: the StatefulSet follows.
     cluster.spec.image = NEW_IMAGE.into();
