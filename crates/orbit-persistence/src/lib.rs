@@ -344,7 +344,7 @@ pub async fn restore(file: &Path, target: &PersistenceConfig) -> OrbitResult<Res
             }
         )));
     };
-    let (staging, parent) = sibling_dir(&dir, "restoring")?;
+    let (staging, _) = sibling_dir(&dir, "restoring")?;
     let (check_fs, check_dir, check_staging) = (Arc::clone(&fs), dir.clone(), staging.clone());
     blocking(move || {
         if check_fs.exists(&check_dir)? && !check_fs.list_dir(&check_dir)?.is_empty() {
@@ -353,11 +353,8 @@ pub async fn restore(file: &Path, target: &PersistenceConfig) -> OrbitResult<Res
                 check_dir.display()
             )));
         }
-        if check_fs.exists(&check_staging)? {
-            std::fs::remove_dir_all(&check_staging)
-                .map_err(|e| OrbitError::io("remove_dir_all", &check_staging, e))?;
-        }
-        Ok(())
+        // What a crash left of an earlier restore.
+        remove_dir(&check_staging)
     })
     .await?;
     let staged = target.with_data_dir(&staging);
@@ -369,24 +366,32 @@ pub async fn restore(file: &Path, target: &PersistenceConfig) -> OrbitResult<Res
     let placed = match (restored, closed) {
         (Ok(summary), Ok(())) => {
             let (staging, dir) = (staging.clone(), dir.clone());
-            blocking(move || {
-                // rename(2) replaces an empty directory; the parent's sync makes it durable.
-                std::fs::rename(&staging, &dir)
-                    .map_err(|e| OrbitError::io("rename", &staging, e))?;
-                fs.sync_dir(&parent)?;
-                Ok(summary)
-            })
-            .await
+            blocking(move || move_into_place(&*fs, &staging, &dir).map(|()| summary)).await
         }
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
     };
     if placed.is_err() {
-        let _ = blocking(move || {
-            std::fs::remove_dir_all(&staging).map_err(|e| OrbitError::io("remove", &staging, e))
-        })
-        .await;
+        let _ = blocking(move || remove_dir(&staging)).await;
     }
     placed
+}
+
+/// Moves the fully built `staging` directory to `dir`, which is absent or empty (rename(2)
+/// replaces an empty directory), and syncs their parent so the move survives a crash: the
+/// last step of a restore and of a migration, and of settling one interrupted after its
+/// switch. Blocking.
+fn move_into_place(fs: &dyn FileSystem, staging: &Path, dir: &Path) -> OrbitResult<()> {
+    std::fs::rename(staging, dir).map_err(|e| OrbitError::io("rename", staging, e))?;
+    fs.sync_dir(orbit_persistence_core::fs::parent_dir(dir))
+}
+
+/// Removes `dir` and everything in it; an absent one is fine. Blocking.
+fn remove_dir(dir: &Path) -> OrbitResult<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(OrbitError::io("remove_dir_all", dir, e)),
+    }
 }
 
 /// The staging directory a restore or migration into `dir` builds in

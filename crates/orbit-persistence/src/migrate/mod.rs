@@ -52,7 +52,7 @@ use tokio::sync::{Mutex, RwLock as AsyncRwLock, RwLockWriteGuard, mpsc};
 use tokio::task::JoinHandle;
 
 use self::marker::{Marker, MarkerState};
-use crate::{blocking, sibling_dir};
+use crate::{blocking, move_into_place, remove_dir, sibling_dir};
 
 /// Events one `replicate` call carries at most.
 const REPLICATE_BATCH: usize = 4096;
@@ -604,10 +604,7 @@ impl Plan {
     }
 
     fn rename_into_place(&self, fs: &dyn FileSystem) -> OrbitResult<()> {
-        // rename(2) replaces an empty directory; the parent's sync makes it durable.
-        std::fs::rename(&self.staging, &self.target_dir)
-            .map_err(|e| OrbitError::io("rename", &self.staging, e))?;
-        fs.sync_dir(orbit_persistence_core::fs::parent_dir(&self.target_dir))
+        move_into_place(fs, &self.staging, &self.target_dir)
     }
 
     /// Gives the migration up before its switch: closes and removes the staged target and
@@ -641,14 +638,6 @@ impl Plan {
 /// Where a migration into `dir` builds its target: `.<name>.migrating` beside it.
 fn staging_dir(dir: &Path) -> OrbitResult<PathBuf> {
     sibling_dir(dir, "migrating").map(|(staging, _)| staging)
-}
-
-fn remove_dir(dir: &Path) -> OrbitResult<()> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(OrbitError::io("remove_dir_all", dir, e)),
-    }
 }
 
 /// The config whose store is authoritative for `config`, after finishing or rolling back the
@@ -694,9 +683,7 @@ pub fn settle(fs: &dyn FileSystem, config: &PersistenceConfig) -> OrbitResult<Pe
                         target = %target_dir.display(),
                         "finishing a migration interrupted after its switch"
                     );
-                    std::fs::rename(&staging, &target_dir)
-                        .map_err(|e| OrbitError::io("rename", &staging, e))?;
-                    fs.sync_dir(orbit_persistence_core::fs::parent_dir(&target_dir))?;
+                    move_into_place(fs, &staging, &target_dir)?;
                 }
                 config = found.target;
             }
