@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # System packages the workspace needs to build and test, installed when missing: the rocksdb
 # crate builds RocksDB's C++ and generates its bindings with libclang; the etcd crate's client
 # compiles etcd's protobuf files with protoc, and its tests run real etcd members; the module
-# layering check is a Python script.
-APT_PACKAGES=(clang libclang-dev protobuf-compiler etcd-server python3)
+# layering check is a Python script; the exporter's test checks a real scrape with Prometheus's
+# own promtool (package prometheus).
+APT_PACKAGES=(clang libclang-dev protobuf-compiler etcd-server python3 prometheus)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

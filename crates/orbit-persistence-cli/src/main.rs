@@ -16,6 +16,7 @@
 
 #[cfg(feature = "k8s")]
 mod operator;
+mod signal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,16 @@ enum Command {
     },
     /// Prints the health and metrics of a store.
     Stats(Store),
+    /// Opens a store and serves its metrics (`GET /metrics`, Prometheus text) and health
+    /// (`GET /healthz`: 200, or 503 when unhealthy, with the reason as JSON) on --listen,
+    /// until SIGTERM or Ctrl-C; then closes the store cleanly.
+    ServeMetrics {
+        #[command(flatten)]
+        store: Store,
+        /// The address to serve on, e.g. 127.0.0.1:9464.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     /// Prints one lease (exit code 1 if there is none).
     Get {
         #[command(flatten)]
@@ -373,6 +384,24 @@ async fn open(
     Ok(opened?)
 }
 
+/// `serve-metrics`: the store opened as an application would open it (recovery included), its
+/// `/metrics` and `/healthz` served until SIGTERM or Ctrl-C, then a clean close.
+async fn serve_metrics(store: &Store, listen: std::net::SocketAddr) -> Result<(), Failure> {
+    let stop = signal::stop_signal().map_err(|e| Failure(3, format!("signal handlers: {e}")))?;
+    let backend = load_existing(store)?.backend;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Failure(2, format!("--listen {listen}: {e}")))?;
+    let s = open(store, Access::Write).await?;
+    note(&format!("serving /metrics and /healthz on http://{listen}"));
+    let served = orbit_persistence::exporter::serve(listener, s.clone(), backend.as_str(), stop)
+        .await
+        .map_err(|e| Failure(3, format!("serving on {listen}: {e}")));
+    let closed = s.shutdown().await;
+    served?;
+    Ok(closed?)
+}
+
 fn json(value: &impl serde::Serialize) -> Result<String, Failure> {
     serde_json::to_string(value).map_err(|e| Failure(3, format!("JSON output: {e}")))
 }
@@ -420,6 +449,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure(3, format!("printing the config: {e}")))?;
             out(&text)?;
         }
+        Command::ServeMetrics { store, listen } => serve_metrics(&store, listen).await?,
         Command::Stats(store) => {
             let s = open(&store, Access::Inspect).await?;
             let mut health = s.health_check().await;

@@ -63,7 +63,8 @@ pub async fn operator(args: OperatorArgs) -> Result<(), Failure> {
     }
     // The handlers are installed before anything else runs: a SIGTERM from now on is a clean
     // stop, never the default kill.
-    let stop = stop_signal().map_err(|e| Failure(3, format!("signal handlers: {e}")))?;
+    let stop =
+        crate::signal::stop_signal().map_err(|e| Failure(3, format!("signal handlers: {e}")))?;
     let client = kube::Client::try_default()
         .await
         .map_err(|e| Failure(2, format!("kubernetes: no usable config: {e}")))?;
@@ -90,17 +91,4 @@ pub async fn operator(args: OperatorArgs) -> Result<(), Failure> {
     orbit_persistence_k8s::operator::run(client, config, stop)
         .await
         .map_err(|e| Failure(2, e.to_string()))
-}
-
-/// A future that completes at the first SIGTERM or Ctrl-C (SIGINT).
-fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
-        }
-    })
 }

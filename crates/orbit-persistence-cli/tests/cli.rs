@@ -580,3 +580,44 @@ fn backup_verify_restore_and_migrate_round_trip_and_refuse_a_bad_file() {
     );
     assert!(!dir.path().join("nothing").exists());
 }
+
+#[test]
+fn serve_metrics_serves_a_stores_metrics_and_health_until_sigterm() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("leases");
+    let file = write_config(
+        dir.path(),
+        &format!("backend = \"cow_btree\"\n[cow_btree]\ndata_dir = {data:?}\n"),
+    );
+    support::store_through_library(&file, &support::live_and_short());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orbit-persistence"))
+        .args(["serve-metrics", "--config", &file, "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, metrics) = support::first_answer(port, "/metrics").expect("no /metrics");
+    assert_eq!(code, 200, "{metrics}");
+    assert!(
+        metrics.contains("orbit_persistence_leases{backend=\"cow_btree\"} 2\n"),
+        "{metrics}"
+    );
+    let (code, health) = support::http_get(port, "/healthz").unwrap();
+    assert_eq!((code, health.trim()), (200, r#"{"status":"healthy"}"#));
+
+    let (status, _) = support::terminate(&mut child).expect("still serving 5 s after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    // Closed cleanly: the next open has nothing to repair.
+    let out = cli(&["stats", "--config", &file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["metrics"]["lease_count"], 2);
+    assert_eq!(stats["metrics"]["recovery_actions"], 0, "{stats}");
+}

@@ -6,7 +6,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use support::cli;
+use support::{cli, first_answer, http_get, terminate};
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -55,30 +55,10 @@ fn render_prints_what_deploy_holds_and_refuses_a_bad_field() {
     );
 }
 
-/// A GET of `path` on 127.0.0.1:`port`: the status code and body, or `None` if nothing
-/// answers.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-    Some((code, body.to_string()))
-}
-
 #[test]
 fn the_operator_answers_probes_and_stops_within_a_second_on_sigterm() {
     use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     // An API server that refuses every connection: the operator runs, but is not ready.
     let kubeconfig = dir.path().join("kubeconfig");
@@ -108,18 +88,8 @@ fn the_operator_answers_probes_and_stops_within_a_second_on_sigterm() {
         .unwrap();
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
 
-    let started = Instant::now();
-    let health = loop {
-        if let Some(answer) = http_get(port, "/healthz") {
-            break answer;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no /healthz: {}",
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let health =
+        first_answer(port, "/healthz").unwrap_or_else(|| panic!("no /healthz: {}", logs()));
     assert_eq!(health.0, 200, "{health:?}");
     let ready = http_get(port, "/readyz").unwrap();
     assert_eq!(
@@ -127,23 +97,8 @@ fn the_operator_answers_probes_and_stops_within_a_second_on_sigterm() {
         "no API server answered: not ready ({ready:?})"
     );
 
-    let signal = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(signal.success());
-    let sent = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if sent.elapsed() > Duration::from_secs(5) {
-            child.kill().unwrap();
-            panic!("still running 5 s after SIGTERM: {}", logs());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let took = sent.elapsed();
+    let (status, took) = terminate(&mut child)
+        .unwrap_or_else(|| panic!("still running 5 s after SIGTERM: {}", logs()));
     assert!(status.success(), "{status:?}: {}", logs());
     assert!(took < Duration::from_secs(1), "stopped after {took:?}");
     assert!(logs().contains("SIGTERM"), "{}", logs());

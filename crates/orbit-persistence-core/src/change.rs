@@ -340,6 +340,21 @@ pub enum WriteOutcome {
     },
 }
 
+impl WriteOutcome {
+    /// The lease changes this outcome wrote, for a `batch` of that many leases (a store or a
+    /// replicate): what [`crate::metrics::PersistenceMetrics::writes`] counts.
+    pub fn changes(&self, batch: u64) -> u64 {
+        match self {
+            WriteOutcome::Stored => batch,
+            WriteOutcome::Removed(removed) => u64::from(*removed),
+            WriteOutcome::Acquire(a) => u64::from(matches!(a, Acquire::Acquired(_))),
+            WriteOutcome::Renew(r) => u64::from(matches!(r, Renew::Renewed(_))),
+            WriteOutcome::Cleaned(n) => *n,
+            WriteOutcome::Evicted { removed, .. } => *removed,
+        }
+    }
+}
+
 /// Read access to the published state, for the writer thread.
 pub trait LeaseSource {
     /// The published lease of `r`.

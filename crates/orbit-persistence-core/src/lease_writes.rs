@@ -91,13 +91,13 @@ impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> LeaseWri
 
     async fn submit(&self, op: WriteOp, now: Timestamp) -> OrbitResult<WriteOutcome> {
         let start = Instant::now();
-        let leases = match &op {
+        let batch = match &op {
             WriteOp::Store(leases) => leases.len() as u64,
             WriteOp::Replicate(changes) => changes.len() as u64,
             _ => 1,
         };
         let out = self.writer.submit(WriteRequest { op, now }).await;
-        self.metrics.write_done(start, leases, &out);
+        self.metrics.write_done(start, &out, |o| o.changes(batch));
         out
     }
 

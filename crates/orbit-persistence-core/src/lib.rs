@@ -28,6 +28,8 @@ pub mod disk_directory;
 pub mod encoding;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "prometheus")]
+pub mod exposition;
 pub mod feed;
 pub mod fs;
 pub mod group_commit;

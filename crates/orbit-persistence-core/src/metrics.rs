@@ -39,6 +39,19 @@ pub struct LatencySummary {
     pub max_us: u64,
 }
 
+/// A latency histogram as recorded: cumulative counts by upper bound, their count and sum, as a
+/// Prometheus histogram carries them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HistogramSnapshot {
+    /// Operations measured.
+    pub count: u64,
+    /// Their total duration, in microseconds.
+    pub sum_us: u64,
+    /// (upper bound in microseconds, operations at or under it), ascending; the last bound is
+    /// `u64::MAX` (Prometheus's `+Inf`), so its count is `count`.
+    pub buckets: Vec<(u64, u64)>,
+}
+
 /// A snapshot of a provider's counters and sizes.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PersistenceMetrics {
@@ -46,7 +59,8 @@ pub struct PersistenceMetrics {
     pub lease_count: u64,
     /// Read operations served (get, list).
     pub reads: u64,
-    /// Write operations acknowledged (each lease of a batch counts).
+    /// Lease changes written (a put or a removal of any cause; each lease of a batch counts;
+    /// a conditional operation that lost writes none).
     pub writes: u64,
     /// Conditional operations that lost (acquire found it held, stale renew or release).
     pub conflicts: u64,
@@ -72,6 +86,12 @@ pub struct PersistenceMetrics {
     pub read_latency: LatencySummary,
     /// Latency of writes, until acknowledged.
     pub write_latency: LatencySummary,
+    /// Latency of reads, every bucket (for an exporter).
+    #[serde(default)]
+    pub read_histogram: HistogramSnapshot,
+    /// Latency of writes, every bucket (for an exporter).
+    #[serde(default)]
+    pub write_histogram: HistogramSnapshot,
     /// Backend-specific gauges by name, e.g. RocksDB's `estimate-pending-compaction-bytes`.
     pub engine: BTreeMap<String, u64>,
 }
@@ -84,6 +104,7 @@ const BUCKETS: usize = 40;
 pub struct LatencyHistogram {
     buckets: [AtomicU64; BUCKETS],
     max_us: AtomicU64,
+    sum_us: AtomicU64,
 }
 
 impl Default for LatencyHistogram {
@@ -91,6 +112,7 @@ impl Default for LatencyHistogram {
         LatencyHistogram {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             max_us: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
         }
     }
 }
@@ -102,6 +124,33 @@ impl LatencyHistogram {
         let bucket = (u64::BITS - us.leading_zeros()) as usize;
         self.buckets[bucket.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
         self.max_us.fetch_max(us, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Every bucket, cumulative, with the count and sum.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut seen = 0;
+        let buckets: Vec<(u64, u64)> = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                seen += b.load(Ordering::Relaxed);
+                // Bucket i holds durations in [2^(i-1), 2^i) µs: at most 2^i - 1; the last
+                // holds everything longer.
+                let bound = match i {
+                    0 => 0,
+                    i if i == BUCKETS - 1 => u64::MAX,
+                    i => (1u64 << i) - 1,
+                };
+                (bound, seen)
+            })
+            .collect();
+        HistogramSnapshot {
+            count: seen,
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+            buckets,
+        }
     }
 
     /// Count, p50, p99 and max of what was recorded.
@@ -170,12 +219,18 @@ impl MetricsRecorder {
         self.read_latency.record(start.elapsed());
     }
 
-    /// Records the latency of a write that started at `start`, and counts its `leases` if it
-    /// succeeded.
-    pub fn write_done<T>(&self, start: Instant, leases: u64, result: &OrbitResult<T>) {
+    /// Records the latency of a write that started at `start`, and counts the lease changes
+    /// its outcome made (`written`; none if it failed): a conditional operation that lost
+    /// wrote nothing.
+    pub fn write_done<T>(
+        &self,
+        start: Instant,
+        result: &OrbitResult<T>,
+        written: impl FnOnce(&T) -> u64,
+    ) {
         self.write_latency.record(start.elapsed());
-        if result.is_ok() {
-            Self::add(&self.writes, leases);
+        if let Ok(outcome) = result {
+            Self::add(&self.writes, written(outcome));
         }
     }
 
@@ -195,6 +250,8 @@ impl MetricsRecorder {
             write_stalls: load(&self.write_stalls),
             read_latency: self.read_latency.summary(),
             write_latency: self.write_latency.summary(),
+            read_histogram: self.read_latency.snapshot(),
+            write_histogram: self.write_latency.snapshot(),
             ..PersistenceMetrics::default()
         }
     }

@@ -314,8 +314,9 @@ impl EtcdDirectory {
         }
         let start = Instant::now();
         let committed = self.commit(compares, ops).await;
-        self.metrics
-            .write_done(start, entries.len() as u64, &committed);
+        self.metrics.write_done(start, &committed, |c| {
+            if c.is_some() { entries.len() as u64 } else { 0 }
+        });
         Ok(committed?.is_some())
     }
 
@@ -542,7 +543,8 @@ impl AddressableDirectoryProvider for EtcdDirectory {
         let out = self
             .delete_lease_if(r, LeaseEventKind::Removed, |_| true)
             .await;
-        self.metrics.write_done(start, 1, &out);
+        self.metrics
+            .write_done(start, &out, |removed| u64::from(*removed));
         out
     }
 
@@ -743,7 +745,9 @@ impl AddressableDirectoryProvider for EtcdDirectory {
             }
         }
         .await;
-        self.metrics.write_done(start, 1, &out);
+        self.metrics.write_done(start, &out, |a| {
+            u64::from(matches!(a, Acquire::Acquired(_)))
+        });
         out
     }
 
@@ -785,7 +789,8 @@ impl AddressableDirectoryProvider for EtcdDirectory {
             }
         }
         .await;
-        self.metrics.write_done(start, 1, &out);
+        self.metrics
+            .write_done(start, &out, |r| u64::from(matches!(r, Renew::Renewed(_))));
         out
     }
 
@@ -806,7 +811,8 @@ impl AddressableDirectoryProvider for EtcdDirectory {
         if matches!(out, Ok(false)) {
             self.metrics.conflict();
         }
-        self.metrics.write_done(start, 1, &out);
+        self.metrics
+            .write_done(start, &out, |released| u64::from(*released));
         out
     }
 
@@ -821,7 +827,8 @@ impl AddressableDirectoryProvider for EtcdDirectory {
             Ok(())
         }
         .await;
-        self.metrics.write_done(start, leases.len() as u64, &out);
+        self.metrics
+            .write_done(start, &out, |_| leases.len() as u64);
         out
     }
 }

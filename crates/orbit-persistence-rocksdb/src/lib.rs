@@ -262,14 +262,16 @@ impl RocksDbDirectory {
         out
     }
 
+    /// Runs the write `f` off the worker threads; `written` says how many lease changes its
+    /// outcome made.
     async fn write<T: Send + 'static>(
         &self,
-        leases: u64,
         f: impl FnOnce(&Store) -> OrbitResult<T> + Send + 'static,
+        written: impl FnOnce(&T) -> u64,
     ) -> OrbitResult<T> {
         let start = Instant::now();
         let out = self.blocking(f).await;
-        self.metrics.write_done(start, leases, &out);
+        self.metrics.write_done(start, &out, written);
         out
     }
 }
@@ -344,7 +346,8 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
     async fn remove_lease(&self, r: &AddressableReference) -> OrbitResult<bool> {
         rules::validate_reference(r)?;
         let r = r.clone();
-        self.write(1, move |s| s.remove(&r)).await
+        self.write(move |s| s.remove(&r), |removed| u64::from(*removed))
+            .await
     }
 
     async fn list_node_leases(&self, node: &NodeId) -> OrbitResult<Vec<AddressableLease>> {
@@ -358,10 +361,12 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
         let (mut total, mut after) = (0, None);
         loop {
             let (removed, next) = self
-                .write(0, move |s| s.cleanup_step(now, CLEANUP_BATCH, after))
+                .write(
+                    move |s| s.cleanup_step(now, CLEANUP_BATCH, after),
+                    |(removed, _)| *removed,
+                )
                 .await?;
             total += removed;
-            MetricsRecorder::add(&self.metrics.writes, removed);
             match next {
                 Some(next) => after = Some(next),
                 None => break,
@@ -377,10 +382,12 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
         loop {
             let node = node.clone();
             let (removed, next) = self
-                .write(0, move |s| s.evict_step(&node, CLEANUP_BATCH, after))
+                .write(
+                    move |s| s.evict_step(&node, CLEANUP_BATCH, after),
+                    |(removed, _)| *removed,
+                )
                 .await?;
             total += removed;
-            MetricsRecorder::add(&self.metrics.writes, removed);
             match next {
                 Some(next) => after = Some(next),
                 None => return Ok(total),
@@ -410,14 +417,15 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
         rules::validate_restore(leases, revision)?;
         let leases = leases.to_vec();
         let n = leases.len() as u64;
-        self.write(n, move |s| s.restore(&leases, revision)).await
+        self.write(move |s| s.restore(&leases, revision), |_| n)
+            .await
     }
 
     async fn replicate(&self, events: &[LeaseEvent]) -> OrbitResult<()> {
         rules::validate_replicate(events)?;
         let events = events.to_vec();
         let n = events.len() as u64;
-        self.write(n, move |s| s.replicate(&events)).await
+        self.write(move |s| s.replicate(&events), |_| n).await
     }
 
     async fn watch(&self, from_revision: u64) -> OrbitResult<LeaseWatch> {
@@ -441,7 +449,12 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
         let now = self.clock.now();
         rules::validate_lease(lease, now)?;
         let lease = lease.clone();
-        let out = self.write(1, move |s| s.acquire(lease, now)).await?;
+        let out = self
+            .write(
+                move |s| s.acquire(lease, now),
+                |a| u64::from(matches!(a, Acquire::Acquired(_))),
+            )
+            .await?;
         if matches!(out, Acquire::Held(_)) {
             self.metrics.conflict();
         }
@@ -459,9 +472,10 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
         rules::validate_renew(r, owner, expires_at, renew_at, self.clock.now())?;
         let (r, owner) = (r.clone(), owner.clone());
         let out = self
-            .write(1, move |s| {
-                s.renew(&r, &owner, revision, expires_at, renew_at)
-            })
+            .write(
+                move |s| s.renew(&r, &owner, revision, expires_at, renew_at),
+                |renewed| u64::from(matches!(renewed, Renew::Renewed(_))),
+            )
             .await?;
         if matches!(out, Renew::Lost(_)) {
             self.metrics.conflict();
@@ -478,7 +492,10 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
         rules::validate_release(r, owner)?;
         let (r, owner) = (r.clone(), owner.clone());
         let released = self
-            .write(1, move |s| s.release(&r, &owner, revision))
+            .write(
+                move |s| s.release(&r, &owner, revision),
+                |released| u64::from(*released),
+            )
             .await?;
         if !released {
             self.metrics.conflict();
@@ -493,11 +510,11 @@ impl AddressableDirectoryProvider for RocksDbDirectory {
             // The batch is written from the caller's slice, never copied.
             let start = Instant::now();
             let out = self.in_place(|s| s.store(leases));
-            self.metrics.write_done(start, n, &out);
+            self.metrics.write_done(start, &out, |_| n);
             return out;
         }
         let leases = leases.to_vec();
-        self.write(n, move |s| s.store(&leases)).await
+        self.write(move |s| s.store(&leases), |_| n).await
     }
 }
 

@@ -988,7 +988,9 @@ impl Store {
         Ok(PersistenceMetrics {
             lease_count: self.lease_count()?,
             last_revision: self.last_revision(),
-            disk_bytes: self.property_sum("rocksdb.total-sst-files-size"),
+            // The whole directory (tables, WAL, MANIFEST), as every disk backend reports it:
+            // RocksDB's own SST size leaves out the WAL a fresh store holds everything in.
+            disk_bytes: orbit_persistence_core::fs::dir_bytes(&StdFileSystem::new(), &self.path),
             // The block cache is shared by the families: count it once.
             memory_bytes: self.property_sum("rocksdb.cur-size-all-mem-tables")
                 + self.property("rocksdb.block-cache-usage"),

@@ -36,6 +36,8 @@ use std::sync::Arc;
 
 pub use orbit_persistence_core::*;
 
+#[cfg(feature = "prometheus")]
+pub mod exporter;
 pub mod migrate;
 
 use orbit_persistence_core::backup::{BackupSummary, RestoreSummary};

@@ -177,3 +177,55 @@ pub fn check_store_commands(file: &str) -> AddressableLease {
     );
     live
 }
+
+/// A GET of `path` on 127.0.0.1:`port`: the status code and body, or `None` if nothing
+/// answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    Some((code, body.to_string()))
+}
+
+/// Polls `path` on 127.0.0.1:`port` until something answers (a server still starting); the
+/// status code and body. `None` if nothing answered within 20 s.
+pub fn first_answer(port: u16, path: &str) -> Option<(u16, String)> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if let Some(answer) = http_get(port, path) {
+            return Some(answer);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Sends SIGTERM to `child` and waits (up to 5 s, then kills it) for it to exit: its status
+/// and how long it took, or `None` if it had to be killed.
+pub fn terminate(child: &mut std::process::Child) -> Option<(std::process::ExitStatus, Duration)> {
+    let signal = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(signal.success());
+    let sent = std::time::Instant::now();
+    while sent.elapsed() < Duration::from_secs(5) {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Some((status, sent.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    None
+}
