@@ -254,12 +254,16 @@ impl<E: Engine> PersistenceProvider for DiskDirectory<E> {
             counters,
         } = self.engine.metrics(&version);
         let gc = self.writes.stats();
+        let (log_write_histogram, batch_size_histogram) = self.writes.histograms();
         PersistenceMetrics {
             lease_count: version.lease_count(),
             last_revision: version.revision(),
             write_batches: gc.batches,
             syncs: gc.syncs,
             disk_bytes: dir_bytes(&*self.fs, &self.dir),
+            disk_free_bytes: crate::fs::free_bytes(&self.dir).unwrap_or(0),
+            log_write_histogram,
+            batch_size_histogram,
             memory_bytes,
             recovery_actions: self.recovery.len(),
             engine: counters,

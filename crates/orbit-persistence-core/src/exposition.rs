@@ -58,9 +58,15 @@ pub const READ_DURATION: &str = "orbit_persistence_read_duration_seconds";
 pub const WRITE_DURATION: &str = "orbit_persistence_write_duration_seconds";
 /// Gauge, label `gauge`: the engine's own gauges (RocksDB properties, LSM levels, ...).
 pub const ENGINE: &str = "orbit_persistence_engine";
+/// Gauge: bytes free for the store on its data directory's file system.
+pub const DISK_FREE_BYTES: &str = "orbit_persistence_disk_free_bytes";
+/// Histogram: each group-commit log write, append plus fdatasync when it syncs.
+pub const LOG_WRITE_DURATION: &str = "orbit_persistence_log_write_duration_seconds";
+/// Histogram: requests per group-commit batch.
+pub const BATCH_SIZE: &str = "orbit_persistence_batch_size";
 
 /// Every metric name [`encode`] writes (histograms by their base name).
-pub const NAMES: [&str; 16] = [
+pub const NAMES: [&str; 19] = [
     READS,
     LEASE_WRITES,
     CONFLICTS,
@@ -77,7 +83,89 @@ pub const NAMES: [&str; 16] = [
     READ_DURATION,
     WRITE_DURATION,
     ENGINE,
+    DISK_FREE_BYTES,
+    LOG_WRITE_DURATION,
+    BATCH_SIZE,
 ];
+
+/// An alerting rule on these metrics: what `deploy/monitoring/` ships (as a Prometheus rule
+/// file and a PrometheusRule), built from the metric names above so a renamed metric renames
+/// its alerts too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    /// The alert's name.
+    pub name: &'static str,
+    /// Its PromQL condition.
+    pub expr: String,
+    /// How long the condition holds before the alert fires (Prometheus duration).
+    pub hold: &'static str,
+    /// `critical` (act now) or `warning` (act soon).
+    pub severity: &'static str,
+    /// One line for the person paged.
+    pub summary: &'static str,
+}
+
+/// Free bytes under which [`alerts`]'s disk alert fires.
+pub const DISK_FREE_ALERT_BYTES: u64 = 2 << 30;
+/// p99 of the log write (append + fdatasync) above which the slow-disk alert fires, in seconds.
+pub const LOG_WRITE_P99_ALERT_SECONDS: f64 = 0.1;
+
+/// The alerts `deploy/monitoring/` ships.
+pub fn alerts() -> Vec<Alert> {
+    vec![
+        Alert {
+            name: "OrbitPersistenceUnhealthy",
+            expr: format!("{HEALTH}{{status=\"unhealthy\"}} == 1"),
+            hold: "1m",
+            severity: "critical",
+            summary: "A lease store is unhealthy (closed, poisoned after a failed fsync, or its etcd cluster has no leader): it refuses writes, so actors cannot be placed.",
+        },
+        Alert {
+            name: "OrbitPersistenceDiskAlmostFull",
+            expr: format!("{DISK_FREE_BYTES} < {DISK_FREE_ALERT_BYTES} and {DISK_BYTES} > 0"),
+            hold: "5m",
+            severity: "warning",
+            summary: "Under 2 GiB free on a lease store's disk: a full disk poisons the store.",
+        },
+        Alert {
+            name: "OrbitPersistenceLogWriteSlow",
+            expr: format!(
+                "histogram_quantile(0.99, sum by (le, backend, instance) (rate({LOG_WRITE_DURATION}_bucket[5m]))) > {LOG_WRITE_P99_ALERT_SECONDS}"
+            ),
+            hold: "10m",
+            severity: "warning",
+            summary: "The p99 of a lease store's log write (append and fdatasync) is over 100 ms: every durable write waits for it.",
+        },
+        Alert {
+            name: "OrbitPersistenceWriteStalls",
+            expr: format!("rate({WRITE_STALLS}[5m]) > 0"),
+            hold: "5m",
+            severity: "warning",
+            summary: "Writers of a lease store keep waiting for background work (flush, compaction, checkpoint) to catch up.",
+        },
+    ]
+}
+
+/// [`alerts`] as a Prometheus rule file (YAML), one group `orbit-persistence`.
+pub fn rules_yaml() -> String {
+    let mut out = String::from("groups:\n- name: orbit-persistence\n  rules:\n");
+    for alert in alerts() {
+        out.push_str(&format!(
+            "  - alert: {}\n    expr: {}\n    for: {}\n    labels:\n      severity: {}\n    annotations:\n      summary: {}\n",
+            alert.name,
+            yaml_string(&alert.expr),
+            alert.hold,
+            alert.severity,
+            yaml_string(alert.summary),
+        ));
+    }
+    out
+}
+
+/// `s` as a YAML double-quoted scalar.
+fn yaml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
 
 /// Latency buckets exported: up to 2^27 µs (about 134 s), then `+Inf`; the recorder's longer
 /// buckets would only add empty series.
@@ -177,6 +265,11 @@ impl Collector for Snapshot {
                 m.memory_bytes,
             ),
             (
+                DISK_FREE_BYTES,
+                "Bytes free for the store on its data directory's file system (0: no directory).",
+                m.disk_free_bytes,
+            ),
+            (
                 RECOVERY_ACTIONS,
                 "Repairs recovery made when the store opened (0 after a clean shutdown).",
                 m.recovery_actions,
@@ -208,6 +301,11 @@ impl Collector for Snapshot {
                 "Latency of writes, until acknowledged.",
                 &m.write_histogram,
             ),
+            (
+                LOG_WRITE_DURATION,
+                "Duration of each group-commit log write: the append, and its fdatasync when the batch syncs (disk engines).",
+                &m.log_write_histogram,
+            ),
         ] {
             let buckets = seconds_buckets(histogram);
             encoder
@@ -224,6 +322,20 @@ impl Collector for Snapshot {
                     None,
                 )?;
         }
+        let sizes = own_counts(&m.batch_size_histogram, u64::MAX, 1.0);
+        encoder
+            .encode_descriptor(
+                BATCH_SIZE,
+                "Requests per group-commit batch (disk engines).",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(
+                m.batch_size_histogram.sum_us as f64,
+                m.batch_size_histogram.count,
+                &sizes,
+                None,
+            )?;
         if !m.engine.is_empty() {
             let mut engine = encoder.encode_descriptor(
                 ENGINE,
@@ -244,15 +356,22 @@ impl Collector for Snapshot {
 /// The histogram's buckets in seconds, up to [`MAX_BUCKET_US`], each with its own count (the
 /// encoder sums them up and adds `+Inf` from the total).
 fn seconds_buckets(histogram: &HistogramSnapshot) -> Vec<(f64, u64)> {
+    own_counts(histogram, MAX_BUCKET_US, 1e6)
+}
+
+/// The buckets of `histogram` with bounds up to `max`, each bound divided by `unit` and each
+/// with its own (not cumulative) count, as the encoder takes them.
+fn own_counts(histogram: &HistogramSnapshot, max: u64, unit: f64) -> Vec<(f64, u64)> {
     let mut below = 0;
     histogram
         .buckets
         .iter()
-        .filter(|(bound, _)| *bound <= MAX_BUCKET_US)
+        // The last bucket (u64::MAX) is +Inf, which the encoder adds itself.
+        .filter(|(bound, _)| *bound <= max && *bound != u64::MAX)
         .map(|&(bound, cumulative)| {
             let own = cumulative - below;
             below = cumulative;
-            (bound as f64 / 1e6, own)
+            (bound as f64 / unit, own)
         })
         .collect()
 }
@@ -262,6 +381,36 @@ mod tests {
     use super::*;
     use crate::metrics::MetricsRecorder;
     use std::time::Duration;
+
+    #[test]
+    fn every_metric_an_alert_uses_is_one_the_exposition_writes() {
+        let known = |word: &str| {
+            NAMES.iter().any(|name| {
+                word == *name
+                    || ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|suffix| word.strip_suffix(suffix) == Some(name))
+            })
+        };
+        for alert in alerts() {
+            let words = alert
+                .expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("orbit_persistence"));
+            let mut any = false;
+            for word in words {
+                assert!(known(word), "{}: {word} is not a metric", alert.name);
+                any = true;
+            }
+            assert!(any, "{} uses no metric of ours", alert.name);
+        }
+        let rules = rules_yaml();
+        assert_eq!(rules.matches("- alert: ").count(), alerts().len());
+        assert!(
+            rules.contains("expr: \"orbit_persistence_health{status=\\\"unhealthy\\\"} == 1\""),
+            "{rules}"
+        );
+    }
 
     #[test]
     fn every_name_is_written_with_the_backend_label_and_histograms_are_cumulative() {

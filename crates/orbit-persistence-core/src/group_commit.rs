@@ -43,6 +43,7 @@ use tokio::sync::oneshot;
 use crate::config::SyncMode;
 use crate::error::{OrbitError, OrbitResult};
 use crate::log::LogBatch;
+use crate::metrics::{HistogramSnapshot, LatencyHistogram};
 
 /// Most requests the writer stages into one batch.
 pub const MAX_BATCH_REQUESTS: usize = 1024;
@@ -127,6 +128,10 @@ struct Shared {
     batches: AtomicU64,
     requests: AtomicU64,
     syncs: AtomicU64,
+    /// Each log write's duration (append, and fdatasync when the batch syncs).
+    log_writes: LatencyHistogram,
+    /// Requests per batch.
+    batch_sizes: LatencyHistogram,
 }
 
 impl Shared {
@@ -185,6 +190,8 @@ impl<H: CommitHandler> GroupCommit<H> {
             batches: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            log_writes: LatencyHistogram::default(),
+            batch_sizes: LatencyHistogram::default(),
         });
         let writer = Writer {
             handler,
@@ -285,6 +292,15 @@ impl<H: CommitHandler> GroupCommit<H> {
             requests: self.shared.requests.load(Ordering::Relaxed),
             syncs: self.shared.syncs.load(Ordering::Relaxed),
         }
+    }
+
+    /// The durations of the log writes (append plus fdatasync when synced) and the requests
+    /// per batch, every bucket.
+    pub fn histograms(&self) -> (HistogramSnapshot, HistogramSnapshot) {
+        (
+            self.shared.log_writes.snapshot(),
+            self.shared.batch_sizes.snapshot(),
+        )
     }
 
     /// The writer's name (also its thread's name).
@@ -425,13 +441,19 @@ impl<H: CommitHandler> Writer<H> {
         self.shared
             .requests
             .fetch_add(self.replies.len() as u64, Ordering::Relaxed);
+        self.shared
+            .batch_sizes
+            .record_value(self.replies.len() as u64);
         if !self.batch.is_empty() {
             let sync = match self.mode {
                 SyncMode::Always => true,
                 SyncMode::IntervalMs(ms) => self.last_sync.elapsed() >= Duration::from_millis(ms),
                 SyncMode::Never => false,
             };
-            if let Err(e) = self.handler.write(&self.batch, sync) {
+            let started = Instant::now();
+            let written = self.handler.write(&self.batch, sync);
+            self.shared.log_writes.record(started.elapsed());
+            if let Err(e) = written {
                 self.handler.abort();
                 self.batch.clear();
                 self.results.clear();

@@ -14,7 +14,7 @@ use crate::change::{LeaseChange, WriteOp, WriteOutcome, WriteRequest};
 use crate::feed::LeaseEvent;
 use crate::group_commit::{CommitHandler, GroupCommit};
 use crate::lock::DirLock;
-use crate::metrics::MetricsRecorder;
+use crate::metrics::{HistogramSnapshot, MetricsRecorder};
 use crate::{
     Acquire, AddressableLease, AddressableReference, Clock, NodeId, OrbitError, OrbitResult, Renew,
     Timestamp, rules,
@@ -341,6 +341,14 @@ impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> Writes<H
         self.inner
             .as_ref()
             .map(|w| w.writer().stats())
+            .unwrap_or_default()
+    }
+
+    /// The group commit's log-write durations and batch sizes (empty when read-only).
+    pub fn histograms(&self) -> (HistogramSnapshot, HistogramSnapshot) {
+        self.inner
+            .as_ref()
+            .map(|w| w.writer().histograms())
             .unwrap_or_default()
     }
 }

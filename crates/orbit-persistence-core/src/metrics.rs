@@ -92,6 +92,17 @@ pub struct PersistenceMetrics {
     /// Latency of writes, every bucket (for an exporter).
     #[serde(default)]
     pub write_histogram: HistogramSnapshot,
+    /// Duration of each group-commit log write: the append and, under `sync = "always"`, its
+    /// fdatasync (disk engines; empty elsewhere).
+    #[serde(default)]
+    pub log_write_histogram: HistogramSnapshot,
+    /// Requests per group-commit batch (the histogram's values are counts, not microseconds).
+    #[serde(default)]
+    pub batch_size_histogram: HistogramSnapshot,
+    /// Bytes free for this user on the file system of the data directory (0: no directory, or
+    /// not known).
+    #[serde(default)]
+    pub disk_free_bytes: u64,
     /// Backend-specific gauges by name, e.g. RocksDB's `estimate-pending-compaction-bytes`.
     pub engine: BTreeMap<String, u64>,
 }
@@ -120,7 +131,12 @@ impl Default for LatencyHistogram {
 impl LatencyHistogram {
     /// Records one operation of duration `d`.
     pub fn record(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.record_value(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Records one value (the same power-of-two buckets; a count, such as a batch's size,
+    /// rather than microseconds).
+    pub fn record_value(&self, us: u64) {
         let bucket = (u64::BITS - us.leading_zeros()) as usize;
         self.buckets[bucket.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
         self.max_us.fetch_max(us, Ordering::Relaxed);

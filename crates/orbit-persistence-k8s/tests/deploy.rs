@@ -228,3 +228,27 @@ fn the_dockerfile_builds_the_image_the_operator_deployment_runs() {
         );
     }
 }
+
+#[test]
+fn the_prometheus_rule_holds_exactly_the_rules_of_the_plain_rule_file() {
+    let files = deploy::monitoring_files().unwrap();
+    let plain: serde_json::Value =
+        serde_saphyr::from_str(&files["monitoring/alerts.yaml"]).unwrap();
+    let rule: serde_json::Value =
+        serde_saphyr::from_str(&files["monitoring/prometheus-rule.yaml"]).unwrap();
+    assert_eq!(rule["kind"], "PrometheusRule");
+    assert_eq!(rule["spec"]["groups"], plain["groups"]);
+    let names: Vec<&str> = plain["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alert"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        orbit_persistence_core::exposition::alerts()
+            .iter()
+            .map(|a| a.name)
+            .collect::<Vec<_>>()
+    );
+}

@@ -991,6 +991,7 @@ impl Store {
             // The whole directory (tables, WAL, MANIFEST), as every disk backend reports it:
             // RocksDB's own SST size leaves out the WAL a fresh store holds everything in.
             disk_bytes: orbit_persistence_core::fs::dir_bytes(&StdFileSystem::new(), &self.path),
+            disk_free_bytes: orbit_persistence_core::fs::free_bytes(&self.path).unwrap_or(0),
             // The block cache is shared by the families: count it once.
             memory_bytes: self.property_sum("rocksdb.cur-size-all-mem-tables")
                 + self.property("rocksdb.block-cache-usage"),

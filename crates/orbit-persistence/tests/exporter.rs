@@ -218,6 +218,28 @@ async fn a_scrape_of_each_backend_counts_exactly_what_was_done_and_promtool_acce
         assert_eq!(samples[&health], 1.0, "{what}");
         if backend != BackendType::Memory {
             assert!(value("orbit_persistence_disk_bytes") > 0.0, "{what}");
+            assert!(value("orbit_persistence_disk_free_bytes") > 0.0, "{what}");
+        }
+        if matches!(backend, BackendType::CowBTree | BackendType::LsmTree) {
+            // Our engines' group commit: every request of the sequential workload is its own
+            // batch, and every batch that logged something is one timed log write.
+            let requests = (1 + RENEWS + LOST) as f64;
+            assert_eq!(
+                value("orbit_persistence_batch_size_sum"),
+                requests,
+                "{what}"
+            );
+            assert_eq!(
+                value("orbit_persistence_batch_size_count"),
+                requests,
+                "{what}"
+            );
+            assert_eq!(
+                value("orbit_persistence_log_write_duration_seconds_count"),
+                value("orbit_persistence_write_batches_total"),
+                "{what}"
+            );
+            assert!(value("orbit_persistence_write_batches_total") >= (1 + RENEWS) as f64);
         }
         if let Some(problems) = promtool_problems(&text) {
             panic!("{backend:?}: promtool check metrics: {problems}\n{text}");

@@ -208,6 +208,13 @@ pub fn write_file_atomic(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> Orbi
     fs.sync_dir(parent_dir(path))
 }
 
+/// Bytes free for this (unprivileged) user on the file system holding `dir`: what a store can
+/// still write before it fails with a full disk. `None` if the file system cannot say.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    stat.f_bavail.checked_mul(stat.f_frsize)
+}
+
 /// Bytes of the files directly in `dir` (0 if it cannot be listed): a store's disk use.
 pub fn dir_bytes(fs: &dyn FileSystem, dir: &Path) -> u64 {
     let Ok(names) = fs.list_dir(dir) else {
