@@ -341,8 +341,8 @@ pub enum WriteOutcome {
 }
 
 impl WriteOutcome {
-    /// The lease changes this outcome wrote, for a `batch` of that many leases (a store or a
-    /// replicate): what [`crate::metrics::PersistenceMetrics::writes`] counts.
+    /// The lease changes this outcome wrote, for a `batch` of that many leases (a store, a
+    /// restore or a replicate): what [`crate::metrics::PersistenceMetrics::writes`] counts.
     pub fn changes(&self, batch: u64) -> u64 {
         match self {
             WriteOutcome::Stored => batch,

@@ -255,13 +255,24 @@ impl<E: Engine> PersistenceProvider for DiskDirectory<E> {
         } = self.engine.metrics(&version);
         let gc = self.writes.stats();
         let (log_write_histogram, batch_size_histogram) = self.writes.histograms();
+        // Listing the directory and statvfs are file-system calls: off the async workers (a
+        // scrape of `/metrics` runs on one).
+        let (fs, dir) = (Arc::clone(&self.fs), self.dir.clone());
+        let (disk_bytes, disk_free_bytes) = tokio::task::spawn_blocking(move || {
+            (
+                dir_bytes(&*fs, &dir),
+                crate::fs::free_bytes(&dir).unwrap_or(0),
+            )
+        })
+        .await
+        .unwrap_or((0, 0));
         PersistenceMetrics {
             lease_count: version.lease_count(),
             last_revision: version.revision(),
             write_batches: gc.batches,
             syncs: gc.syncs,
-            disk_bytes: dir_bytes(&*self.fs, &self.dir),
-            disk_free_bytes: crate::fs::free_bytes(&self.dir).unwrap_or(0),
+            disk_bytes,
+            disk_free_bytes,
             log_write_histogram,
             batch_size_histogram,
             memory_bytes,

@@ -92,7 +92,7 @@ impl<H: CommitHandler<Request = WriteRequest, Response = WriteOutcome>> LeaseWri
     async fn submit(&self, op: WriteOp, now: Timestamp) -> OrbitResult<WriteOutcome> {
         let start = Instant::now();
         let batch = match &op {
-            WriteOp::Store(leases) => leases.len() as u64,
+            WriteOp::Store(leases) | WriteOp::Restore { leases, .. } => leases.len() as u64,
             WriteOp::Replicate(changes) => changes.len() as u64,
             _ => 1,
         };
