@@ -373,7 +373,14 @@ async fn open(
     store: &Store,
     access: Access,
 ) -> Result<Arc<dyn AddressableDirectoryProvider>, Failure> {
-    let config = load_existing(store)?;
+    open_config(load_existing(store)?, access).await
+}
+
+/// [`open`] of a config already loaded.
+async fn open_config(
+    config: PersistenceConfig,
+    access: Access,
+) -> Result<Arc<dyn AddressableDirectoryProvider>, Failure> {
     // Opening recovers the data directory: blocking file I/O, off the runtime's workers.
     let opened = tokio::task::spawn_blocking(move || match access {
         Access::Inspect => orbit_persistence::open_read_only(&config, Arc::new(SystemClock)),
@@ -388,11 +395,12 @@ async fn open(
 /// `/metrics` and `/healthz` served until SIGTERM or Ctrl-C, then a clean close.
 async fn serve_metrics(store: &Store, listen: std::net::SocketAddr) -> Result<(), Failure> {
     let stop = signal::stop_signal().map_err(|e| Failure(3, format!("signal handlers: {e}")))?;
-    let backend = load_existing(store)?.backend;
+    let config = load_existing(store)?;
+    let backend = config.backend;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure(2, format!("--listen {listen}: {e}")))?;
-    let s = open(store, Access::Write).await?;
+    let s = open_config(config, Access::Write).await?;
     note(&format!("serving /metrics and /healthz on http://{listen}"));
     let served = orbit_persistence::exporter::serve(listener, s.clone(), backend.as_str(), stop)
         .await

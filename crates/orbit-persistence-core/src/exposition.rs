@@ -279,18 +279,14 @@ impl Collector for Snapshot {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
-        let current = match self.health {
-            ProviderHealth::Healthy => "healthy",
-            ProviderHealth::Degraded { .. } => "degraded",
-            ProviderHealth::Unhealthy { .. } => "unhealthy",
-        };
+        let current = self.health.status();
         let mut health = encoder.encode_descriptor(
             HEALTH,
             "The store's health: 1 for its current status, 0 for the others.",
             None,
             MetricType::Gauge,
         )?;
-        for status in ["healthy", "degraded", "unhealthy"] {
+        for status in ProviderHealth::STATUSES {
             let labels = [("status", status)];
             ConstGauge::new(i64::from(status == current)).encode(health.encode_family(&labels)?)?;
         }

@@ -26,6 +26,30 @@ pub enum ProviderHealth {
     },
 }
 
+impl ProviderHealth {
+    /// Every status, in order of severity: the names [`ProviderHealth::status`] gives.
+    pub const STATUSES: [&'static str; 3] = ["healthy", "degraded", "unhealthy"];
+
+    /// The status's name, as an exporter shows it: `healthy`, `degraded` or `unhealthy`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            ProviderHealth::Healthy => Self::STATUSES[0],
+            ProviderHealth::Degraded { .. } => Self::STATUSES[1],
+            ProviderHealth::Unhealthy { .. } => Self::STATUSES[2],
+        }
+    }
+
+    /// What is wrong, unless healthy.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            ProviderHealth::Healthy => None,
+            ProviderHealth::Degraded { reason } | ProviderHealth::Unhealthy { reason } => {
+                Some(reason)
+            }
+        }
+    }
+}
+
 /// Latency percentiles of one kind of operation, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LatencySummary {

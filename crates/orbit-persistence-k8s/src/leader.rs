@@ -257,11 +257,6 @@ impl Elector {
             }
         }
     }
-
-    /// The election's config.
-    pub fn config(&self) -> &ElectionConfig {
-        &self.config
-    }
 }
 
 /// A write refused because another got there first (409: AlreadyExists or Conflict).

@@ -66,16 +66,15 @@ async fn metrics(State(served): State<Served>) -> Response {
 }
 
 async fn healthz(State(served): State<Served>) -> Response {
-    let (code, body) = match served.store.health_check().await {
-        ProviderHealth::Healthy => (StatusCode::OK, serde_json::json!({"status": "healthy"})),
-        ProviderHealth::Degraded { reason } => (
-            StatusCode::OK,
-            serde_json::json!({"status": "degraded", "reason": reason}),
-        ),
-        ProviderHealth::Unhealthy { reason } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"status": "unhealthy", "reason": reason}),
-        ),
+    let health = served.store.health_check().await;
+    // A degraded store still serves: only an unhealthy one fails the probe.
+    let code = match health {
+        ProviderHealth::Unhealthy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    let body = match health.reason() {
+        Some(reason) => serde_json::json!({"status": health.status(), "reason": reason}),
+        None => serde_json::json!({"status": health.status()}),
     };
     (
         code,

@@ -9,7 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use orbit_persistence::exposition::{self, Alert, alerts};
-use orbit_persistence::{BackendType, PersistenceConfig, SystemClock, open};
+use orbit_persistence::{BackendType, SystemClock, open};
+
+mod support;
+
+use support::{config, mount, umount};
 
 /// The samples of a scrape as promtool input series, each held for `minutes` minutes.
 fn input_series(scrape: &str, minutes: u32) -> String {
@@ -78,11 +82,7 @@ fn promtool_test(dir: &Path, cases: &[String]) -> Result<(), String> {
 
 /// A cow_btree store in `dir`, opened (and closed, if `close`), and its scrape.
 async fn scrape_of_store(dir: &Path, close: bool) -> String {
-    let text = format!(
-        "backend = \"cow_btree\"\n[cow_btree]\ndata_dir = {:?}\n",
-        dir.join("leases")
-    );
-    let config = PersistenceConfig::from_toml_str(&text).unwrap();
+    let config = config(BackendType::CowBTree, &dir.join("leases"));
     let store = tokio::task::spawn_blocking(move || open(&config, Arc::new(SystemClock)))
         .await
         .unwrap()
@@ -103,18 +103,14 @@ struct Tmpfs(std::path::PathBuf);
 impl Tmpfs {
     fn mount(dir: &Path) -> Option<Tmpfs> {
         std::fs::create_dir_all(dir).unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=512m", "tmpfs"])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        mounted.then(|| Tmpfs(dir.to_path_buf()))
+        let at = dir.to_str().unwrap();
+        mount(&["-t", "tmpfs", "-o", "size=512m", "tmpfs", at]).then(|| Tmpfs(dir.to_path_buf()))
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        umount(&self.0);
     }
 }
 

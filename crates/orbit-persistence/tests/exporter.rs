@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use orbit_persistence::{
-    Acquire, AddressableLease, AddressableReference, BackendType, Clock, Key, ManualClock, NodeId,
-    PersistenceConfig, PersistenceProvider, Renew, Timestamp, compiled_backends, exporter, open,
+    Acquire, AddressableLease, AddressableReference, BackendType, Key, NodeId, PersistenceProvider,
+    Renew, Timestamp, compiled_backends, exporter, open,
 };
 
-const T0: Timestamp = Timestamp(1_700_000_000_000);
+mod support;
+
+use support::{T0, clock, config};
 
 fn lease(i: usize, node: &str) -> AddressableLease {
     let e = Timestamp(T0.0 + 60_000);
@@ -21,18 +23,6 @@ fn lease(i: usize, node: &str) -> AddressableLease {
         e,
         e,
     )
-}
-
-fn config(backend: BackendType, dir: &std::path::Path) -> PersistenceConfig {
-    let name = backend.as_str();
-    let text = match backend {
-        BackendType::Memory => format!("backend = \"{name}\"\n"),
-        _ => format!(
-            "backend = \"{name}\"\n[{name}]\ndata_dir = {:?}\n",
-            dir.join(name)
-        ),
-    };
-    PersistenceConfig::from_toml_str(&text).unwrap()
 }
 
 /// A GET of `path` from `addr` over HTTP/1.1 (a plain socket, on a blocking thread): status
@@ -157,10 +147,8 @@ async fn a_scrape_of_each_backend_counts_exactly_what_was_done_and_promtool_acce
         if backend == BackendType::Etcd {
             continue; // needs a cluster
         }
-        let config = config(backend, dir.path());
-        let c = config.clone();
-        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
-        let store = tokio::task::spawn_blocking(move || open(&c, clock))
+        let config = config(backend, &dir.path().join(backend.as_str()));
+        let store = tokio::task::spawn_blocking(move || open(&config, clock()))
             .await
             .unwrap()
             .unwrap();

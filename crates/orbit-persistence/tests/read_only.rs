@@ -7,7 +7,6 @@
 #![cfg(all(feature = "cowbtree", feature = "lsm"))]
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use orbit_persistence::{
@@ -18,7 +17,7 @@ use orbit_persistence::{
 mod support;
 
 use orbit_persistence_conformance::corruption::{contents, copy_dir};
-use support::{T0, clock, config};
+use support::{T0, clock, config, is_root, mount, umount};
 
 const LEASES: usize = 300;
 
@@ -162,24 +161,6 @@ async fn a_read_only_open_reads_a_crash_image_and_changes_no_byte() {
         );
         assert!(!tmp.path().join("missing").exists());
     }
-}
-
-/// Runs `mount` with `args`; false if this process may not mount (not root).
-fn mount(args: &[&str]) -> bool {
-    let status = Command::new("mount").args(args).status();
-    matches!(status, Ok(s) if s.success())
-}
-
-fn umount(dir: &Path) {
-    let _ = Command::new("umount").arg(dir).status();
-}
-
-fn is_root() -> bool {
-    // SAFETY: getuid has no preconditions.
-    unsafe extern "C" {
-        fn geteuid() -> u32;
-    }
-    unsafe { geteuid() == 0 }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
